@@ -1,0 +1,35 @@
+# Two commands a newcomer needs: `make demo` and `make test`.
+# Both create .venv (Python 3.11) and install the pinned requirements on first use.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= 2
+
+.PHONY: venv demo test dryrun clean-demo
+
+venv: $(STAMP)
+
+# torch first, alone: pip then takes the CPU wheel of the pinned version instead of
+# resolving a multi-GB CUDA build as a dependency of another package.
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$$(grep -E '^torch==' requirements.txt)"
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/python -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('$$(grep -E '^torch==' requirements.txt | cut -d= -f3)') else f'torch {v} replaced the pinned build')"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/snakemake all --cores $(CORES) --configfile config/demo.yaml
+	@echo "Demo report: results/report/ppbs_demo_table.md and results/report/ppbs_demo_metrics.png"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+dryrun: $(STAMP)
+	$(BIN)/snakemake all --cores 8 --resources gpu=2 --dry-run
+
+clean-demo:
+	rm -rf results/data/ppbs_demo results/embeddings/ppbs_demo results/runs/ppbs_demo results/report/ppbs_demo_* resources/datasets/ppbs_demo

@@ -1,0 +1,32 @@
+# bihmf: download -> preprocess -> embed -> train -> report.
+# `snakemake all --cores 8 --resources gpu=2` (target first: --resources swallows a target after it).
+import os
+
+from snakemake.utils import min_version, validate
+
+from bihmf.config import coerce_cli_strings
+
+min_version("9.0")
+
+# --configfile gives a complete config (e.g. config/demo.yaml) that replaces config.yaml;
+# --config key=value overrides single keys of whichever config is in use.
+if not workflow.overwrite_configfiles:
+    configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+coerce_cli_strings(config)
+validate(config, "bihmf/schemas/config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/download.smk"
+include: "rules/preprocess.smk"
+include: "rules/embed.smk"
+include: "rules/train.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        report_outputs(),

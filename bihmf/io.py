@@ -1,0 +1,57 @@
+"""Atomic file output: a killed job must never leave a half-written file that looks finished."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
+
+    The temporary file lives in the same directory so the final ``os.replace`` is atomic
+    on POSIX file systems. On any exception the temporary file is removed.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON atomically (stable diffs between runs)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def nested_list_array(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.ListArray:
+    """Arrow ``list<fixed_size_list<value_type, D>>`` from per-row 2-D arrays [n_i, D].
+
+    pyarrow cannot infer this type from 2-D numpy arrays, and building it from flat buffers
+    avoids a slow per-element Python conversion.
+    """
+    width = arrays[0].shape[1] if arrays else 0
+    flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0)
+    inner = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=value_type), width)
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), inner)

@@ -1,0 +1,1 @@
+"""Structure encoders, fusion strategies and the assembled protein model."""

@@ -1,0 +1,69 @@
+"""Bi-HMF local fusion: per-residue gating between the sequence and structure streams.
+
+At every GNN depth l (paper.md, choice 3; the gate equation is the paper's):
+
+    s_l = LN(P_l(e_{k_l}) + s_{l-1})          sequence stream, cached ESM layer k_l
+    h_l = GNN_l(h~_{l-1})                     structure stream
+    g   = softmax(f_l(s_l) + f_l(h_l))        f_l: MLP width -> 2 votes, shared by both inputs
+    z_l = g_1 * s_l + g_2 * h_l
+    h~_l = h_l + z_l ;  s_l <- s_l + z_l      the fused state feeds both streams
+
+s_0 = 0 and h~_0 is the encoder's embedding of one-hot residue types. The residue readout is
+z_L, the fused state of the last depth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bihmf.models.fusion.base import (
+    NUM_RESIDUE_TYPES,
+    EncoderFactory,
+    Fusion,
+    FusionContext,
+    paired_layers,
+    residue_one_hot,
+)
+
+
+class LocalGate(nn.Module):
+    """g = softmax(f(x_seq) + f(x_struct)); fused = g1 * x_seq + g2 * x_struct."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.votes = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 2))
+
+    def forward(self, x_seq: Tensor, x_struct: Tensor) -> Tensor:
+        gate = torch.softmax(self.votes(x_seq) + self.votes(x_struct), dim=-1)
+        return gate[:, :1] * x_seq + gate[:, 1:] * x_struct
+
+
+class BiHMFLocal(Fusion):
+    def __init__(self, encoder_factory: EncoderFactory, context: FusionContext):
+        super().__init__()
+        self.encoder = encoder_factory(NUM_RESIDUE_TYPES)
+        self.width = width = self.encoder.width
+        layers = self.esm_layers(self.encoder.num_layers, context.esm_depth, context.explicit_layers)
+        self.slots = [context.slot(layer) for layer in layers]
+        self.project = nn.ModuleList([nn.Linear(context.esm_dim, width) for _ in layers])
+        self.seq_norm = nn.ModuleList([nn.LayerNorm(width) for _ in layers])
+        self.gates = nn.ModuleList([LocalGate(width) for _ in layers])
+
+    @staticmethod
+    def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
+        return paired_layers(num_gnn_layers, esm_depth, explicit)
+
+    def forward(self, graph: Any) -> Tensor:
+        state = self.encoder.prepare(graph, residue_one_hot(graph))
+        seq = torch.zeros_like(state.s)
+        fused = state.s
+        for depth, slot in enumerate(self.slots):
+            seq = self.seq_norm[depth](self.project[depth](graph.esm[:, slot]) + seq)
+            state = self.encoder.layer(depth, state)
+            fused = self.gates[depth](seq, state.s)
+            state = state.with_scalar(state.s + fused)
+            seq = seq + fused
+        return fused

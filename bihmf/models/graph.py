@@ -1,0 +1,114 @@
+"""Residue graphs and geometric features in pure torch.
+
+PyG 2.8's ``knn_graph`` / ``radius_graph`` need pyg-lib, which has no wheel here, so the
+k-nearest-neighbour graph over CA atoms is built with blocked distance computations: memory
+is ``block x N`` per protein, never ``N x N`` for the whole batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+N_IDX, CA_IDX, C_IDX, O_IDX, CB_IDX = range(5)
+
+
+def knn_edges(ca: Tensor, batch: Tensor, k: int, block: int = 1024) -> Tensor:
+    """Edges j -> i from each residue's k nearest residues of the same protein (self excluded).
+
+    Returns ``edge_index`` [2, E] with row 0 = source j, row 1 = target i (PyG convention).
+    Residues of a protein with fewer than k+1 residues connect to all others.
+    """
+    sources, targets = [], []
+    for protein in torch.unique(batch):
+        idx = torch.nonzero(batch == protein).flatten()
+        pos = ca[idx]
+        kk = min(k, len(idx) - 1)
+        if kk <= 0:
+            continue
+        for start in range(0, len(idx), block):
+            dist = torch.cdist(pos[start : start + block], pos)
+            rows = torch.arange(dist.shape[0], device=ca.device)
+            dist[rows, rows + start] = math.inf
+            nearest = dist.topk(kk, dim=1, largest=False).indices
+            targets.append(idx[start : start + block].repeat_interleave(kk))
+            sources.append(idx[nearest.flatten()])
+    if not sources:
+        return torch.zeros(2, 0, dtype=torch.long, device=ca.device)
+    return torch.stack([torch.cat(sources), torch.cat(targets)])
+
+
+def normalize(x: Tensor, dim: int = -1) -> Tensor:
+    """Unit vectors; zero (not NaN) where the input is zero or NaN."""
+    x = torch.nan_to_num(x)
+    return x / x.norm(dim=dim, keepdim=True).clamp_min(1e-8)
+
+
+def rbf(distance: Tensor, count: int = 16, d_max: float = 20.0) -> Tensor:
+    """Gaussian radial basis expansion of distances."""
+    centers = torch.linspace(0.0, d_max, count, device=distance.device)
+    width = d_max / count
+    return torch.exp(-(((distance.unsqueeze(-1) - centers) / width) ** 2))
+
+
+def positional_encoding(offset: Tensor, count: int = 16) -> Tensor:
+    """Sinusoidal encoding of the sequence offset j - i between connected residues."""
+    freq = torch.exp(torch.arange(0, count, 2, device=offset.device, dtype=torch.float32) * -(math.log(10000.0) / count))
+    angles = offset.float().unsqueeze(-1) * freq
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+def _dihedral(p0: Tensor, p1: Tensor, p2: Tensor, p3: Tensor) -> Tensor:
+    b0, b1, b2 = p1 - p0, p2 - p1, p3 - p2
+    n1, n2 = torch.cross(b0, b1, dim=-1), torch.cross(b1, b2, dim=-1)
+    m1 = torch.cross(n1, normalize(b1), dim=-1)
+    return torch.atan2((m1 * n2).sum(-1), (n1 * n2).sum(-1))
+
+
+def backbone_dihedrals(coords: Tensor, chain_break: Tensor) -> Tensor:
+    """sin/cos of phi, psi, omega per residue [N, 6]; zero where undefined.
+
+    ``chain_break[i]`` is True when residue i+1 does not continue residue i's chain
+    (new chain, new protein in the batch, or a gap), so no angle spans a break.
+    """
+    n, ca, c = coords[:, N_IDX], coords[:, CA_IDX], coords[:, C_IDX]
+    angles = torch.zeros(coords.shape[0], 3, device=coords.device)
+    valid = torch.zeros(coords.shape[0], 3, dtype=torch.bool, device=coords.device)
+    if coords.shape[0] > 1:
+        linked = ~chain_break[:-1]
+        phi = _dihedral(c[:-1], n[1:], ca[1:], c[1:])
+        psi = _dihedral(n[:-1], ca[:-1], c[:-1], n[1:])
+        omega = _dihedral(ca[:-1], c[:-1], n[1:], ca[1:])
+        angles[1:, 0], valid[1:, 0] = phi, linked
+        angles[:-1, 1], valid[:-1, 1] = psi, linked
+        angles[:-1, 2], valid[:-1, 2] = omega, linked
+    valid &= torch.isfinite(angles)
+    angles = torch.nan_to_num(angles)
+    feats = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+    return feats * valid.repeat(1, 2)
+
+
+def orientation_vectors(coords: Tensor, chain_break: Tensor) -> Tensor:
+    """Forward / backward CA directions and the ideal side-chain direction [N, 3, 3]."""
+    ca = coords[:, CA_IDX]
+    forward = torch.zeros_like(ca)
+    backward = torch.zeros_like(ca)
+    if ca.shape[0] > 1:
+        step = normalize(ca[1:] - ca[:-1]) * (~chain_break[:-1]).unsqueeze(-1)
+        forward[:-1], backward[1:] = step, -step
+    b = ca - coords[:, N_IDX]
+    c = coords[:, C_IDX] - ca
+    side = normalize(-0.58273431 * torch.cross(b, c, dim=-1) + 0.56802827 * b - 0.54067466 * c)
+    return torch.stack([forward, backward, side], dim=1)
+
+
+def chain_breaks(coords: Tensor, chain_index: Tensor, max_peptide_bond: float = 2.0) -> Tensor:
+    """True where the next residue is in another chain/protein or not peptide-bonded (C-N gap)."""
+    breaks = torch.ones(coords.shape[0], dtype=torch.bool, device=coords.device)
+    if coords.shape[0] > 1:
+        gap = (coords[1:, N_IDX] - coords[:-1, C_IDX]).norm(dim=-1)
+        same_chain = chain_index[1:] == chain_index[:-1]
+        breaks[:-1] = ~(same_chain & (gap < max_peptide_bond))
+    return breaks

@@ -1,0 +1,44 @@
+"""A benchmark model = fusion strategy (which owns its structure encoder) + task head."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from torch import Tensor, nn
+
+from bihmf.models.encoders import ENCODERS
+from bihmf.models.fusion import FUSIONS, FusionContext
+from bihmf.tasks import TASKS
+
+
+class ProteinModel(nn.Module):
+    def __init__(self, fusion: nn.Module, head: nn.Module):
+        super().__init__()
+        self.fusion = fusion
+        self.head = head
+
+    def forward(self, graph: Any) -> Tensor:
+        return self.head(self.fusion(graph), graph)
+
+
+def build_model(encoder: str, fusion: str, task: str, model_cfg: dict[str, Any], context: FusionContext) -> ProteinModel:
+    """Assemble registry entries into one model; unknown names fail with the known ones listed."""
+    for kind, name, registry in (("encoder", encoder, ENCODERS), ("fusion", fusion, FUSIONS), ("task", task, TASKS)):
+        if name not in registry:
+            raise KeyError(f"unknown {kind} {name!r}; known: {sorted(registry)}")
+    encoder_factory = partial(
+        ENCODERS[encoder],
+        width=model_cfg["hidden_dim"],
+        vector_dim=model_cfg["vector_dim"],
+        num_layers=model_cfg["num_layers"],
+        knn=model_cfg["knn"],
+        dropout=model_cfg["dropout"],
+    )
+    fusion_module = FUSIONS[fusion](encoder_factory, context)
+    return ProteinModel(fusion_module, TASKS[task].Head(fusion_module.width, model_cfg["dropout"]))
+
+
+def reads_esm(fusion: str, context: FusionContext, num_gnn_layers: int) -> bool:
+    """Whether the fusion reads any cached ESM layer (structure-only runs skip loading the cache)."""
+    return bool(FUSIONS[fusion].esm_layers(num_gnn_layers, context.esm_depth, context.explicit_layers))

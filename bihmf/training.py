@@ -1,0 +1,270 @@
+"""The train stage: one (dataset, encoder, fusion, seed) run from tables to metrics.
+
+Batches are packed by residue count (``residue_budget``), not protein count, so memory
+scales with residues; a single protein larger than the budget is an error naming it.
+Runs are deterministic on CPU for a given seed (seeded torch/numpy, deterministic
+algorithms, data order from a seeded generator).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import platform
+import resource
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch_geometric.data import Batch, Data
+
+from bihmf.data.schema import ProteinRecord, read_proteins
+from bihmf.data.structure import STANDARD_AA
+from bihmf.esm import EmbeddingCache, file_sha256
+from bihmf.io import atomic_output, write_json_atomic, write_text_atomic
+from bihmf.models.fusion import FusionContext
+from bihmf.models.model import ProteinModel, build_model, reads_esm
+from bihmf.tasks import TASKS
+
+log = logging.getLogger(__name__)
+
+RESIDUE_INDEX = {aa: i for i, aa in enumerate(STANDARD_AA)}  # anything else -> 20 (X)
+CHAIN_STRIDE = 1 << 16  # chain_index = protein-in-batch * CHAIN_STRIDE + chain-in-protein
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/Inf loss; the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    dataset: str
+    encoder: str
+    fusion: str
+    seed: int
+    task: str
+
+
+def protein_graph(record: ProteinRecord, esm: np.ndarray | None) -> Data:
+    """One protein as a PyG graph (edges are built on the device, inside the encoder)."""
+    chain_names = {name: i for i, name in enumerate(dict.fromkeys(record.chain_ids))}
+    n = len(record.sequence)
+    data = Data(
+        residue_type=torch.tensor([RESIDUE_INDEX.get(aa, 20) for aa in record.sequence], dtype=torch.long),
+        coords=torch.from_numpy(record.coords.copy()),
+        chain=torch.tensor([chain_names[c] for c in record.chain_ids], dtype=torch.long),
+        y=torch.from_numpy(record.labels.astype(np.int64)),
+        residue_weight=torch.full((n,), record.weight, dtype=torch.float32),
+        num_nodes=n,
+    )
+    if esm is not None:
+        data.esm = torch.from_numpy(esm)
+    return data
+
+
+def collate(graphs: list[Data], device: torch.device) -> Batch:
+    batch = Batch.from_data_list(graphs).to(device)
+    batch.chain_index = batch.batch * CHAIN_STRIDE + batch.chain
+    return batch
+
+
+def residue_budget_batches(sizes: list[int], names: list[str], budget: int, order: np.ndarray) -> list[list[int]]:
+    """Pack proteins, visited in ``order``, into batches of at most ``budget`` residues."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for i in order.tolist():
+        if sizes[i] > budget:
+            raise ValueError(
+                f"protein {names[i]} has {sizes[i]} residues, more than train.residue_budget={budget}; "
+                "raise the budget (or crop the protein in preprocessing)"
+            )
+        if current and used + sizes[i] > budget:
+            batches.append(current)
+            current, used = [], 0
+        current.append(i)
+        used += sizes[i]
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _evaluate(model: ProteinModel, task: Any, graphs: list[Data], budget: int, device: torch.device) -> dict[str, float]:
+    model.eval()
+    sizes = [g.num_nodes for g in graphs]
+    parts = []
+    with torch.no_grad():
+        for batch_ids in residue_budget_batches(sizes, [str(i) for i in range(len(graphs))], budget, np.arange(len(graphs))):
+            batch = collate([graphs[i] for i in batch_ids], device)
+            parts.append(task.predictions(model(batch), batch))
+    return task.evaluate(parts)
+
+
+def _package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("bihmf", "torch", "torch-geometric", "fair-esm", "numpy", "pyarrow"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
+
+
+def pick_device() -> torch.device:
+    if torch.cuda.is_available():
+        log.info("device: cuda (%s)", torch.cuda.get_device_name(0))
+        return torch.device("cuda")
+    log.info("device: cpu (no CUDA device visible; training on CPU)")
+    return torch.device("cpu")
+
+
+def _split_graphs(records: list[ProteinRecord], graphs: list[Data]) -> dict[str, list[Data]]:
+    """Graphs per evaluation split: 'train', 'val', 'test' and 'test_<subset>' for each test subset."""
+    splits: dict[str, list[Data]] = {}
+    for record, graph in zip(records, graphs):
+        splits.setdefault(record.split, []).append(graph)
+        if record.split == "test" and record.subset:
+            splits.setdefault(f"test_{record.subset}", []).append(graph)
+    missing = {"train", "val", "test"} - set(splits)
+    if missing:
+        raise ValueError(f"dataset has no proteins in split(s) {sorted(missing)}")
+    return splits
+
+
+def _curve_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def train_run(
+    spec: RunSpec,
+    proteins_path: Path,
+    cache_path: Path,
+    model_cfg: dict[str, Any],
+    train_cfg: dict[str, Any],
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Train one run and write ``metrics.json``, ``model.pt`` (best epoch) and ``curve.csv``."""
+    started = time.time()
+    torch.manual_seed(spec.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(train_cfg["threads"])
+    device = pick_device()
+    task = TASKS[spec.task]
+
+    cache = EmbeddingCache(cache_path)
+    context = FusionContext(
+        esm_dim=int(cache.metadata["embed_dim"]),
+        cache_layers=tuple(cache.layers),
+        esm_depth=int(cache.metadata["esm_depth"]),
+        explicit_layers=model_cfg["esm_layers"],
+    )
+    model = build_model(spec.encoder, spec.fusion, spec.task, model_cfg, context).to(device)
+    with_esm = reads_esm(spec.fusion, context, model_cfg["num_layers"])
+    records = read_proteins(proteins_path)
+    graphs = [protein_graph(r, cache[r.seq_hash] if with_esm else None) for r in records]
+    splits = _split_graphs(records, graphs)
+    train_graphs = splits["train"]
+    train_names = [r.protein_id for r in records if r.split == "train"]
+    budget = train_cfg["residue_budget"]
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
+    order_rng = np.random.default_rng(spec.seed)
+    best_score, best_epoch, best_state = -math.inf, -1, copy.deepcopy(model.state_dict())
+    curve: list[dict[str, Any]] = []
+    for epoch in range(1, train_cfg["epochs"] + 1):
+        model.train()
+        epoch_start = time.time()
+        order = order_rng.permutation(len(train_graphs))
+        losses, residues = [], 0
+        for batch_ids in residue_budget_batches([g.num_nodes for g in train_graphs], train_names, budget, order):
+            batch = collate([train_graphs[i] for i in batch_ids], device)
+            optimizer.zero_grad()
+            loss = task.loss(model(batch), batch)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"epoch {epoch}: loss is {loss.item()} on proteins {[train_names[i] for i in batch_ids]}; "
+                    f"best checkpoint (epoch {best_epoch}) is kept in {out_dir}"
+                )
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg["grad_clip"])
+            optimizer.step()
+            losses.append(loss.item())
+            residues += batch.num_nodes
+        val = _evaluate(model, task, splits["val"], budget, device)
+        seconds = time.time() - epoch_start
+        curve.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **{f"val_{k}": v for k, v in val.items()}, "seconds": seconds})
+        log.info(
+            "epoch %d loss %.4f val %s | %.1f proteins/s %.0f residues/s",
+            epoch, curve[-1]["train_loss"], json.dumps({k: round(v, 4) for k, v in val.items()}),
+            len(train_graphs) / seconds, residues / seconds,
+        )
+        if val[task.SELECTION_METRIC] > best_score:
+            best_score, best_epoch, best_state = val[task.SELECTION_METRIC], epoch, copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= train_cfg["patience"]:
+            log.info("early stop: no val %s gain for %d epochs", task.SELECTION_METRIC, train_cfg["patience"])
+            break
+
+    model.load_state_dict(best_state)
+    metrics = {
+        name: _evaluate(model, task, graph_list, budget, device)
+        for name, graph_list in splits.items()
+        if name != "train"
+    }
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {
+        "dataset": spec.dataset,
+        "encoder": spec.encoder,
+        "fusion": spec.fusion,
+        "seed": spec.seed,
+        "task": spec.task,
+        "metrics": metrics,
+        "best_epoch": best_epoch,
+        "epochs_run": len(curve),
+        "provenance": {
+            "git_commit": _git_commit(),
+            "config_hash": config_hash({"model": model_cfg, "train": train_cfg}),
+            "model_config": model_cfg,
+            "train_config": train_cfg,
+            "dataset_sha256": file_sha256(proteins_path),
+            "esm_checkpoint_sha256": cache.metadata["checkpoint_sha256"],
+            "esm_layers_cached": cache.layers,
+            "packages": _package_versions(),
+            "device": str(device),
+            "wall_seconds": time.time() - started,
+            "peak_rss_mb": peak_mb,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
+    }
+    with atomic_output(out_dir / "model.pt") as tmp:
+        torch.save({"state_dict": best_state, "spec": spec.__dict__, "model_config": model_cfg, "epoch": best_epoch}, tmp)
+    write_text_atomic(out_dir / "curve.csv", _curve_csv(curve))
+    write_json_atomic(out_dir / "metrics.json", result)
+    log.info("done: best epoch %d, %s", best_epoch, json.dumps(metrics))
+    return result

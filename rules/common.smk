@@ -1,0 +1,39 @@
+# Shared names and input functions; all logic lives in the bihmf package.
+from bihmf.esm import esm_depth
+from bihmf.models.fusion import cached_layers
+
+DATASETS = list(config["datasets"])
+ESM_NAME = config["esm"]["name"]
+ESM_CHECKPOINT = f"resources/esm/{ESM_NAME}.pt"
+ESM_LAYERS = cached_layers(
+    config["model"]["fusions"],
+    config["model"]["num_layers"],
+    esm_depth(config["esm"]),
+    config["model"]["esm_layers"],
+)
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    encoder="[A-Za-z0-9_]+",
+    fusion="[A-Za-z0-9_]+",
+    seed=r"\d+",
+
+
+def run_metrics(dataset):
+    """Every training run of one dataset: encoders x fusions x seeds from the config."""
+    return expand(
+        "results/runs/{dataset}/{encoder}/{fusion}/seed{seed}/metrics.json",
+        dataset=dataset,
+        encoder=config["model"]["encoders"],
+        fusion=config["model"]["fusions"],
+        seed=config["train"]["seeds"],
+    )
+
+
+def report_outputs():
+    return expand(
+        "results/report/{dataset}_{kind}",
+        dataset=DATASETS,
+        kind=["table.md", "table.csv", "metrics.png"],
+    )

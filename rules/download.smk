@@ -1,0 +1,29 @@
+rule download_dataset:
+    output:
+        directory("resources/datasets/{dataset}/raw"),
+    conda:
+        "../envs/bihmf.yaml"
+    log:
+        "logs/download/{dataset}.log",
+    params:
+        spec=lambda wc: config["datasets"][wc.dataset],
+        downloads="resources/downloads",
+        base_dir=workflow.basedir,
+    script:
+        "../workflow_scripts/download_dataset.py"
+
+
+rule esm_checkpoint:
+    output:
+        model=ESM_CHECKPOINT,
+        regression=ESM_CHECKPOINT.replace(".pt", "-contact-regression.pt"),
+    conda:
+        "../envs/bihmf.yaml"
+    log:
+        f"logs/esm_checkpoint/{ESM_NAME}.log",
+    params:
+        esm=config["esm"],
+        downloads="resources/downloads",
+        base_dir=workflow.basedir,
+    script:
+        "../workflow_scripts/esm_checkpoint.py"

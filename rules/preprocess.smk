@@ -1,0 +1,14 @@
+rule preprocess:
+    input:
+        "resources/datasets/{dataset}/raw",
+    output:
+        proteins="results/data/{dataset}/proteins.parquet",
+        reconcile="results/data/{dataset}/reconcile.tsv",
+    conda:
+        "../envs/bihmf.yaml"
+    log:
+        "logs/preprocess/{dataset}.log",
+    params:
+        spec=lambda wc: config["datasets"][wc.dataset],
+    script:
+        "../workflow_scripts/preprocess.py"

@@ -1,0 +1,47 @@
+"""Shared fixtures: the real demo archive, its config, and a tiny fair-esm checkpoint."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from bihmf.config import load_config
+from bihmf.esm import write_random_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_ARCHIVE = ROOT / "demo" / "ppbs_demo.tar.gz"
+PDB_DATA = ROOT / "tests" / "data"
+
+
+@pytest.fixture(scope="session")
+def demo_config() -> dict:
+    return load_config(ROOT / "config" / "demo.yaml")
+
+
+@pytest.fixture(scope="session")
+def demo_spec(demo_config) -> dict:
+    return demo_config["datasets"]["ppbs_demo"]
+
+
+@pytest.fixture(scope="session")
+def demo_raw(tmp_path_factory) -> Path:
+    """The demo archive unpacked (read-only use: tests must not modify it)."""
+    out = tmp_path_factory.mktemp("demo_raw")
+    with tarfile.open(DEMO_ARCHIVE) as tar:
+        tar.extractall(out, filter="data")
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_structures(demo_raw) -> Path:
+    return demo_raw / "ppbs_demo" / "structures"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A 4-layer, 32-dim random ESM-2 in fair-esm's checkpoint format."""
+    path = tmp_path_factory.mktemp("esm") / "esm2_t4_test_random.pt"
+    write_random_checkpoint(path, num_layers=4, embed_dim=32, attention_heads=4, seed=0)
+    return path

@@ -1,0 +1,502 @@
+"""Tests for bihmf.download against a real loopback HTTP server (no internet needed)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import stat
+import subprocess
+import tarfile
+import threading
+import zipfile
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from bihmf.download import (
+    ChecksumError,
+    DownloadError,
+    fetch,
+    file_digest,
+    parse_checksum,
+    resolve_url,
+    safe_extract,
+)
+
+PAYLOAD = bytes(range(256)) * 40 + b"tail"  # 10 244 bytes, not a multiple of anything tidy
+SHA256 = "sha256:" + hashlib.sha256(PAYLOAD).hexdigest()
+BIG = bytes(range(251)) * 12_000  # ~2.9 MiB: more than two of fetch's 1 MiB chunks
+BIG_SHA256 = "sha256:" + hashlib.sha256(BIG).hexdigest()
+DRIVE_TOKEN = "t0k3n"
+DRIVE_UUID = "abc-123"
+
+# --------------------------------------------------------------------------- fake server
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Endpoints:
+
+    /files/x        PAYLOAD with Range support (206/416)
+    /norange/x      PAYLOAD, always 200 (ignores Range)
+    /flaky/N/x      503 for the first N requests to this path, then like /files
+    /truncate/x     BIG: first request sends 2.5 MiB with the full Content-Length and hangs up,
+                    then BIG with Range support
+    /missing        404
+    /uc?id=viacookie  Drive warning page + download_warning cookie; confirm=<token> + cookie -> file
+    /uc?id=viaform    Drive warning page with a hidden-input form pointing to /download
+    /download?...     file if id/confirm/uuid match the form
+    /uc?id=private    Drive HTML page without any token
+    """
+
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:  # silence stderr
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        parts = urlparse(self.path)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        with self.server.lock:
+            self.server.requests.append((self.path, dict(self.headers)))
+            seen = self.server.hits[parts.path] = self.server.hits.get(parts.path, 0) + 1
+        segments = parts.path.strip("/").split("/")
+        head = segments[0]
+        if head == "files":
+            self._serve_range(PAYLOAD)
+        elif head == "norange":
+            self._send(200, PAYLOAD)
+        elif head == "flaky":
+            if seen <= int(segments[1]):
+                self._send(503, b"busy", content_type="text/html")
+            else:
+                self._serve_range(PAYLOAD)
+        elif head == "truncate":
+            if seen == 1:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(BIG)))
+                self.end_headers()
+                self.wfile.write(BIG[: 5 << 19])
+                self.wfile.flush()
+                self.close_connection = True
+            else:
+                self._serve_range(BIG)
+        elif head == "uc":
+            self._drive_uc(query)
+        elif head == "download":
+            ok = query == {"id": "viaform", "export": "download", "confirm": DRIVE_TOKEN, "uuid": DRIVE_UUID}
+            self._send(200, PAYLOAD) if ok else self._send(403, b"bad form")
+        else:
+            self._send(404, b"not found", content_type="text/html")
+
+    def _drive_uc(self, query: dict[str, str]) -> None:
+        file_id = query.get("id")
+        if file_id == "viacookie":
+            cookie = f"download_warning_123_{file_id}={DRIVE_TOKEN}"
+            if query.get("confirm") == DRIVE_TOKEN and cookie in self.headers.get("Cookie", ""):
+                self._send(200, PAYLOAD)
+            else:
+                page = b"<html><body>Google Drive can't scan this file for viruses.</body></html>"
+                self._send(200, page, content_type="text/html; charset=utf-8", cookie=f"{cookie}; Path=/")
+        elif file_id == "viaform":
+            page = (
+                "<html><body><p>Google Drive can't scan this file for viruses.</p>"
+                '<form id="download-form" action="/download" method="get">'
+                '<input type="submit" value="Download anyway"/>'
+                '<input type="hidden" name="id" value="viaform">'
+                '<input type="hidden" name="export" value="download">'
+                f'<input type="hidden" name="confirm" value="{DRIVE_TOKEN}">'
+                f'<input type="hidden" name="uuid" value="{DRIVE_UUID}">'
+                "</form></body></html>"
+            ).encode()
+            self._send(200, page, content_type="text/html; charset=utf-8")
+        else:
+            self._send(200, b"<html><body>Sign in</body></html>", content_type="text/html")
+
+    def _serve_range(self, body: bytes) -> None:
+        header = self.headers.get("Range")
+        if header is None:
+            self._send(200, body)
+            return
+        start = int(header.removeprefix("bytes=").rstrip("-"))
+        if start >= len(body):
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(body)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self._send(206, body[start:], content_range=f"bytes {start}-{len(body) - 1}/{len(body)}")
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        content_range: str | None = None,
+        cookie: str | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if content_range:
+            self.send_header("Content-Range", content_range)
+        if cookie:
+            self.send_header("Set-Cookie", cookie)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.lock = threading.Lock()
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.hits: dict[str, int] = {}
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    srv = _Server()
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=5)
+
+
+def _fetch(url: str, dest: Path, checksum: str | None = SHA256, **kwargs: object) -> Path:
+    kwargs.setdefault("backoff_s", 0.01)
+    kwargs.setdefault("timeout_s", 5.0)
+    return fetch(url, dest, checksum, **kwargs)  # type: ignore[arg-type]
+
+
+def _part(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".part")
+
+
+# --------------------------------------------------------------------------- checksums
+
+
+def test_parse_checksum_normalises_and_validates() -> None:
+    digest = hashlib.sha256(b"").hexdigest()
+    assert parse_checksum(f"sha256:{digest.upper()}") == ("sha256", digest)
+    assert parse_checksum("md5:" + "A" * 32) == ("md5", "a" * 32)
+    assert parse_checksum("git-blob-sha1:" + "0" * 40) == ("git-blob-sha1", "0" * 40)
+    for bad in ("sha1:" + "0" * 40, "sha256:xyz", "sha256:" + "0" * 63, "0" * 64, "md5:"):
+        with pytest.raises(ValueError, match="checksum spec") as info:
+            parse_checksum(bad)
+        assert repr(bad) in str(info.value)
+
+
+def test_git_blob_sha1_matches_git_hash_object(tmp_path: Path) -> None:
+    path = tmp_path / "blob.bin"
+    path.write_bytes(PAYLOAD)
+    git = subprocess.run(
+        ["git", "hash-object", "--stdin"], input=PAYLOAD, capture_output=True, check=True
+    ).stdout.decode().strip()
+    assert file_digest(path, "git-blob-sha1") == git
+
+
+# --------------------------------------------------------------------------- http
+
+
+def test_fetch_sha256_ok(server: _Server, tmp_path: Path) -> None:
+    dest = tmp_path / "sub" / "data.bin"
+    assert _fetch(f"{server.base}/files/data.bin", dest) == dest
+    assert dest.read_bytes() == PAYLOAD
+    assert not _part(dest).exists()
+
+
+def test_fetch_checksum_mismatch_leaves_nothing(server: _Server, tmp_path: Path) -> None:
+    dest = tmp_path / "data.bin"
+    wrong = "sha256:" + "0" * 64
+    url = f"{server.base}/files/data.bin"
+    with pytest.raises(ChecksumError) as info:
+        _fetch(url, dest, wrong)
+    message = str(info.value)
+    for needle in (url, str(dest), "sha256", "0" * 64, hashlib.sha256(PAYLOAD).hexdigest()):
+        assert needle in message
+    assert not dest.exists() and not _part(dest).exists()
+
+
+def test_fetch_md5_and_git_blob_sha1(server: _Server, tmp_path: Path) -> None:
+    git = subprocess.run(
+        ["git", "hash-object", "--stdin"], input=PAYLOAD, capture_output=True, check=True
+    ).stdout.decode().strip()
+    md5 = hashlib.md5(PAYLOAD).hexdigest()
+    _fetch(f"{server.base}/files/a", tmp_path / "a", f"md5:{md5}")
+    _fetch(f"{server.base}/files/b", tmp_path / "b", f"git-blob-sha1:{git}")
+    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes() == PAYLOAD
+
+
+def test_fetch_retries_503_then_succeeds(server: _Server, tmp_path: Path) -> None:
+    dest = tmp_path / "data.bin"
+    _fetch(f"{server.base}/flaky/2/data.bin", dest, retries=4)
+    assert dest.read_bytes() == PAYLOAD
+    assert server.hits["/flaky/2/data.bin"] == 3
+
+
+def test_fetch_gives_up_after_retries(server: _Server, tmp_path: Path) -> None:
+    url = f"{server.base}/flaky/99/data.bin"
+    with pytest.raises(DownloadError, match="503") as info:
+        _fetch(url, tmp_path / "data.bin", retries=3)
+    assert url in str(info.value) and "3 attempts" in str(info.value)
+    assert server.hits["/flaky/99/data.bin"] == 3
+
+
+def test_fetch_404_fails_fast(server: _Server, tmp_path: Path) -> None:
+    url = f"{server.base}/missing"
+    with pytest.raises(DownloadError, match="404") as info:
+        _fetch(url, tmp_path / "data.bin", retries=4)
+    assert url in str(info.value)
+    assert not isinstance(info.value, ChecksumError)
+    assert server.hits["/missing"] == 1
+
+
+def test_fetch_resumes_existing_part(server: _Server, tmp_path: Path) -> None:
+    dest = tmp_path / "data.bin"
+    _part(dest).write_bytes(PAYLOAD[:1000])
+    _fetch(f"{server.base}/files/data.bin", dest)
+    assert dest.read_bytes() == PAYLOAD
+    assert [h.get("Range") for _, h in server.requests] == ["bytes=1000-"]
+
+
+def test_fetch_restarts_when_server_ignores_range(server: _Server, tmp_path: Path) -> None:
+    dest = tmp_path / "data.bin"
+    _part(dest).write_bytes(b"garbage that must not survive")
+    _fetch(f"{server.base}/norange/data.bin", dest)
+    assert dest.read_bytes() == PAYLOAD
+    assert server.requests[0][1].get("Range") == "bytes=29-"
+
+
+def test_fetch_resumes_after_truncated_body(server: _Server, tmp_path: Path) -> None:
+    dest = tmp_path / "data.bin"
+    _fetch(f"{server.base}/truncate/data.bin", dest, BIG_SHA256)
+    assert dest.read_bytes() == BIG
+    # the two whole 1 MiB chunks that arrived are kept; only the torn one is fetched again
+    ranges = [h.get("Range") for _, h in server.requests]
+    assert ranges == [None, f"bytes={2 << 20}-"]
+
+
+def test_fetch_complete_part_is_accepted_on_416(server: _Server, tmp_path: Path) -> None:
+    dest = tmp_path / "data.bin"
+    _part(dest).write_bytes(PAYLOAD)
+    _fetch(f"{server.base}/files/data.bin", dest)
+    assert dest.read_bytes() == PAYLOAD
+    assert server.hits["/files/data.bin"] == 1
+
+
+def test_fetch_existing_valid_dest_makes_no_request(server: _Server, tmp_path: Path) -> None:
+    dest = tmp_path / "data.bin"
+    dest.write_bytes(PAYLOAD)
+    _fetch(f"{server.base}/files/data.bin", dest)
+    assert server.requests == []
+
+
+def test_fetch_existing_invalid_dest_is_replaced(server: _Server, tmp_path: Path) -> None:
+    dest = tmp_path / "data.bin"
+    dest.write_bytes(b"stale")
+    _fetch(f"{server.base}/files/data.bin", dest)
+    assert dest.read_bytes() == PAYLOAD
+    assert server.hits["/files/data.bin"] == 1
+
+
+def test_fetch_without_checksum_logs_sha256(
+    server: _Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="bihmf.download"):
+        _fetch(f"{server.base}/files/data.bin", tmp_path / "data.bin", None)
+    assert SHA256 in caplog.text
+
+
+# --------------------------------------------------------------------------- Google Drive
+
+
+@pytest.mark.parametrize("file_id", ["viacookie", "viaform"])
+def test_fetch_drive_confirm_flow(server: _Server, tmp_path: Path, file_id: str) -> None:
+    dest = tmp_path / "drive.bin"
+    _fetch(f"{server.base}/uc?export=download&id={file_id}", dest)
+    assert dest.read_bytes() == PAYLOAD
+    assert len(server.requests) == 2
+    assert DRIVE_TOKEN in server.requests[1][0]
+
+
+def test_fetch_drive_page_without_token_fails(server: _Server, tmp_path: Path) -> None:
+    dest = tmp_path / "drive.bin"
+    with pytest.raises(DownloadError, match="Google Drive"):
+        _fetch(f"{server.base}/uc?export=download&id=private", dest)
+    assert len(server.requests) == 1
+    assert not dest.exists() and not _part(dest).exists()
+
+
+# --------------------------------------------------------------------------- file URLs
+
+
+def test_resolve_url(tmp_path: Path) -> None:
+    assert resolve_url("file:demo/a.tar.gz", tmp_path) == (tmp_path / "demo" / "a.tar.gz").as_uri()
+    for unchanged in ("file:///abs/a.tar.gz", "https://example.org/a", "http://example.org/a"):
+        assert resolve_url(unchanged, tmp_path) == unchanged
+
+
+def test_fetch_file_urls(tmp_path: Path) -> None:
+    source = tmp_path / "src" / "data.bin"
+    source.parent.mkdir()
+    source.write_bytes(PAYLOAD)
+    absolute = tmp_path / "abs.bin"
+    assert fetch(source.as_uri(), absolute, SHA256).read_bytes() == PAYLOAD
+    relative = tmp_path / "rel.bin"
+    fetch(resolve_url("file:src/data.bin", tmp_path), relative, SHA256)
+    assert relative.read_bytes() == PAYLOAD
+    with pytest.raises(ChecksumError):
+        fetch(source.as_uri(), tmp_path / "bad.bin", "sha256:" + "1" * 64)
+    assert not (tmp_path / "bad.bin").exists() and not _part(tmp_path / "bad.bin").exists()
+    with pytest.raises(DownloadError, match="missing.bin"):
+        fetch((tmp_path / "missing.bin").as_uri(), tmp_path / "x.bin", None)
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w:gz") -> Path:
+    with tarfile.open(path, mode) as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _info(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    return info
+
+
+def _zip(path: Path, members: list[tuple[zipfile.ZipInfo | str, bytes]]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for info, data in members:
+            zf.writestr(info, data)
+    return path
+
+
+def _zip_symlink(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info, target.encode()
+
+
+def _leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith(".out."))
+
+
+@pytest.mark.parametrize("mode", ["w:gz", "w:bz2", "w:xz", "w"])
+def test_safe_extract_tar(tmp_path: Path, mode: str) -> None:
+    archive = _tar(
+        tmp_path / "a.tar",
+        [
+            (_info("pkg", tarfile.DIRTYPE), None),
+            (_info("pkg/a.txt"), b"alpha"),
+            (_info("pkg/sub/b.txt"), b"beta"),
+            (_info("pkg/link", tarfile.SYMTYPE, "a.txt"), None),
+            (_info("pkg/hard", tarfile.LNKTYPE, "pkg/a.txt"), None),
+        ],
+        mode,
+    )
+    out = tmp_path / "out"
+    files = safe_extract(archive, out)
+    assert files == sorted([out / "pkg/a.txt", out / "pkg/hard", out / "pkg/sub/b.txt"])
+    assert (out / "pkg/link").read_text() == "alpha" and (out / "pkg/link").is_symlink()
+    assert _leftovers(tmp_path) == []
+
+
+def test_safe_extract_zip_replaces_existing_dest(tmp_path: Path) -> None:
+    archive = _zip(
+        tmp_path / "a.zip",
+        [("pkg/", b""), ("pkg/a.txt", b"alpha"), ("pkg/sub/b.txt", b"beta"), _zip_symlink("pkg/l", "a.txt")],
+    )
+    out = tmp_path / "out"
+    (out / "old").mkdir(parents=True)
+    (out / "old" / "stale.txt").write_text("stale")
+    files = safe_extract(archive, out)
+    assert files == [out / "pkg/a.txt", out / "pkg/sub/b.txt"]
+    assert (out / "pkg/sub/b.txt").read_bytes() == b"beta"
+    assert os.readlink(out / "pkg/l") == "a.txt"
+    assert not (out / "old").exists()
+    assert _leftovers(tmp_path) == []
+
+
+_EVIL_TARS: dict[str, tuple[str, list[tuple[tarfile.TarInfo, bytes | None]]]] = {
+    "absolute": ("/tmp/evil.txt", [(_info("/tmp/evil.txt"), b"x")]),
+    "traversal": ("pkg/../../evil.txt", [(_info("ok.txt"), b"ok"), (_info("pkg/../../evil.txt"), b"x")]),
+    "symlink-out": ("link", [(_info("link", tarfile.SYMTYPE, "../outside"), None)]),
+    "symlink-abs": ("link", [(_info("link", tarfile.SYMTYPE, "/etc/passwd"), None)]),
+    # each link is harmless lexically, but s2 resolves through s1 to the parent of dest
+    "symlink-chain": ("s2", [(_info("s1", tarfile.SYMTYPE, "."), None), (_info("s2", tarfile.SYMTYPE, "s1/.."), None)]),
+    # lexically d/../evil.txt is inside dest, but d is a link to dest itself
+    "write-through-symlink": (
+        "d/../evil.txt",
+        [(_info("d", tarfile.SYMTYPE, "."), None), (_info("d/../evil.txt"), b"x")],
+    ),
+    "hardlink-out": ("hard", [(_info("hard", tarfile.LNKTYPE, "../outside"), None)]),
+    "fifo": ("pipe", [(_info("pipe", tarfile.FIFOTYPE), None)]),
+    "device": ("dev", [(_info("dev", tarfile.CHRTYPE), None)]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_EVIL_TARS))
+def test_safe_extract_rejects_evil_tar(tmp_path: Path, case: str) -> None:
+    member, members = _EVIL_TARS[case]
+    archive = _tar(tmp_path / "evil.tar.gz", members)
+    out = tmp_path / "out"
+    with pytest.raises(DownloadError) as info:
+        safe_extract(archive, out)
+    assert str(archive) in str(info.value)
+    assert repr(member) in str(info.value)
+    assert not out.exists() and _leftovers(tmp_path) == []
+    assert not (tmp_path / "evil.txt").exists() and not Path("/tmp/evil.txt").exists()
+
+
+_EVIL_ZIPS: dict[str, tuple[str, list[tuple[zipfile.ZipInfo | str, bytes]]]] = {
+    "absolute": ("/tmp/evil.txt", [("/tmp/evil.txt", b"x")]),
+    "traversal": ("../evil.txt", [("ok.txt", b"ok"), ("../evil.txt", b"x")]),
+    "symlink-out": ("link", [_zip_symlink("link", "../../outside")]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_EVIL_ZIPS))
+def test_safe_extract_rejects_evil_zip(tmp_path: Path, case: str) -> None:
+    member, members = _EVIL_ZIPS[case]
+    archive = _zip(tmp_path / "evil.zip", members)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous good extraction")
+    with pytest.raises(DownloadError) as info:
+        safe_extract(archive, out)
+    assert str(archive) in str(info.value) and repr(member) in str(info.value)
+    assert (out / "keep.txt").read_text() == "previous good extraction"  # untouched on failure
+    assert _leftovers(tmp_path) == [] and not (tmp_path / "evil.txt").exists()
+
+
+def test_safe_extract_rejects_non_archive(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"not an archive at all" * 50)
+    with pytest.raises(DownloadError, match="not a tar or zip"):
+        safe_extract(junk, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []

@@ -1,0 +1,86 @@
+"""Training on the demo data: loss goes down, runs are deterministic, bad input is explicit."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bihmf.data import preprocess_dataset
+from bihmf.esm import embed_proteins
+from bihmf.data.schema import read_proteins
+from bihmf.models.fusion import cached_layers
+from bihmf.training import NonFiniteLossError, RunSpec, residue_budget_batches, train_run
+
+
+@pytest.fixture(scope="module")
+def demo_tables(demo_raw, demo_spec, tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tables")
+    preprocess_dataset(demo_raw, demo_spec, out / "proteins.parquet", out / "reconcile.tsv")
+    records = read_proteins(out / "proteins.parquet")
+    layers = cached_layers(["struct_only", "serial", "bihmf_local"], 2, 4, None)
+    embed_proteins(
+        tiny_checkpoint, [(r.seq_hash, r.sequence) for r in records], layers, out / "cache.parquet",
+        token_budget=4096, window=1022, overlap=256, device=torch.device("cpu"),
+    )
+    return out
+
+
+@pytest.fixture()
+def cfgs(demo_config):
+    model = {**demo_config["model"], "hidden_dim": 16, "vector_dim": 4, "num_layers": 2, "knn": 8}
+    train = {**demo_config["train"], "epochs": 4, "patience": 10, "lr": 3e-3}
+    return model, train
+
+
+def _run(tables, out, cfgs, fusion="bihmf_local", seed=0):
+    model_cfg, train_cfg = cfgs
+    spec = RunSpec("ppbs_demo", "gvp", fusion, seed, "residue_binary")
+    return train_run(spec, tables / "proteins.parquet", tables / "cache.parquet", model_cfg, train_cfg, out)
+
+
+def test_fusion_training_lowers_the_loss_and_writes_outputs(demo_tables, cfgs, tmp_path):
+    result = _run(demo_tables, tmp_path, cfgs)
+    curve = (tmp_path / "curve.csv").read_text().splitlines()
+    losses = [float(line.split(",")[1]) for line in curve[1:]]
+    assert losses[-1] < losses[0]
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert set(saved["metrics"]) == {"val", "test", "test_70", "test_homology"}
+    for split in saved["metrics"].values():
+        assert all(np.isfinite(v) and 0 <= v <= 1 for v in split.values())
+    provenance = saved["provenance"]
+    assert provenance["parameters"] > 0 and provenance["device"] == "cpu" and len(provenance["dataset_sha256"]) == 64
+    checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert checkpoint["epoch"] == saved["best_epoch"]
+
+
+def test_same_seed_same_metrics(demo_tables, cfgs, tmp_path):
+    first = _run(demo_tables, tmp_path / "a", cfgs, fusion="serial", seed=3)
+    second = _run(demo_tables, tmp_path / "b", cfgs, fusion="serial", seed=3)
+    assert first["metrics"] == second["metrics"]
+    assert (tmp_path / "a" / "curve.csv").read_text().split("seconds")[0] == (tmp_path / "b" / "curve.csv").read_text().split("seconds")[0]
+
+
+def test_protein_over_the_residue_budget_is_named():
+    with pytest.raises(ValueError, match="protein big has 500 residues, more than train.residue_budget=300"):
+        residue_budget_batches([100, 500], ["small", "big"], 300, np.array([0, 1]))
+
+
+def test_batches_respect_the_budget_and_keep_every_protein():
+    sizes = [120, 80, 200, 50, 300, 10]
+    batches = residue_budget_batches(sizes, [str(i) for i in range(6)], 300, np.array([5, 4, 3, 2, 1, 0]))
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert all(sum(sizes[i] for i in b) <= 300 for b in batches)
+
+
+def test_non_finite_loss_stops_with_a_clear_error(demo_tables, cfgs, tmp_path, monkeypatch):
+    from bihmf.tasks import residue_binary
+
+    real_loss = residue_binary.loss
+    monkeypatch.setattr(residue_binary, "loss", lambda logits, graph: real_loss(logits, graph) * float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1: loss is nan on proteins \['"):
+        _run(demo_tables, tmp_path, cfgs)
+    assert not (tmp_path / "metrics.json").exists()

@@ -1,0 +1,18 @@
+"""Glue for rule train (logic: bihmf.training.train_run)."""
+
+from pathlib import Path
+
+from bihmf.logs import log_to
+from bihmf.training import RunSpec, train_run
+
+log_to(snakemake.log[0])
+wc = snakemake.wildcards
+train_cfg = {**snakemake.params.train, "threads": snakemake.threads}
+train_run(
+    RunSpec(dataset=wc.dataset, encoder=wc.encoder, fusion=wc.fusion, seed=int(wc.seed), task=snakemake.params.task),
+    Path(snakemake.input.proteins),
+    Path(snakemake.input.cache),
+    snakemake.params.model,
+    train_cfg,
+    Path(snakemake.output.metrics).parent,
+)
