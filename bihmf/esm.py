@@ -17,7 +17,6 @@ at least ``overlap / 2`` residues of context on each side that exists.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import pickle
@@ -35,7 +34,7 @@ from esm.data import Alphabet
 from esm.model.esm2 import ESM2
 from esm.pretrained import load_model_and_alphabet_local
 
-from bihmf.download import fetch, resolve_url
+from bihmf.download import fetch, file_digest, resolve_url
 from bihmf.io import atomic_output, nested_list_array
 
 log = logging.getLogger(__name__)
@@ -85,14 +84,6 @@ def load_esm(path: Path) -> tuple[ESM2, Alphabet]:
             "refusing to unpickle it. Add the type to bihmf.esm.SAFE_CHECKPOINT_GLOBALS only if you trust the file."
         ) from exc
     return model.eval(), alphabet
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def window_spans(length: int, window: int, overlap: int) -> list[tuple[int, int, int, int]]:
@@ -235,7 +226,7 @@ def embed_proteins(
     )
     meta = {
         "checkpoint": checkpoint.name,
-        "checkpoint_sha256": file_sha256(checkpoint),
+        "checkpoint_sha256": file_digest(checkpoint, "sha256"),
         "embed_dim": str(model.embed_dim),
         "esm_depth": str(depth),
     }

@@ -30,7 +30,8 @@ from torch_geometric.data import Batch, Data
 
 from bihmf.data.schema import ProteinRecord, read_proteins
 from bihmf.data.structure import STANDARD_AA
-from bihmf.esm import EmbeddingCache, file_sha256
+from bihmf.download import file_digest
+from bihmf.esm import EmbeddingCache
 from bihmf.io import atomic_output, write_json_atomic, write_text_atomic
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import ProteinModel, build_model, reads_esm
@@ -252,7 +253,7 @@ def train_run(
             "config_hash": config_hash({"model": model_cfg, "train": train_cfg}),
             "model_config": model_cfg,
             "train_config": train_cfg,
-            "dataset_sha256": file_sha256(proteins_path),
+            "dataset_sha256": file_digest(proteins_path, "sha256"),
             "esm_checkpoint_sha256": cache.metadata["checkpoint_sha256"],
             "esm_layers_cached": cache.layers,
             "packages": _package_versions(),
