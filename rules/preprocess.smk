@@ -3,7 +3,7 @@ rule preprocess:
         "resources/datasets/{dataset}/raw",
     output:
         proteins="results/data/{dataset}/proteins.parquet",
-        reconcile="results/data/{dataset}/reconcile.tsv",
+        report="results/data/{dataset}/preprocess_report.json",
     conda:
         "../envs/bihmf.yaml"
     log:

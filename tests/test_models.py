@@ -21,7 +21,7 @@ CONTEXT = FusionContext(esm_dim=ESM_DIM, cache_layers=(2, 4, 6), esm_depth=ESM_D
 
 @pytest.fixture(scope="module")
 def model_cfg():
-    cfg = validate_config({"datasets": {"x": {"kind": "ppbs", "download": {}, "label_files": [{"file": "f", "split": "train"}]}}})
+    cfg = validate_config({"datasets": {"x": {"kind": "ppbs", "task": "residue_binary", "download": {}, "label_files": [{"file": "f", "split": "train"}]}}})
     return {**cfg["model"], "hidden_dim": 16, "vector_dim": 4, "num_layers": 3, "knn": 8, "dropout": 0.0}
 
 

@@ -4,6 +4,7 @@ hand-made label files that disagree with the structure."""
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -126,11 +127,15 @@ def test_parse_origin(origin, expected):
     assert parse_origin(origin) == expected
 
 
-def test_preprocess_writes_table_and_reconciliation(demo_raw, demo_spec, tmp_path):
-    summary = preprocess_dataset(demo_raw, demo_spec, tmp_path / "p.parquet", tmp_path / "r.tsv")
+def test_preprocess_writes_table_and_report(demo_raw, demo_spec, tmp_path):
+    spec = {**demo_spec, "published_sizes": {"train": 10, "val": 2, "test_70": 5}}
+    summary = preprocess_dataset(demo_raw, spec, tmp_path / "p.parquet", tmp_path / "report.json")
     records = read_proteins(tmp_path / "p.parquet")
     assert summary["kept"] == len(records) == 18 and summary["dropped"] == 0
-    assert (tmp_path / "r.tsv").read_text().count("\n") == 19
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["split_counts"] == {"test": 6, "test_70": 4, "test_homology": 2, "train": 10, "val": 2, "val_70": 2}
+    assert saved["size_differences"] == {"test_70": {"published": 5, "kept": 4, "difference": -1}}
+    assert [e["protein_id"] for e in saved["noteworthy_entries"]] == ["1hvr_0-A", "1hvr_0-B"]  # the CSO residue
     assert {r.split for r in records} == {"train", "val", "test"}
     for record in records:
         assert record.coords.shape == (len(record.sequence), 5, 3)

@@ -18,7 +18,7 @@ from bihmf.training import NonFiniteLossError, RunSpec, residue_budget_batches, 
 @pytest.fixture(scope="module")
 def demo_tables(demo_raw, demo_spec, tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("tables")
-    preprocess_dataset(demo_raw, demo_spec, out / "proteins.parquet", out / "reconcile.tsv")
+    preprocess_dataset(demo_raw, demo_spec, out / "proteins.parquet", out / "preprocess_report.json")
     records = read_proteins(out / "proteins.parquet")
     layers = cached_layers(["struct_only", "serial", "bihmf_local"], 2, 4, None)
     embed_proteins(

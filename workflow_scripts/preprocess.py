@@ -6,4 +6,4 @@ from bihmf.data import preprocess_dataset
 from bihmf.logs import log_to
 
 log_to(snakemake.log[0])
-preprocess_dataset(Path(snakemake.input[0]), snakemake.params.spec, Path(snakemake.output.proteins), Path(snakemake.output.reconcile))
+preprocess_dataset(Path(snakemake.input[0]), snakemake.params.spec, Path(snakemake.output.proteins), Path(snakemake.output.report))

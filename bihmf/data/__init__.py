@@ -1,21 +1,22 @@
 """Dataset registry and the preprocess stage driver.
 
-A dataset kind is a module with ``parse(raw_dir, spec) -> (records, reconciliations)`` and
-``structure_ids(raw_dir, spec) -> list[str]``; adding one is one module plus one line here.
+A dataset kind is a module with ``parse(raw_dir, spec) -> (records, entry_reports)`` and
+``structure_ids(raw_dir, spec) -> list[str]`` (PDB ids to fetch one by one; empty when the
+structures ship with the dataset); adding one is one module plus one line here.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
+from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from bihmf.data import ppbs
-from bihmf.data.schema import write_proteins
-from bihmf.io import write_text_atomic
+from bihmf.data.schema import EntryReport, ProteinRecord, write_proteins
+from bihmf.io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -24,38 +25,67 @@ DATASETS: dict[str, ModuleType] = {
 }
 
 
-def _tsv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return buffer.getvalue()
+def split_counts(records: list[ProteinRecord]) -> dict[str, int]:
+    """Proteins per split and per split_subset (e.g. ``test`` and ``test_70``)."""
+    counts: Counter[str] = Counter()
+    for record in records:
+        counts[record.split] += 1
+        if record.subset:
+            counts[f"{record.split}_{record.subset}"] += 1
+    return dict(sorted(counts.items()))
 
 
-def preprocess_dataset(raw_dir: Path, spec: dict[str, Any], proteins_out: Path, reconcile_out: Path) -> dict[str, int]:
-    """Parse a downloaded dataset into the protein table and the reconciliation TSV.
-
-    Dropped entries are listed (with reasons) in the TSV and counted in the log; the stage
-    fails only when nothing at all could be parsed.
-    """
-    module = DATASETS[spec["kind"]]
-    records, reports = module.parse(raw_dir, spec)
-    rows = module.reconciliation_rows(reports)
-    dropped = [r for r in rows if r["status"] != "kept"]
-    for row in dropped:
-        log.warning("dropped %s (%s): %s", row["protein_id"], row["split"], row["reason"])
-    write_text_atomic(reconcile_out, _tsv(rows))
-    if not records:
-        raise ValueError(f"{raw_dir}: no protein could be parsed ({len(dropped)} dropped; see {reconcile_out})")
-    write_proteins(records, proteins_out)
-    summary = {
-        "entries": len(rows),
-        "kept": len(records),
-        "dropped": len(dropped),
-        "aa_mismatches": sum(r["aa_mismatches"] for r in rows),
-        "label_rows_without_residue": sum(r["label_rows_without_residue"] for r in rows),
-        "unlabelled_residues": sum(r["unlabelled_residues"] for r in rows),
+def size_differences(counts: dict[str, int], published: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Splits whose kept count differs from the published size: {split: {published, kept, difference}}."""
+    return {
+        split: {"published": size, "kept": counts.get(split, 0), "difference": counts.get(split, 0) - size}
+        for split, size in published.items()
+        if counts.get(split, 0) != size
     }
-    log.info("preprocess summary: %s", summary)
-    return summary
+
+
+def build_report(records: list[ProteinRecord], reports: list[EntryReport], published: dict[str, int]) -> dict[str, Any]:
+    """The preprocess report: totals, split sizes against the published ones, and every
+    dropped, repaired or label-mismatched entry with its reason."""
+    noteworthy = [
+        asdict(r)
+        for r in reports
+        if r.status != "kept" or r.repairs or r.aa_mismatches or r.label_rows_without_residue or r.unlabelled_residues
+    ]
+    counts = split_counts(records)
+    return {
+        "entries": len(reports),
+        "kept": len(records),
+        "dropped": sum(r.status != "kept" for r in reports),
+        "repaired": sum(bool(r.repairs) for r in reports if r.status == "kept"),
+        "aa_mismatches": sum(r.aa_mismatches for r in reports),
+        "label_rows_without_residue": sum(r.label_rows_without_residue for r in reports),
+        "unlabelled_residues": sum(r.unlabelled_residues for r in reports),
+        "split_counts": counts,
+        "published_sizes": published,
+        "size_differences": size_differences(counts, published),
+        "noteworthy_entries": noteworthy,
+    }
+
+
+def preprocess_dataset(raw_dir: Path, spec: dict[str, Any], proteins_out: Path, report_out: Path) -> dict[str, Any]:
+    """Parse a downloaded dataset into the protein table and ``preprocess_report.json``.
+
+    Dropped entries are listed with reasons and counted; a split whose size differs from the
+    published one is a logged warning with the difference. The stage fails only when nothing
+    at all could be parsed (the report is written first, so the reasons are on disk).
+    """
+    records, reports = DATASETS[spec["kind"]].parse(raw_dir, spec)
+    report = build_report(records, reports, spec["published_sizes"])
+    write_json_atomic(report_out, report)
+    for entry in report["noteworthy_entries"]:
+        if entry["status"] != "kept":
+            log.warning("dropped %s (%s): %s", entry["protein_id"], entry["split"], entry["reason"])
+    for split, diff in report["size_differences"].items():
+        log.warning("split %s: %d kept vs %d published (difference %+d)", split, diff["kept"], diff["published"], diff["difference"])
+    log.info("split counts: %s", report["split_counts"])
+    if not records:
+        raise ValueError(f"{raw_dir}: no protein could be parsed ({report['dropped']} dropped; see {report_out})")
+    write_proteins(records, proteins_out)
+    log.info("kept %d of %d entries (%d dropped, %d repaired)", report["kept"], report["entries"], report["dropped"], report["repaired"])
+    return report

@@ -13,34 +13,16 @@ is counted per protein in the reconciliation table:
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bihmf.data.schema import ProteinRecord
+from bihmf.data.schema import EntryReport, ProteinRecord
 from bihmf.data.scannet import LabelEntry, LabelFormatError, parse_origin, read_label_file, read_sample_weights
 from bihmf.data.structure import ChainResidues, StructureError, read_chains
 
 STRUCTURE_PATTERNS = ("{id}.pdb1.gz", "{id}.pdb1", "{id}-assembly1.cif.gz", "{id}-assembly1.cif")
-
-
-@dataclass
-class Reconciliation:
-    """What happened to one label-file entry."""
-
-    protein_id: str
-    split: str
-    subset: str
-    status: str  # "kept" or "dropped"
-    reason: str = ""
-    structure_residues: int = 0
-    label_rows: int = 0
-    matched: int = 0
-    unlabelled_residues: int = 0
-    label_rows_without_residue: int = 0
-    aa_mismatches: int = 0
 
 
 def structure_ids(raw_dir: Path, spec: dict[str, Any]) -> list[str]:
@@ -61,7 +43,7 @@ def find_structure(structure_dir: Path, pdb_id: str) -> Path | None:
     return None
 
 
-def align_chain(chain: ChainResidues, rows: list, report: Reconciliation) -> np.ndarray:
+def align_chain(chain: ChainResidues, rows: list, report: EntryReport) -> np.ndarray:
     """Labels for ``chain``'s residues from its label rows (see module docstring)."""
     queues: dict[int, deque] = defaultdict(deque)
     for row in rows:
@@ -83,7 +65,7 @@ def align_chain(chain: ChainResidues, rows: list, report: Reconciliation) -> np.
 
 
 def build_record(
-    entry: LabelEntry, chains: dict[str, ChainResidues], split: str, subset: str, weight: float, report: Reconciliation
+    entry: LabelEntry, chains: dict[str, ChainResidues], split: str, subset: str, weight: float, report: EntryReport
 ) -> ProteinRecord:
     """Concatenate the entry's chains into one protein with aligned labels."""
     pdb_id, _, chain_names = parse_origin(entry.origin)
@@ -126,7 +108,7 @@ def _weights(raw_dir: Path, spec: dict[str, Any], label_file: dict[str, Any], co
     return weights
 
 
-def parse(raw_dir: Path, spec: dict[str, Any]) -> tuple[list[ProteinRecord], list[Reconciliation]]:
+def parse(raw_dir: Path, spec: dict[str, Any]) -> tuple[list[ProteinRecord], list[EntryReport]]:
     """All proteins of the dataset plus one reconciliation line per label-file entry."""
     structure_dir = raw_dir / spec["structure_dir"]
     records, reports = [], []
@@ -135,7 +117,7 @@ def parse(raw_dir: Path, spec: dict[str, Any]) -> tuple[list[ProteinRecord], lis
         entries = read_label_file(raw_dir / label_file["file"])
         weights = _weights(raw_dir, spec, label_file, len(entries))
         for entry, weight in zip(entries, weights):
-            report = Reconciliation(entry.origin, label_file["split"], label_file["subset"], "kept")
+            report = EntryReport(entry.origin, label_file["split"], label_file["subset"])
             reports.append(report)
             try:
                 pdb_id, model, _ = parse_origin(entry.origin)
@@ -146,15 +128,10 @@ def parse(raw_dir: Path, spec: dict[str, Any]) -> tuple[list[ProteinRecord], lis
                     chains_cache[(path, model)] = read_chains(path, model)
                 record = build_record(entry, chains_cache[(path, model)], label_file["split"], label_file["subset"], weight, report)
             except (StructureError, LabelFormatError) as exc:
-                report.status, report.reason = "dropped", str(exc)
+                report.drop(str(exc))
                 continue
             if report.matched < spec["min_residues"]:
-                report.status, report.reason = "dropped", f"{report.matched} labelled residues < min_residues"
+                report.drop(f"{report.matched} labelled residues < min_residues")
                 continue
             records.append(record)
     return records, reports
-
-
-def reconciliation_rows(reports: list[Reconciliation]) -> list[dict[str, Any]]:
-    """Reports as plain dicts (one TSV row each)."""
-    return [asdict(report) for report in reports]

@@ -18,13 +18,22 @@ icodes        list<string>                    insertion code ("" when none)
 coords        list<fixed_size_list<f32,15>>   N, CA, C, O, CB xyz (Å), NaN when missing
 labels        list<int8>                      per-residue label, -1 = unlabelled
 weight        float32                         sample weight of the protein
+target        float64                         protein-level label (class index or value),
+                                              NaN for residue-level tasks
+group         string                          grouping for per-group metrics (PSR target
+                                              id), "" when none
+ligand_elems  list<string>                    ligand heavy-atom elements (LBA), else empty
+ligand_xyz    list<fixed_size_list<f32,3>>    ligand heavy-atom coordinates (Å)
 ============  ==============================  ===========================================
+
+All datasets write every column, so one reader serves all of them.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +59,10 @@ PROTEIN_SCHEMA = pa.schema(
         ("coords", pa.list_(pa.list_(pa.float32(), COORD_WIDTH))),
         ("labels", pa.list_(pa.int8())),
         ("weight", pa.float32()),
+        ("target", pa.float64()),
+        ("group", pa.string()),
+        ("ligand_elems", pa.list_(pa.string())),
+        ("ligand_xyz", pa.list_(pa.list_(pa.float32(), 3))),
     ]
 )
 
@@ -74,6 +87,10 @@ class ProteinRecord:
     coords: np.ndarray  # float32 [N, 5, 3]
     labels: np.ndarray  # int8 [N]
     weight: float
+    target: float = math.nan
+    group: str = ""
+    ligand_elems: tuple[str, ...] = ()
+    ligand_xyz: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
 
     @property
     def seq_hash(self) -> str:
@@ -91,6 +108,8 @@ class ProteinRecord:
         wrong = {k: v for k, v in sizes.items() if v != n}
         if wrong:
             raise ValueError(f"{self.protein_id}: per-residue columns differ from sequence length {n}: {wrong}")
+        if len(self.ligand_elems) != len(self.ligand_xyz):
+            raise ValueError(f"{self.protein_id}: {len(self.ligand_elems)} ligand elements but {len(self.ligand_xyz)} coordinates")
 
 
 def write_proteins(records: list[ProteinRecord], path: Path) -> None:
@@ -108,6 +127,10 @@ def write_proteins(records: list[ProteinRecord], path: Path) -> None:
         "coords": nested_list_array([r.coords.reshape(len(r.sequence), COORD_WIDTH) for r in records], pa.float32()),
         "labels": [r.labels.astype(np.int8) for r in records],
         "weight": [r.weight for r in records],
+        "target": [r.target for r in records],
+        "group": [r.group for r in records],
+        "ligand_elems": [list(r.ligand_elems) for r in records],
+        "ligand_xyz": nested_list_array([r.ligand_xyz.reshape(-1, 3) for r in records], pa.float32()),
     }
     table = pa.Table.from_pydict(columns, schema=PROTEIN_SCHEMA)
     with atomic_output(path) as tmp:
@@ -138,6 +161,37 @@ def read_proteins(path: Path) -> list[ProteinRecord]:
                 coords=coords.astype(np.float32).reshape(len(sequence), len(ATOM_NAMES), 3),
                 labels=_list_array(table["labels"], i).astype(np.int8),
                 weight=float(table["weight"][i].as_py()),
+                target=float(table["target"][i].as_py()),
+                group=table["group"][i].as_py(),
+                ligand_elems=tuple(table["ligand_elems"][i].as_py()),
+                ligand_xyz=table["ligand_xyz"][i].values.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, 3),
             )
         )
     return records
+
+
+@dataclass
+class EntryReport:
+    """What happened to one source entry during preprocessing (one row of the drop report).
+
+    ``status`` is "kept" or "dropped" (with ``reason``); ``repairs`` lists what was fixed on a
+    kept entry (e.g. "CA-less residues skipped: 2"). Label/structure disagreements of
+    residue-level datasets are counted in the integer fields.
+    """
+
+    protein_id: str
+    split: str
+    subset: str = ""
+    status: str = "kept"
+    reason: str = ""
+    repairs: str = ""
+    structure_residues: int = 0
+    label_rows: int = 0
+    matched: int = 0
+    unlabelled_residues: int = 0
+    label_rows_without_residue: int = 0
+    aa_mismatches: int = 0
+
+    def drop(self, reason: str) -> None:
+        self.status, self.reason = "dropped", reason
+

@@ -120,3 +120,62 @@ def read_chains(path: Path, model_index: int = 0) -> dict[str, ChainResidues]:
         raise StructureError(f"{path}: model {model_index} requested, file has {len(models)} model(s)")
     chains = {chain.id: _chain_residues(chain) for chain in models[model_index]}
     return {cid: res for cid, res in chains.items() if len(res) or res.residues_without_ca}
+
+
+def chains_from_atoms(
+    chain_ids: list[str],
+    resnums: list[int],
+    icodes: list[str],
+    resnames: list[str],
+    atom_names: list[str],
+    coords: np.ndarray,
+) -> dict[str, ChainResidues]:
+    """Residues from flat per-atom arrays (ATOM3D atom tables, IEConv HDF5), same rules as files.
+
+    Atoms are grouped into residues by consecutive (chain, resnum, icode) in the given order;
+    the first occurrence of an atom name in a residue wins (the arrays carry one altloc).
+    Waters and non-amino-acid groups are skipped; residues without CA are counted.
+    """
+    per_chain: dict[str, dict[str, list]] = {}
+    current_key = None
+    residue: dict[str, np.ndarray] = {}
+    resname = ""
+
+    def flush() -> None:
+        if current_key is None:
+            return
+        chain, number, code = current_key
+        letter = one_letter(resname)
+        if letter is None or resname.strip().upper() in {"HOH", "WAT", "DOD"}:
+            return
+        bucket = per_chain.setdefault(chain, {"resnums": [], "icodes": [], "letters": [], "coords": [], "no_ca": 0})
+        if "CA" not in residue:
+            bucket["no_ca"] += 1
+            return
+        xyz = np.full((len(ATOM_NAMES), 3), np.nan, dtype=np.float32)
+        for i, name in enumerate(ATOM_NAMES):
+            if name in residue:
+                xyz[i] = residue[name]
+        bucket["resnums"].append(number)
+        bucket["icodes"].append(code)
+        bucket["letters"].append(letter)
+        bucket["coords"].append(xyz)
+
+    for chain, number, code, name3, atom, xyz in zip(chain_ids, resnums, icodes, resnames, atom_names, coords):
+        key = (str(chain), int(number), str(code).strip())
+        if key != current_key:
+            flush()
+            current_key, residue, resname = key, {}, str(name3)
+        residue.setdefault(str(atom).strip(), np.asarray(xyz, dtype=np.float32))
+    flush()
+    return {
+        chain: ChainResidues(
+            chain=chain,
+            resnums=np.asarray(b["resnums"], dtype=np.int32),
+            icodes=tuple(b["icodes"]),
+            sequence="".join(b["letters"]),
+            coords=np.stack(b["coords"]) if b["coords"] else np.zeros((0, len(ATOM_NAMES), 3), np.float32),
+            residues_without_ca=b["no_ca"],
+        )
+        for chain, b in per_chain.items()
+    }
