@@ -25,6 +25,7 @@ import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +37,9 @@ from esm.pretrained import load_model_and_alphabet_local
 
 from bihmf.download import fetch, file_digest, resolve_url
 from bihmf.io import atomic_output, nested_list_array
+
+if TYPE_CHECKING:
+    from bihmf.data.schema import ProteinRecord
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +193,10 @@ class EmbeddingCache:
 
     def __contains__(self, seq_hash: str) -> bool:
         return seq_hash in self._rows
+
+    def protein(self, record: "ProteinRecord") -> np.ndarray:
+        """Embedding of one protein record, float32 [N, n_layers, D] aligned with its residues."""
+        return self[record.seq_hash]
 
     def __getitem__(self, seq_hash: str) -> np.ndarray:
         if seq_hash not in self._rows:

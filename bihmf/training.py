@@ -189,7 +189,7 @@ def train_run(
     model = build_model(spec.encoder, spec.fusion, spec.task, model_cfg, context).to(device)
     with_esm = reads_esm(spec.fusion, context, model_cfg["num_layers"])
     records = read_proteins(proteins_path)
-    graphs = [protein_graph(r, cache[r.seq_hash] if with_esm else None) for r in records]
+    graphs = [protein_graph(r, cache.protein(r) if with_esm else None) for r in records]
     splits = _split_graphs(records, graphs)
     train_graphs = splits["train"]
     train_names = [r.protein_id for r in records if r.split == "train"]
