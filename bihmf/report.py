@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from bihmf.io import atomic_output, write_text_atomic
-from bihmf.tasks.metrics import METRICS
+from bihmf.tasks.metrics import GROUP_MEAN_PREFIX, METRICS
 
 GROUP = ["dataset", "encoder", "fusion"]
 LONG_COLUMNS = [*GROUP, "seed", "split", "metric", "value"]
@@ -107,8 +107,12 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _best_rows(means: pd.Series, metric: str) -> pd.Series:
-    """Rows holding the best mean; all-False for metrics with no declared direction."""
-    spec = METRICS.get(metric)
+    """Rows holding the best mean; all-False for metrics with no declared direction.
+
+    ``mean_<metric>`` (a per-group average such as PSR's per-target Spearman) improves in the
+    same direction as ``<metric>``.
+    """
+    spec = METRICS.get(metric.removeprefix(GROUP_MEAN_PREFIX))
     if spec is None or means.isna().all():
         return pd.Series(False, index=means.index)
     best = means.max() if spec.higher_is_better else means.min()

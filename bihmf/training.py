@@ -19,7 +19,7 @@ import platform
 import resource
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ class RunSpec:
     fusion: str
     seed: int
     task: str
+    task_options: dict[str, Any] = field(default_factory=dict)  # e.g. num_classes
 
 
 def protein_graph(record: ProteinRecord, esm: np.ndarray | None) -> Data:
@@ -66,6 +67,8 @@ def protein_graph(record: ProteinRecord, esm: np.ndarray | None) -> Data:
         chain=torch.tensor([chain_names[c] for c in record.chain_ids], dtype=torch.long),
         y=torch.from_numpy(record.labels.astype(np.int64)),
         residue_weight=torch.full((n,), record.weight, dtype=torch.float32),
+        target=torch.tensor([record.target], dtype=torch.float32),
+        group=record.group,
         num_nodes=n,
     )
     if esm is not None:
@@ -107,7 +110,7 @@ def _evaluate(model: ProteinModel, task: Any, graphs: list[Data], budget: int, d
     with torch.no_grad():
         for batch_ids in residue_budget_batches(sizes, [str(i) for i in range(len(graphs))], budget, np.arange(len(graphs))):
             batch = collate([graphs[i] for i in batch_ids], device)
-            parts.append(task.predictions(model(batch), batch))
+            parts.append(task.predictions(model(batch), batch, model.head))
     return task.evaluate(parts)
 
 
@@ -186,13 +189,14 @@ def train_run(
         esm_depth=int(cache.metadata["esm_depth"]),
         explicit_layers=model_cfg["esm_layers"],
     )
-    model = build_model(spec.encoder, spec.fusion, spec.task, model_cfg, context).to(device)
+    model = build_model(spec.encoder, spec.fusion, spec.task, model_cfg, context, spec.task_options).to(device)
     with_esm = reads_esm(spec.fusion, context, model_cfg["num_layers"])
     records = read_proteins(proteins_path)
     graphs = [protein_graph(r, cache.protein(r) if with_esm else None) for r in records]
     splits = _split_graphs(records, graphs)
     train_graphs = splits["train"]
     train_names = [r.protein_id for r in records if r.split == "train"]
+    task.prepare(model.head, np.array([r.target for r in records if r.split == "train"]))
     budget = train_cfg["residue_budget"]
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
@@ -207,7 +211,7 @@ def train_run(
         for batch_ids in residue_budget_batches([g.num_nodes for g in train_graphs], train_names, budget, order):
             batch = collate([train_graphs[i] for i in batch_ids], device)
             optimizer.zero_grad()
-            loss = task.loss(model(batch), batch)
+            loss = task.loss(model(batch), batch, model.head)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
                     f"epoch {epoch}: loss is {loss.item()} on proteins {[train_names[i] for i in batch_ids]}; "
@@ -264,7 +268,7 @@ def train_run(
         },
     }
     with atomic_output(out_dir / "model.pt") as tmp:
-        torch.save({"state_dict": best_state, "spec": spec.__dict__, "model_config": model_cfg, "epoch": best_epoch}, tmp)
+        torch.save({"state_dict": best_state, "spec": asdict(spec), "model_config": model_cfg, "epoch": best_epoch}, tmp)
     write_text_atomic(out_dir / "curve.csv", _curve_csv(curve))
     write_json_atomic(out_dir / "metrics.json", result)
     log.info("done: best epoch %d, %s", best_epoch, json.dumps(metrics))

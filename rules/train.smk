@@ -14,6 +14,7 @@ rule train:
         "benchmarks/train/{dataset}/{encoder}/{fusion}/seed{seed}.tsv"
     params:
         task=lambda wc: config["datasets"][wc.dataset]["task"],
+        task_options=lambda wc: {"num_classes": config["datasets"][wc.dataset]["num_classes"]},
         model=config["model"],
         train=config["train"],
     threads: config["train"]["threads"]

@@ -80,7 +80,7 @@ def test_non_finite_loss_stops_with_a_clear_error(demo_tables, cfgs, tmp_path, m
     from bihmf.tasks import residue_binary
 
     real_loss = residue_binary.loss
-    monkeypatch.setattr(residue_binary, "loss", lambda logits, graph: real_loss(logits, graph) * float("nan"))
+    monkeypatch.setattr(residue_binary, "loss", lambda logits, graph, head: real_loss(logits, graph, head) * float("nan"))
     with pytest.raises(NonFiniteLossError, match=r"epoch 1: loss is nan on proteins \['"):
         _run(demo_tables, tmp_path, cfgs)
     assert not (tmp_path / "metrics.json").exists()

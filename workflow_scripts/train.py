@@ -7,9 +7,17 @@ from bihmf.training import RunSpec, train_run
 
 log_to(snakemake.log[0])
 wc = snakemake.wildcards
+spec = RunSpec(
+    dataset=wc.dataset,
+    encoder=wc.encoder,
+    fusion=wc.fusion,
+    seed=int(wc.seed),
+    task=snakemake.params.task,
+    task_options=snakemake.params.task_options,
+)
 train_cfg = {**snakemake.params.train, "threads": snakemake.threads}
 train_run(
-    RunSpec(dataset=wc.dataset, encoder=wc.encoder, fusion=wc.fusion, seed=int(wc.seed), task=snakemake.params.task),
+    spec,
     Path(snakemake.input.proteins),
     Path(snakemake.input.cache),
     snakemake.params.model,

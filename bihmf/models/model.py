@@ -22,7 +22,14 @@ class ProteinModel(nn.Module):
         return self.head(self.fusion(graph), graph)
 
 
-def build_model(encoder: str, fusion: str, task: str, model_cfg: dict[str, Any], context: FusionContext) -> ProteinModel:
+def build_model(
+    encoder: str,
+    fusion: str,
+    task: str,
+    model_cfg: dict[str, Any],
+    context: FusionContext,
+    task_options: dict[str, Any] | None = None,
+) -> ProteinModel:
     """Assemble registry entries into one model; unknown names fail with the known ones listed."""
     for kind, name, registry in (("encoder", encoder, ENCODERS), ("fusion", fusion, FUSIONS), ("task", task, TASKS)):
         if name not in registry:
@@ -36,7 +43,7 @@ def build_model(encoder: str, fusion: str, task: str, model_cfg: dict[str, Any],
         dropout=model_cfg["dropout"],
     )
     fusion_module = FUSIONS[fusion](encoder_factory, context)
-    return ProteinModel(fusion_module, TASKS[task].Head(fusion_module.width, model_cfg["dropout"]))
+    return ProteinModel(fusion_module, TASKS[task].Head(fusion_module.width, model_cfg["dropout"], task_options or {}))
 
 
 def reads_esm(fusion: str, context: FusionContext, num_gnn_layers: int) -> bool:

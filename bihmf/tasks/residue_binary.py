@@ -20,7 +20,7 @@ from bihmf.tasks.metrics import METRICS
 class Head(nn.Module):
     """MLP on each residue's final state -> one logit."""
 
-    def __init__(self, width: int, dropout: float):
+    def __init__(self, width: int, dropout: float, options: dict[str, Any]):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Dropout(dropout), nn.Linear(width, 1))
 
@@ -28,7 +28,7 @@ class Head(nn.Module):
         return self.mlp(residues).squeeze(-1)
 
 
-def loss(logits: Tensor, graph: Any) -> Tensor:
+def loss(logits: Tensor, graph: Any, head: nn.Module) -> Tensor:
     """Sample-weighted BCE over labelled residues (label -1 is ignored)."""
     mask = graph.y >= 0
     weights = graph.residue_weight[mask]
@@ -36,7 +36,7 @@ def loss(logits: Tensor, graph: Any) -> Tensor:
     return (per_residue * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
-def predictions(logits: Tensor, graph: Any) -> dict[str, np.ndarray]:
+def predictions(logits: Tensor, graph: Any, head: nn.Module) -> dict[str, np.ndarray]:
     """What evaluation keeps of a batch: scores, labels and weights of labelled residues."""
     mask = graph.y >= 0
     return {
@@ -44,6 +44,10 @@ def predictions(logits: Tensor, graph: Any) -> dict[str, np.ndarray]:
         "label": graph.y[mask].cpu().numpy(),
         "weight": graph.residue_weight[mask].cpu().numpy(),
     }
+
+
+def prepare(head: nn.Module, train_targets: np.ndarray) -> None:
+    """Residue labels need no fitting (protein-level targets are unused here)."""
 
 
 def evaluate(parts: list[dict[str, np.ndarray]], metric_names: tuple[str, ...] = ("auprc", "roc_auc")) -> dict[str, float]:
