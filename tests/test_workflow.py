@@ -30,15 +30,16 @@ def test_full_config_dag_dry_run(tmp_path):
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
+    datasets = 2  # ppbs, bce
     assert counts == {
         "all": 1,
-        "download_dataset": 1,
+        "download_dataset": datasets,
         "esm_checkpoint": 1,
-        "preprocess": 1,
-        "embed": 1,
-        "train": 9,  # 1 encoder x 3 fusions x 3 seeds
-        "report": 1,
-        "total": 15,
+        "preprocess": datasets,
+        "embed": datasets,
+        "train": datasets * 9,  # 1 encoder x 3 fusions x 3 seeds
+        "report": datasets,
+        "total": 2 + 4 * datasets + datasets * 9,
     }
 
 
@@ -47,7 +48,7 @@ def test_config_override_selects_a_subset(tmp_path):
         ["all", "--cores", "1", "--dry-run", "--quiet", "rules", "--config", "train={'seeds': [0]}"], tmp_path
     )
     assert result.returncode == 0, result.stderr
-    assert any(line.split() == ["train", "3"] for line in result.stdout.splitlines())
+    assert any(line.split() == ["train", "6"] for line in result.stdout.splitlines())  # 2 datasets x 3 fusions
 
 
 def test_invalid_config_is_rejected(tmp_path):
