@@ -30,7 +30,7 @@ def test_full_config_dag_dry_run(tmp_path):
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
-    datasets = 2  # ppbs, bce
+    datasets = 3  # react, ppbs, bce
     assert counts == {
         "all": 1,
         "download_dataset": datasets,
@@ -48,7 +48,7 @@ def test_config_override_selects_a_subset(tmp_path):
         ["all", "--cores", "1", "--dry-run", "--quiet", "rules", "--config", "train={'seeds': [0]}"], tmp_path
     )
     assert result.returncode == 0, result.stderr
-    assert any(line.split() == ["train", "6"] for line in result.stdout.splitlines())  # 2 datasets x 3 fusions
+    assert any(line.split() == ["train", "9"] for line in result.stdout.splitlines())  # 3 datasets x 3 fusions
 
 
 def test_invalid_config_is_rejected(tmp_path):
@@ -66,13 +66,15 @@ def test_demo_workflow_runs_end_to_end(tmp_path):
     table = (tmp_path / "results/report/ppbs_demo_table.md").read_text()
     for fusion in ("struct_only", "serial", "bihmf_local"):
         assert fusion in table
-    frame = pd.read_csv(tmp_path / "results/report/ppbs_demo_table.csv")
-    assert len(frame) > 0
-    assert frame["mean"].between(0, 1).all()
-    for metrics_path in (tmp_path / "results/runs/ppbs_demo").glob("*/*/seed*/metrics.json"):
-        metrics = json.loads(metrics_path.read_text())["metrics"]
-        values = [v for split in metrics.values() for v in split.values()]
-        assert values and all(math.isfinite(v) and 0 <= v <= 1 for v in values)
+    for dataset in ("ppbs_demo", "bce_demo", "react_demo"):
+        frame = pd.read_csv(tmp_path / f"results/report/{dataset}_table.csv")
+        assert len(frame) > 0 and frame["mean"].between(0, 1).all()
+        runs = list((tmp_path / "results/runs" / dataset).glob("*/*/seed*/metrics.json"))
+        assert len(runs) == 3
+        for metrics_path in runs:
+            metrics = json.loads(metrics_path.read_text())["metrics"]
+            values = [v for split in metrics.values() for v in split.values()]
+            assert values and all(math.isfinite(v) and 0 <= v <= 1 for v in values)
     png = (tmp_path / "results/report/ppbs_demo_metrics.png").read_bytes()
     assert png.startswith(b"\x89PNG")
     assert (tmp_path / "benchmarks/train/ppbs_demo/gvp/bihmf_local/seed0.tsv").exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bihmf.data import bce, ppbs
+from bihmf.data import bce, ppbs, react
 from bihmf.data.schema import EntryReport, ProteinRecord, write_proteins
 from bihmf.io import write_json_atomic
 
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 DATASETS: dict[str, ModuleType] = {
     "ppbs": ppbs,
     "bce": bce,
+    "react": react,
 }
 
 
