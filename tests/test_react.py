@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import pytest
 
-from bihmf.data import preprocess_dataset, react
+from bihmf.data import preprocess_dataset, react, split_counts
 from bihmf.data.fetch import download_dataset
 from bihmf.data.schema import read_proteins
 from bihmf.data.structure import read_chains
@@ -142,7 +142,7 @@ def test_parse_fixture_splits_targets_and_sequences(raw):
     table = _readme_table()
     assert len(table) == 11 and len(reports) == 11
     assert [r.protein_id for r in records] == [i for i in table if i != "3pwp.C"]
-    assert bihmf.data.split_counts(records) == {"train": 5, "val": 2, "test": 3}
+    assert split_counts(records) == {"train": 5, "val": 2, "test": 3}
     labels = dict(line.split(",") for line in (raw / "chain_functions.txt").read_text().splitlines())
     for record in records:
         split, cls, sequence = table[record.protein_id]
