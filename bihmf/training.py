@@ -19,6 +19,7 @@ import platform
 import resource
 import subprocess
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -166,6 +167,71 @@ def _curve_csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+LAST_CHECKPOINT = "last.pt"
+
+
+def lr_factor(progress: float, warmup: float) -> float:
+    """Linear warmup over the first ``warmup`` fraction of training, then cosine decay to 0."""
+    if progress < warmup:
+        return progress / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - warmup) / max(1e-12, 1.0 - warmup))))
+
+
+def _amp(device: torch.device) -> tuple[Any, torch.amp.GradScaler | None]:
+    """Mixed precision on CUDA: bf16 where supported (no scaler needed), else fp16 + GradScaler."""
+    if device.type != "cuda":
+        return nullcontext(), None
+    if torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16), None
+    return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+
+
+@dataclass
+class TrainProgress:
+    """Everything that must survive a kill for a resumed run to equal an uninterrupted one."""
+
+    epoch: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    best_state: dict[str, Any] | None = None
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+
+def _save_last(out_dir: Path, run_hash: str, model: ProteinModel, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler | None, order_rng: np.random.Generator, progress: TrainProgress) -> None:
+    state = {
+        "run_hash": run_hash,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler else None,
+        "order_rng": order_rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "progress": asdict(progress),
+    }
+    with atomic_output(out_dir / LAST_CHECKPOINT) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_last(out_dir: Path, run_hash: str) -> dict[str, Any] | None:
+    """The last epoch checkpoint of this very run, or None (absent, or from another config)."""
+    path = out_dir / LAST_CHECKPOINT
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["run_hash"] != run_hash:
+        log.warning("%s belongs to another configuration; starting afresh", path)
+        return None
+    return state
+
+
+def _run_hash(spec: RunSpec, model_cfg: dict[str, Any], train_cfg: dict[str, Any], data_sha: str, cache_sha: str) -> str:
+    """Identity of a run for resuming; thread count excluded (it does not change the recipe)."""
+    recipe = {k: v for k, v in train_cfg.items() if k not in {"threads", "mem_mb", "runtime_min"}}
+    return config_hash({"spec": asdict(spec), "model": model_cfg, "train": recipe, "data": data_sha, "cache": cache_sha})
+
+
 def train_run(
     spec: RunSpec,
     proteins_path: Path,
@@ -174,7 +240,11 @@ def train_run(
     train_cfg: dict[str, Any],
     out_dir: Path,
 ) -> dict[str, Any]:
-    """Train one run and write ``metrics.json``, ``model.pt`` (best epoch) and ``curve.csv``."""
+    """Train one run and write ``metrics.json``, ``model.pt`` (best epoch) and ``curve.csv``.
+
+    After every epoch the full training state goes to ``last.pt``; a rerun of a killed job
+    continues from it and ends with the same metrics as an uninterrupted run.
+    """
     started = time.time()
     torch.manual_seed(spec.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -198,44 +268,81 @@ def train_run(
     train_names = [r.protein_id for r in records if r.split == "train"]
     task.prepare(model.head, np.array([r.target for r in records if r.split == "train"]))
     budget = train_cfg["residue_budget"]
+    data_sha = file_digest(proteins_path, "sha256")
+    run_hash = _run_hash(spec, model_cfg, train_cfg, data_sha, cache.metadata["checkpoint_sha256"])
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
+    autocast, scaler = _amp(device)
     order_rng = np.random.default_rng(spec.seed)
-    best_score, best_epoch, best_state = -math.inf, -1, copy.deepcopy(model.state_dict())
-    curve: list[dict[str, Any]] = []
-    for epoch in range(1, train_cfg["epochs"] + 1):
+    progress = TrainProgress(best_state=copy.deepcopy(model.state_dict()))
+    resumed = _load_last(out_dir, run_hash)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        if scaler is not None and resumed["scaler"]:
+            scaler.load_state_dict(resumed["scaler"])
+        order_rng.bit_generator.state = resumed["order_rng"]
+        torch.set_rng_state(resumed["torch_rng"])
+        if resumed["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(resumed["cuda_rng"])
+        progress = TrainProgress(**resumed["progress"])
+        log.info("resuming after epoch %d from %s", progress.epoch, out_dir / LAST_CHECKPOINT)
+
+    epochs = train_cfg["epochs"]
+    stopped = progress.best_epoch >= 0 and progress.epoch - progress.best_epoch >= train_cfg["patience"]
+    while progress.epoch < epochs and not stopped:
+        epoch = progress.epoch + 1
         model.train()
         epoch_start = time.time()
         order = order_rng.permutation(len(train_graphs))
+        batches = residue_budget_batches([g.num_nodes for g in train_graphs], train_names, budget, order)
         losses, residues = [], 0
-        for batch_ids in residue_budget_batches([g.num_nodes for g in train_graphs], train_names, budget, order):
+        for step, batch_ids in enumerate(batches):
+            for group in optimizer.param_groups:
+                group["lr"] = train_cfg["lr"] * lr_factor((epoch - 1 + step / len(batches)) / epochs, train_cfg["warmup_fraction"])
             batch = collate([train_graphs[i] for i in batch_ids], device)
             optimizer.zero_grad()
-            loss = task.loss(model(batch), batch, model.head)
+            with autocast:
+                loss = task.loss(model(batch), batch, model.head)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
                     f"epoch {epoch}: loss is {loss.item()} on proteins {[train_names[i] for i in batch_ids]}; "
-                    f"best checkpoint (epoch {best_epoch}) is kept in {out_dir}"
+                    f"the last good state (epoch {progress.epoch}) stays in {out_dir / LAST_CHECKPOINT}"
                 )
-            loss.backward()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg["grad_clip"])
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             losses.append(loss.item())
             residues += batch.num_nodes
         val = _evaluate(model, task, splits["val"], budget, device)
         seconds = time.time() - epoch_start
-        curve.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **{f"val_{k}": v for k, v in val.items()}, "seconds": seconds})
+        progress.curve.append(
+            {"epoch": epoch, "train_loss": float(np.mean(losses)), **{f"val_{k}": v for k, v in val.items()}, "seconds": seconds}
+        )
         log.info(
-            "epoch %d loss %.4f val %s | %.1f proteins/s %.0f residues/s",
-            epoch, curve[-1]["train_loss"], json.dumps({k: round(v, 4) for k, v in val.items()}),
+            "epoch %d/%d loss %.4f val %s | %.1f proteins/s %.0f residues/s",
+            epoch, epochs, progress.curve[-1]["train_loss"], json.dumps({k: round(v, 4) for k, v in val.items()}),
             len(train_graphs) / seconds, residues / seconds,
         )
-        if val[task.SELECTION_METRIC] > best_score:
-            best_score, best_epoch, best_state = val[task.SELECTION_METRIC], epoch, copy.deepcopy(model.state_dict())
-        elif epoch - best_epoch >= train_cfg["patience"]:
+        progress.epoch = epoch
+        if val[task.SELECTION_METRIC] > progress.best_score:
+            progress.best_score, progress.best_epoch = val[task.SELECTION_METRIC], epoch
+            progress.best_state = copy.deepcopy(model.state_dict())
+        elif epoch - progress.best_epoch >= train_cfg["patience"]:
             log.info("early stop: no val %s gain for %d epochs", task.SELECTION_METRIC, train_cfg["patience"])
-            break
+            stopped = True
+        progress.elapsed_s += seconds
+        _save_last(out_dir, run_hash, model, optimizer, scaler, order_rng, progress)
 
+    best_state, best_epoch, curve = progress.best_state, progress.best_epoch, progress.curve
     model.load_state_dict(best_state)
     metrics = {
         name: _evaluate(model, task, graph_list, budget, device)
@@ -254,16 +361,19 @@ def train_run(
         "epochs_run": len(curve),
         "provenance": {
             "git_commit": _git_commit(),
-            "config_hash": config_hash({"model": model_cfg, "train": train_cfg}),
+            "config_hash": run_hash,
             "model_config": model_cfg,
             "train_config": train_cfg,
-            "dataset_sha256": file_digest(proteins_path, "sha256"),
+            "dataset_sha256": data_sha,
             "esm_checkpoint_sha256": cache.metadata["checkpoint_sha256"],
             "esm_layers_cached": cache.layers,
             "packages": _package_versions(),
             "device": str(device),
             "wall_seconds": time.time() - started,
+            "train_seconds": progress.elapsed_s,
+            "resumed": resumed is not None,
             "peak_rss_mb": peak_mb,
+            "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
             "parameters": sum(p.numel() for p in model.parameters()),
         },
     }
@@ -271,5 +381,11 @@ def train_run(
         torch.save({"state_dict": best_state, "spec": asdict(spec), "model_config": model_cfg, "epoch": best_epoch}, tmp)
     write_text_atomic(out_dir / "curve.csv", _curve_csv(curve))
     write_json_atomic(out_dir / "metrics.json", result)
-    log.info("done: best epoch %d, %s", best_epoch, json.dumps(metrics))
+    selection = metrics["val"][task.SELECTION_METRIC]
+    test = {k: round(v, 4) for k, v in metrics["test"].items()}
+    log.info(
+        "summary %s/%s/%s/seed%d: %d epochs (best %d), val %s %.4f, test %s, %.0f s on %s",
+        spec.dataset, spec.encoder, spec.fusion, spec.seed, len(curve), best_epoch,
+        task.SELECTION_METRIC, selection, json.dumps(test), progress.elapsed_s, device,
+    )
     return result

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +17,7 @@ from bihmf.data import preprocess_dataset
 from bihmf.esm import embed_proteins
 from bihmf.data.schema import read_proteins
 from bihmf.models.fusion import cached_layers
-from bihmf.training import NonFiniteLossError, RunSpec, residue_budget_batches, train_run
+from bihmf.training import NonFiniteLossError, RunSpec, lr_factor, residue_budget_batches, train_run
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +89,65 @@ def test_non_finite_loss_stops_with_a_clear_error(demo_tables, cfgs, tmp_path, m
     with pytest.raises(NonFiniteLossError, match=r"epoch 1: loss is nan on proteins \['"):
         _run(demo_tables, tmp_path, cfgs)
     assert not (tmp_path / "metrics.json").exists()
+
+
+RUN_SCRIPT = """
+import json, sys
+from pathlib import Path
+from bihmf.training import RunSpec, train_run
+args = json.loads(sys.argv[1])
+train_run(RunSpec("ppbs_demo", "gvp", "bihmf_local", 0, "residue_binary"), Path(args["proteins"]), Path(args["cache"]),
+          args["model"], args["train"], Path(args["out"]))
+"""
+
+
+def _last_epoch(out: Path) -> int:
+    path = out / "last.pt"
+    if not path.exists():
+        return 0
+    try:
+        return torch.load(path, weights_only=True)["progress"]["epoch"]
+    except Exception:  # being replaced at this very moment
+        return 0
+
+
+def test_sigkilled_run_resumes_to_identical_metrics(demo_tables, cfgs, tmp_path):
+    model_cfg, train_cfg = cfgs
+    train_cfg = {**train_cfg, "epochs": 6}
+    reference = _run(demo_tables, tmp_path / "reference", (model_cfg, train_cfg))
+
+    out = tmp_path / "killed"
+    args = json.dumps({"proteins": str(demo_tables / "proteins.parquet"), "cache": str(demo_tables / "cache.parquet"),
+                       "model": model_cfg, "train": train_cfg, "out": str(out)})
+    process = subprocess.Popen([sys.executable, "-c", RUN_SCRIPT, args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while _last_epoch(out) < 2 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = _last_epoch(out)
+    assert 2 <= killed_at < 6, f"kill landed after epoch {killed_at}"
+    assert not (out / "metrics.json").exists()
+
+    resumed = _run(demo_tables, out, (model_cfg, train_cfg))
+    assert resumed["provenance"]["resumed"] is True
+    assert resumed["metrics"] == reference["metrics"]
+    assert resumed["best_epoch"] == reference["best_epoch"]
+    strip = lambda text: [line.rsplit(",", 1)[0] for line in text.splitlines()]  # drop the seconds column
+    assert strip((out / "curve.csv").read_text()) == strip((tmp_path / "reference" / "curve.csv").read_text())
+
+
+def test_checkpoint_of_another_config_is_not_resumed(demo_tables, cfgs, tmp_path):
+    model_cfg, train_cfg = cfgs
+    _run(demo_tables, tmp_path, (model_cfg, {**train_cfg, "epochs": 2}))
+    result = _run(demo_tables, tmp_path, (model_cfg, {**train_cfg, "epochs": 2, "lr": 1e-3}))
+    assert result["provenance"]["resumed"] is False
+
+
+def test_warmup_then_cosine_schedule():
+    assert lr_factor(0.0, 0.1) == 0.0
+    assert lr_factor(0.05, 0.1) == pytest.approx(0.5)
+    assert lr_factor(0.1, 0.1) == pytest.approx(1.0)
+    assert lr_factor(0.55, 0.1) == pytest.approx(0.5)
+    assert lr_factor(1.0, 0.1) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(0.0, 0.0) == pytest.approx(1.0)

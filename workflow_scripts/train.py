@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from bihmf.gpu import gpu_slot
 from bihmf.logs import log_to
 from bihmf.training import RunSpec, train_run
 
@@ -16,11 +17,12 @@ spec = RunSpec(
     task_options=snakemake.params.task_options,
 )
 train_cfg = {**snakemake.params.train, "threads": snakemake.threads}
-train_run(
-    spec,
-    Path(snakemake.input.proteins),
-    Path(snakemake.input.cache),
-    snakemake.params.model,
-    train_cfg,
-    Path(snakemake.output.metrics).parent,
-)
+with gpu_slot():
+    train_run(
+        spec,
+        Path(snakemake.input.proteins),
+        Path(snakemake.input.cache),
+        snakemake.params.model,
+        train_cfg,
+        Path(snakemake.output.metrics).parent,
+    )
