@@ -8,6 +8,11 @@ import warnings
 from pathlib import Path
 
 
+def _log_uncaught(kind: type[BaseException], error: BaseException, trace) -> None:  # noqa: ANN001
+    """A job's fatal error must be in its own log file, not only in Snakemake's console."""
+    logging.getLogger("bihmf").critical("job failed", exc_info=(kind, error, trace))
+
+
 def log_to(path: str | Path) -> None:
     """Send INFO+ to ``path`` and WARNING+ to stderr (Snakemake shows stderr of failed jobs)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -22,4 +27,5 @@ def log_to(path: str | Path) -> None:
         force=True,
     )
     logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
