@@ -73,7 +73,10 @@ ATOM      7  O   ALA A   2       6.000   1.600   0.000  1.00  0.00           O
 ATOM      8  CB  ALA A   2       3.500   3.600   1.200  1.00  0.00           C
 ATOM      9  N   SER A   3       6.100   3.800   0.000  1.00  0.00           N
 ATOM     10  C   SER A   3       7.900   3.900   0.000  1.00  0.00           C
-HETATM   11  O   HOH A 101      10.000  10.000  10.000  1.00  0.00           O
+ATOM     11  N   UNK A   4       9.100   3.800   0.000  1.00  0.00           N
+ATOM     12  CA  UNK A   4      10.400   4.300   0.000  1.00  0.00           C
+HETATM   13  O   HOH A 101      10.000  10.000  10.000  1.00  0.00           O
+HETATM   14  C1  LIG A 102      11.000  10.000  10.000  1.00  0.00           C
 ENDMDL
 MODEL        2
 ATOM      1  N   GLY A   1       0.000   0.000   5.000  1.00  0.00           N
@@ -88,7 +91,7 @@ def test_missing_atoms_models_and_waters(tmp_path):
     path = tmp_path / "two_models.pdb"
     path.write_text(PDB_TWO_MODELS)
     first = read_chains(path, 0)["A"]
-    assert first.sequence == "GA"  # SER 3 has no CA: dropped and counted
+    assert first.sequence == "GAX"  # SER 3 has no CA: dropped and counted; UNK 4 is X; ligand and water are not residues
     assert first.residues_without_ca == 1
     assert np.isnan(first.coords[0, 3]).all()  # GLY 1 has no O
     assert np.isnan(first.coords[0, 4]).all()  # ... and no CB

@@ -6,7 +6,7 @@ HETATM and missing-atom handling is decided once:
 * altlocs: Biopython keeps, per atom, the alternative location with the highest occupancy;
 * insertion codes: kept per residue (``icodes``), never merged into the residue number;
 * HETATM: modified amino acids with a known parent (MSE -> M, ...) are kept as residues;
-  waters, ligands and ions are not residues;
+  waters, ligands and ions are not residues; ATOM-record residues of unknown type (UNK) are X;
 * missing atoms: a residue needs a CA; missing N/C/O/CB coordinates are NaN
   (CB is also NaN for glycine), so downstream features decide how to fill them;
 * models: the caller picks a model by 0-based index (biological-assembly files store
@@ -89,6 +89,8 @@ def _chain_residues(chain) -> ChainResidues:  # noqa: ANN001 (Bio.PDB.Chain)
         if hetflag == "W":
             continue
         letter = one_letter(residue.get_resname())
+        if letter is None and hetflag == " ":
+            letter = "X"  # an ATOM-record polymer residue of unknown type (UNK, ...)
         if letter is None:
             continue
         if "CA" not in residue:
