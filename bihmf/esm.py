@@ -1,47 +1,84 @@
-"""ESM-2 per-layer residue embeddings: checkpoint handling, embedding, Parquet cache.
+"""ESM-2 per-layer residue embeddings: checkpoint handling, the forward pass, the embed stage.
 
 The language model is frozen (paper.md, choice 1): it runs once in the embed stage and
-training reads only the cache.
+training reads only the cache (storage and reader: ``bihmf.esm_cache``, format and numbers:
+``docs/esm_cache.md``).
 
 Checkpoints use fair-esm's own local format and loader (``load_model_and_alphabet_local``),
 so the offline random-init demo model and a downloaded ``esm2_t33_650M_UR50D.pt`` take the
 same path. Loading stays ``weights_only``: only ``argparse.Namespace`` (the type fair-esm
 stores its config in) is allow-listed.
 
-Long sequences: windows of ``window`` residues overlapping by ``overlap``; each residue takes
-its embedding from the window in which it lies farthest from a cut (the cut between two
-windows is the middle of their overlap), so no residue is truncated and every residue sees
-at least ``overlap / 2`` residues of context on each side that exists.
+Long sequences: windows of at most ``window`` residues; each window after the first starts
+``overlap`` residues before the previous one ends, and a residue takes its embedding from the
+first window that contains it. So no residue is truncated, every residue after the first
+window sees at least ``overlap`` residues of left context, and the first ``window`` residues
+are exactly what a truncating extractor (fair-esm's ``scripts/extract.py``) returns.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import pickle
 import re
 import shutil
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
+import torch.nn.functional as F
 from esm.data import Alphabet
 from esm.model.esm2 import ESM2
+from esm.multihead_attention import MultiheadAttention
 from esm.pretrained import load_model_and_alphabet_local
 
 from bihmf.download import fetch, file_digest, resolve_url
-from bihmf.io import atomic_output, nested_list_array
+from bihmf.esm_cache import (
+    FORMAT,
+    ROW_GROUP_BYTES,
+    EmbeddingCache,
+    cache_schema,
+    chain_sequences,
+    embedding_table,
+    plan_row_groups,
+    read_chains,
+    read_row_groups,
+    residues_per_row_group,
+    shard_name,
+    shard_of,
+    shard_writer,
+    write_index,
+    write_row_group,
+    write_row_groups,
+)
+from bihmf.io import atomic_output
 
-if TYPE_CHECKING:
-    from bihmf.data.schema import ProteinRecord
+__all__ = [
+    "EmbeddingCache",
+    "chain_sequences",
+    "embed_proteins",
+    "embed_sequences",
+    "embed_shard",
+    "esm_depth",
+    "layer_representations",
+    "load_esm",
+    "provide_checkpoint",
+    "regression_path",
+    "window_spans",
+    "write_index",
+    "write_random_checkpoint",
+]
 
 log = logging.getLogger(__name__)
+
+# Resume granularity of one shard job: a killed job loses at most this many residues of work.
+PART_RESIDUES = 2**16
 
 SAFE_CHECKPOINT_GLOBALS = [argparse.Namespace]
 
@@ -91,20 +128,65 @@ def load_esm(path: Path) -> tuple[ESM2, Alphabet]:
 
 
 def window_spans(length: int, window: int, overlap: int) -> list[tuple[int, int, int, int]]:
-    """(window start, window end, keep start, keep end) covering ``range(length)`` exactly once."""
+    """(window start, window end, keep start, keep end) covering ``range(length)`` exactly once.
+
+    Each window after the first starts ``overlap`` residues before the previous one ends and
+    keeps what that one did not cover (see the module docstring for why).
+    """
     if overlap >= window:
         raise ValueError(f"window overlap {overlap} must be smaller than the window {window}")
-    if length <= window:
-        return [(0, length, 0, length)]
-    stride = window - overlap
-    starts = list(range(0, length - window, stride)) + [length - window]
-    spans = []
-    for i, start in enumerate(starts):
-        end = start + window
-        keep_start = 0 if i == 0 else (start + starts[i - 1] + window) // 2
-        keep_end = length if i == len(starts) - 1 else (starts[i + 1] + end) // 2
-        spans.append((start, end, keep_start, keep_end))
-    return spans
+    spans, start, covered = [], 0, 0
+    while True:
+        end = min(start + window, length)
+        spans.append((start, end, covered, end))
+        if end == length:
+            return spans
+        start, covered = end - overlap, end
+
+
+def _attention(attn: MultiheadAttention, x: torch.Tensor, attend: torch.Tensor | None) -> torch.Tensor:
+    """fair-esm's rotary self-attention block on [B, T, D] through fused SDPA."""
+    batch, length, dim = x.shape
+    q, k, v = (
+        proj(x).view(batch, length, attn.num_heads, attn.head_dim).transpose(1, 2)
+        for proj in (attn.q_proj, attn.k_proj, attn.v_proj)
+    )
+    # the rotary tables are float32; under CUDA autocast q/k must go back to v's half precision
+    q, k = (t.to(v.dtype) for t in attn.rot_emb(q, k))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)
+    return attn.out_proj(out.transpose(1, 2).reshape(batch, length, dim))
+
+
+def layer_representations(model: ESM2, tokens: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """What ``model(tokens, repr_layers=layers)["representations"]`` returns, computed faster.
+
+    Same modules, weights and arithmetic as fair-esm's ``ESM2.forward``, except that attention
+    goes through ``scaled_dot_product_attention`` instead of materialising the [B, H, T, T]
+    weights and their head average (which the forward computes even when nobody asks), GELU is
+    the fused exact one, and the LM head is skipped. That is most of the embed stage's speed-up
+    over fair-esm's extractor (BENCHMARKS.md); the results differ by float32 rounding only
+    (tests/test_esm.py compares the two).
+    """
+    padding = tokens.eq(model.padding_idx)
+    x = model.embed_scale * model.embed_tokens(tokens)
+    if model.token_dropout:
+        # ESM-2 rescales embeddings by the masked fraction it saw in training (15 % x 80 %)
+        masked = tokens.eq(model.mask_idx)
+        x = x.masked_fill(masked.unsqueeze(-1), 0.0)
+        observed = masked.sum(-1).to(x.dtype) / (~padding).sum(-1)
+        x = x * (1 - 0.15 * 0.8) / (1 - observed)[:, None, None]
+    x = x * (~padding).unsqueeze(-1).to(x.dtype)
+    wanted = set(layers)
+    out = {0: x} if 0 in wanted else {}
+    attend = (~padding)[:, None, None, :] if padding.any() else None
+    for depth, layer in enumerate(model.layers, start=1):
+        x = x + _attention(layer.self_attn, layer.self_attn_layer_norm(x), attend)
+        x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
+        if depth in wanted and depth < model.num_layers:
+            out[depth] = x
+    if model.num_layers in wanted:
+        out[model.num_layers] = model.emb_layer_norm_after(x)
+    return out
 
 
 def _batches(pieces: list[tuple[str, int, str]], token_budget: int) -> Iterator[list[tuple[str, int, str]]]:
@@ -144,8 +226,8 @@ def embed_sequences(
     for batch in _batches(pieces, token_budget):
         _, _, tokens = converter([(f"{key}:{i}", seq) for key, i, seq in batch])
         with autocast:
-            reps = model(tokens.to(device), repr_layers=layers)["representations"]
-        stacked = torch.stack([reps[layer] for layer in layers], dim=2).float().cpu().numpy()
+            reps = layer_representations(model, tokens.to(device), layers)
+        stacked = torch.stack([reps[layer] for layer in layers], dim=2).to(torch.float16).cpu().numpy()
         for row, (key, i, seq) in enumerate(batch):
             outputs[(key, i)] = stacked[row, 1 : len(seq) + 1]
     result = {}
@@ -154,60 +236,120 @@ def embed_sequences(
             outputs[(key, i)][keep_start - start : keep_end - start]
             for i, (start, _, keep_start, keep_end) in enumerate(key_spans)
         ]
-        result[key] = np.concatenate(parts).astype(np.float16)
+        result[key] = np.concatenate(parts)
+        if not np.isfinite(result[key]).all():
+            raise ValueError(f"sequence {key}: embedding has non-finite values (float16 overflow?)")
     return result
 
 
-def write_cache(path: Path, embeddings: dict[str, np.ndarray], layers: list[int], metadata: dict[str, str]) -> None:
-    """One row per distinct sequence hash, one float16 column per cached layer, zstd."""
-    keys = sorted(embeddings)
-    arrays = [embeddings[k] for k in keys]
-    columns = {"seq_hash": pa.array(keys), "length": pa.array([len(a) for a in arrays], pa.int32())}
-    for pos, layer in enumerate(layers):
-        columns[f"layer_{layer}"] = nested_list_array([a[:, pos, :].astype(np.float16) for a in arrays], pa.float16())
-    meta = {**metadata, "layers": json.dumps(layers)}
-    table = pa.table(columns).replace_schema_metadata({k: str(v) for k, v in meta.items()})
-    layer_columns = [f"layer_{layer}.list.element.list.element" for layer in layers]
-    with atomic_output(path) as tmp:
-        pq.write_table(
-            table,
-            tmp,
-            compression="zstd",
-            use_dictionary=["seq_hash"],
-            use_byte_stream_split=layer_columns,
-            row_group_size=256,
+def plan_parts(groups: list[range], lengths: Sequence[int], part_residues: int) -> list[list[range]]:
+    """Consecutive row groups per resumable part, closing a part once it holds ``part_residues``."""
+    parts: list[list[range]] = []
+    residues = part_residues  # the first group opens the first part
+    for group in groups:
+        if residues >= part_residues:
+            parts.append([])
+            residues = 0
+        parts[-1].append(group)
+        residues += sum(lengths[row] for row in group)
+    return parts
+
+
+def write_shard(
+    checkpoint: Path,
+    chains: dict[str, str],
+    layers: list[int],
+    shard: int,
+    n_shards: int,
+    out: Path,
+    *,
+    token_budget: int,
+    window: int,
+    overlap: int,
+    device: torch.device,
+    row_group_bytes: int = ROW_GROUP_BYTES,
+    part_residues: int = PART_RESIDUES,
+) -> int:
+    """Embed ``chains`` (hash -> sequence, in storage order) into one shard; returns how many were embedded now.
+
+    Resumable: the shard is built from parts of about ``part_residues`` residues, each written
+    atomically to ``<shard>.parts/`` under a name that fingerprints its chains and every setting
+    that changes the numbers. A rerun reuses the parts it finds, so a killed job loses at most
+    one part. The shard is always assembled from parts read back from disk, so a resumed run
+    writes the same bytes as an uninterrupted one; the parts folder goes once the shard exists.
+    """
+    model, alphabet = load_esm(checkpoint)
+    bad = [layer for layer in layers if not 0 <= layer <= model.num_layers]
+    if bad:
+        raise ValueError(f"{checkpoint}: layers {bad} requested, model has {model.num_layers} layers")
+    metadata = {
+        "format": FORMAT,
+        "checkpoint": checkpoint.name,
+        "checkpoint_sha256": file_digest(checkpoint, "sha256"),
+        "embed_dim": str(model.embed_dim),
+        "esm_depth": str(model.num_layers),
+        "layers": json.dumps(layers),
+        "dtype": "float16",
+        "window": str(window),
+        "window_overlap": str(overlap),
+        "shard": str(shard),
+        "n_shards": str(n_shards),
+    }
+    schema = cache_schema(layers, model.embed_dim, metadata)
+    settings = json.dumps({**metadata, "token_budget": token_budget, "device": device.type}, sort_keys=True)
+    keys = list(chains)
+    lengths = [len(chains[key]) for key in keys]
+    groups = plan_row_groups(lengths, residues_per_row_group(len(layers), model.embed_dim, row_group_bytes))
+    parts_dir = out.with_name(out.stem + ".parts")
+    paths, embedded = [], 0
+    for number, part in enumerate(plan_parts(groups, lengths, part_residues)):
+        part_chains = {keys[row]: chains[keys[row]] for group in part for row in group}
+        digest = hashlib.sha256("\n".join([settings, *part_chains]).encode()).hexdigest()[:16]
+        paths.append(parts_dir / f"part-{number:05d}-{digest}.parquet")
+        if paths[-1].exists():
+            log.info("part %d: reusing %s", number, paths[-1].name)
+            continue
+        started = time.perf_counter()
+        embeddings = embed_sequences(
+            model, alphabet, part_chains, layers, token_budget=token_budget, window=window, overlap=overlap, device=device
         )
+        tables = [embedding_table(schema, [keys[r] for r in group], [embeddings[keys[r]] for r in group]) for group in part]
+        write_row_groups(paths[-1], schema, tables)
+        embedded += len(part_chains)
+        residues = sum(map(len, part_chains.values()))
+        log.info("part %d: %d chains, %d residues, %.0f residues/s", number, len(part_chains), residues, residues / (time.perf_counter() - started))
+    # assembled only once every part exists, so a kill mid-embedding leaves no partial shard behind
+    with atomic_output(out) as tmp, shard_writer(tmp, schema) as writer:
+        for path in paths:
+            for table in read_row_groups(path):
+                write_row_group(writer, table)
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    return embedded
 
 
-class EmbeddingCache:
-    """Read access to a cache file: ``cache[seq_hash]`` -> float32 [L, n_layers, D]."""
-
-    def __init__(self, path: Path):
-        table = pq.read_table(path)
-        meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-        self.path = path
-        self.metadata = meta
-        self.layers: list[int] = json.loads(meta["layers"])
-        self._rows = {key: i for i, key in enumerate(table["seq_hash"].to_pylist())}
-        self._table = table
-
-    def __contains__(self, seq_hash: str) -> bool:
-        return seq_hash in self._rows
-
-    def protein(self, record: "ProteinRecord") -> np.ndarray:
-        """Embedding of one protein record, float32 [N, n_layers, D] aligned with its residues."""
-        return self[record.seq_hash]
-
-    def __getitem__(self, seq_hash: str) -> np.ndarray:
-        if seq_hash not in self._rows:
-            raise KeyError(f"{self.path}: no embedding for sequence hash {seq_hash}")
-        row = self._rows[seq_hash]
-        per_layer = []
-        for layer in self.layers:
-            cell = self._table[f"layer_{layer}"][row].values
-            dim = cell.type.list_size
-            per_layer.append(cell.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim))
-        return np.stack(per_layer, axis=1).astype(np.float32)
+def embed_shard(
+    checkpoint: Path,
+    proteins: Path,
+    layers: list[int],
+    shard: int,
+    n_shards: int,
+    out: Path,
+    *,
+    token_budget: int,
+    window: int,
+    overlap: int,
+    device: torch.device,
+    row_group_bytes: int = ROW_GROUP_BYTES,
+    part_residues: int = PART_RESIDUES,
+) -> int:
+    """The embed job: this shard's distinct chains of a protein table (see :func:`write_shard`)."""
+    chains = {key: seq for key, seq in read_chains(proteins).items() if shard_of(key, n_shards) == shard}
+    log.info("shard %d of %d: %d distinct chains, layers %s", shard, n_shards, len(chains), layers)
+    return write_shard(
+        checkpoint, chains, layers, shard, n_shards, out,
+        token_budget=token_budget, window=window, overlap=overlap, device=device,
+        row_group_bytes=row_group_bytes, part_residues=part_residues,
+    )
 
 
 def embed_proteins(
@@ -221,25 +363,16 @@ def embed_proteins(
     overlap: int,
     device: torch.device,
 ) -> int:
-    """Embed distinct sequences (hash, sequence) and write the cache; returns how many were embedded."""
-    model, alphabet = load_esm(checkpoint)
-    depth = model.num_layers
-    bad = [layer for layer in layers if not 0 <= layer <= depth]
-    if bad:
-        raise ValueError(f"{checkpoint}: layers {bad} requested, model has {depth} layers")
-    unique = dict(sequences)
-    log.info("embedding %d distinct sequences, layers %s, on %s", len(unique), layers, device)
-    embeddings = embed_sequences(
-        model, alphabet, unique, layers, token_budget=token_budget, window=window, overlap=overlap, device=device
-    )
-    meta = {
-        "checkpoint": checkpoint.name,
-        "checkpoint_sha256": file_digest(checkpoint, "sha256"),
-        "embed_dim": str(model.embed_dim),
-        "esm_depth": str(depth),
-    }
-    write_cache(out, embeddings, layers, meta)
-    return len(unique)
+    """A complete one-shard cache whose index is ``out`` from (hash, sequence) pairs; returns how many are distinct.
+
+    For callers that hold sequences rather than a protein table (tests, notebooks); the
+    workflow runs :func:`embed_shard` per shard and :func:`write_index` once.
+    """
+    chains = dict(sequences)
+    shard = out.with_name(shard_name(0, 1))
+    write_shard(checkpoint, chains, layers, 0, 1, shard, token_budget=token_budget, window=window, overlap=overlap, device=device)
+    write_index(out, [shard], chains)
+    return len(chains)
 
 
 def esm_depth(esm_cfg: dict) -> int:

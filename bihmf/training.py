@@ -35,6 +35,7 @@ from bihmf.download import file_digest
 from bihmf.esm import EmbeddingCache
 from bihmf.io import atomic_output, write_json_atomic, write_text_atomic
 from bihmf.models.fusion import FusionContext
+from bihmf.models.graph import element_index
 from bihmf.models.model import ProteinModel, build_model, reads_esm
 from bihmf.tasks import TASKS
 
@@ -56,29 +57,49 @@ class RunSpec:
     seed: int
     task: str
     task_options: dict[str, Any] = field(default_factory=dict)  # e.g. num_classes
+    graph_residues: str = "all"  # "pocket": only residues marked in labels (LBA)
 
 
-def protein_graph(record: ProteinRecord, esm: np.ndarray | None) -> Data:
-    """One protein as a PyG graph (edges are built on the device, inside the encoder)."""
-    chain_names = {name: i for i, name in enumerate(dict.fromkeys(record.chain_ids))}
-    n = len(record.sequence)
+def residue_mask(record: ProteinRecord, residues: str) -> np.ndarray:
+    """Which residues enter the graph: all, or the marked pocket (LBA marks it in ``labels``)."""
+    if residues == "all":
+        return np.ones(len(record.sequence), dtype=bool)
+    mask = record.labels == 1
+    if not mask.any():
+        raise ValueError(f"{record.protein_id}: graph_residues=pocket but no residue is marked as pocket")
+    return mask
+
+
+def protein_graph(record: ProteinRecord, esm: np.ndarray | None, residues: str = "all") -> Data:
+    """One protein as a PyG graph (edges are built on the device, inside the encoder).
+
+    With ``residues="pocket"`` only pocket residues become nodes; their ESM rows come from the
+    full-chain embedding, so they keep the context of their chain positions.
+    """
+    keep = residue_mask(record, residues)
+    chain_ids = [c for c, k in zip(record.chain_ids, keep) if k]
+    chain_names = {name: i for i, name in enumerate(dict.fromkeys(chain_ids))}
+    sequence = [aa for aa, k in zip(record.sequence, keep) if k]
+    n = len(sequence)
     data = Data(
-        residue_type=torch.tensor([RESIDUE_INDEX.get(aa, 20) for aa in record.sequence], dtype=torch.long),
-        coords=torch.from_numpy(record.coords.copy()),
-        chain=torch.tensor([chain_names[c] for c in record.chain_ids], dtype=torch.long),
-        y=torch.from_numpy(record.labels.astype(np.int64)),
+        residue_type=torch.tensor([RESIDUE_INDEX.get(aa, 20) for aa in sequence], dtype=torch.long),
+        coords=torch.from_numpy(record.coords[keep].copy()),
+        chain=torch.tensor([chain_names[c] for c in chain_ids], dtype=torch.long),
+        y=torch.from_numpy(record.labels[keep].astype(np.int64)),
         residue_weight=torch.full((n,), record.weight, dtype=torch.float32),
         target=torch.tensor([record.target], dtype=torch.float32),
         group=record.group,
+        ligand_pos=torch.from_numpy(record.ligand_xyz.astype(np.float32).reshape(-1, 3).copy()),
+        ligand_type=torch.tensor(element_index(record.ligand_elems), dtype=torch.long),
         num_nodes=n,
     )
     if esm is not None:
-        data.esm = torch.from_numpy(esm)
+        data.esm = torch.from_numpy(esm[keep])
     return data
 
 
 def collate(graphs: list[Data], device: torch.device) -> Batch:
-    batch = Batch.from_data_list(graphs).to(device)
+    batch = Batch.from_data_list(graphs, follow_batch=["ligand_pos"]).to(device)
     batch.chain_index = batch.batch * CHAIN_STRIDE + batch.chain
     return batch
 
@@ -262,7 +283,7 @@ def train_run(
     model = build_model(spec.encoder, spec.fusion, spec.task, model_cfg, context, spec.task_options).to(device)
     with_esm = reads_esm(spec.fusion, context, model_cfg["num_layers"])
     records = read_proteins(proteins_path)
-    graphs = [protein_graph(r, cache.protein(r) if with_esm else None) for r in records]
+    graphs = [protein_graph(r, cache.protein(r) if with_esm else None, spec.graph_residues) for r in records]
     splits = _split_graphs(records, graphs)
     train_graphs = splits["train"]
     train_names = [r.protein_id for r in records if r.split == "train"]

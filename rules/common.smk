@@ -1,10 +1,15 @@
 # Shared names and input functions; all logic lives in the bihmf package.
 from bihmf.esm import esm_depth
+from bihmf.esm_cache import INDEX_NAME
 from bihmf.models.fusion import cached_layers
 
 DATASETS = list(config["datasets"])
 ESM_NAME = config["esm"]["name"]
 ESM_CHECKPOINT = f"resources/esm/{ESM_NAME}.pt"
+ESM_SHARDS = config["esm"]["shards"]
+# one cache per dataset: shard files from the embed jobs, and the index that training reads
+ESM_CACHE = f"results/embeddings/{{dataset}}/{ESM_NAME}"
+ESM_INDEX = f"{ESM_CACHE}/{INDEX_NAME}"
 ESM_LAYERS = cached_layers(
     config["model"]["fusions"],
     config["model"]["num_layers"],
@@ -20,6 +25,11 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+def train_settings(dataset):
+    """Global train settings with the dataset's own overrides on top."""
+    return {**config["train"], **config["datasets"][dataset]["train"]}
+
+
 def run_metrics(dataset):
     """Every training run of one dataset: encoders x fusions x seeds from the config."""
     return expand(
@@ -27,7 +37,7 @@ def run_metrics(dataset):
         dataset=dataset,
         encoder=config["model"]["encoders"],
         fusion=config["model"]["fusions"],
-        seed=config["train"]["seeds"],
+        seed=train_settings(dataset)["seeds"],
     )
 
 

@@ -4,11 +4,13 @@ rule embed:
         checkpoint=rules.esm_checkpoint.output.model,
         regression=rules.esm_checkpoint.output.regression,
     output:
-        f"results/embeddings/{{dataset}}/{ESM_NAME}.parquet",
+        f"{ESM_CACHE}/shard-{{shard}}-of-{ESM_SHARDS}.parquet",
+    wildcard_constraints:
+        shard=r"\d+",
     conda:
         "../envs/bihmf.yaml"
     log:
-        f"logs/embed/{{dataset}}/{ESM_NAME}.log",
+        f"logs/embed/{{dataset}}/{ESM_NAME}/shard-{{shard}}-of-{ESM_SHARDS}.log",
     params:
         layers=ESM_LAYERS,
         esm=config["esm"],
@@ -17,3 +19,18 @@ rule embed:
         gpu=1,
     script:
         "../workflow_scripts/embed.py"
+
+
+rule embed_index:
+    input:
+        proteins="results/data/{dataset}/proteins.parquet",
+        shards=expand(f"{ESM_CACHE}/shard-{{shard}}-of-{ESM_SHARDS}.parquet", shard=range(ESM_SHARDS), allow_missing=True),
+    output:
+        ESM_INDEX,
+    localrule: True
+    conda:
+        "../envs/bihmf.yaml"
+    log:
+        f"logs/embed/{{dataset}}/{ESM_NAME}/index.log",
+    script:
+        "../workflow_scripts/embed_index.py"

@@ -1,7 +1,7 @@
 rule train:
     input:
         proteins="results/data/{dataset}/proteins.parquet",
-        cache=f"results/embeddings/{{dataset}}/{ESM_NAME}.parquet",
+        cache=ESM_INDEX,
     output:
         metrics="results/runs/{dataset}/{encoder}/{fusion}/seed{seed}/metrics.json",
         model="results/runs/{dataset}/{encoder}/{fusion}/seed{seed}/model.pt",
@@ -15,12 +15,13 @@ rule train:
     params:
         task=lambda wc: config["datasets"][wc.dataset]["task"],
         task_options=lambda wc: {"num_classes": config["datasets"][wc.dataset]["num_classes"]},
+        graph_residues=lambda wc: config["datasets"][wc.dataset]["graph_residues"],
         model=config["model"],
-        train=config["train"],
-    threads: config["train"]["threads"]
+        train=lambda wc: train_settings(wc.dataset),
+    threads: lambda wc: train_settings(wc.dataset)["threads"]
     resources:
         gpu=1,
-        mem_mb=config["train"]["mem_mb"],
-        runtime=config["train"]["runtime_min"],
+        mem_mb=lambda wc: train_settings(wc.dataset)["mem_mb"],
+        runtime=lambda wc: train_settings(wc.dataset)["runtime_min"],
     script:
         "../workflow_scripts/train.py"

@@ -45,3 +45,19 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("esm") / "esm2_t4_test_random.pt"
     write_random_checkpoint(path, num_layers=4, embed_dim=32, attention_heads=4, seed=0)
     return path
+
+
+@pytest.fixture(scope="session")
+def lba_records(tmp_path_factory):
+    """Protein-ligand complexes of the LBA fixture (real structures), parsed."""
+    from bihmf.config import validate_config
+    from bihmf.data import lba
+
+    raw = tmp_path_factory.mktemp("lba_raw")
+    with tarfile.open(ROOT / "tests" / "fixtures" / "lba_fixture.tar.gz") as tar:
+        tar.extractall(raw, filter="data")
+    config = validate_config(
+        {"datasets": {"lba": {"kind": "lba", "task": "graph_regression", "download": {}, "graph_residues": "pocket"}}}
+    )
+    records, _ = lba.parse(raw, config["datasets"]["lba"])
+    return records

@@ -126,3 +126,46 @@ def test_knn_edges_match_brute_force_and_stay_within_proteins():
         dist[same == i] = math.inf
         expected = set(same[dist.topk(5, largest=False).indices].tolist())
         assert set(edges[0][edges[1] == i].tolist()) == expected
+
+
+@pytest.fixture(scope="module")
+def ligand_graphs(lba_records):
+    rng = np.random.default_rng(1)
+    return [
+        protein_graph(r, rng.standard_normal((len(r.sequence), 3, ESM_DIM)).astype(np.float32), "pocket")
+        for r in lba_records[:2]
+    ]
+
+
+def test_pocket_graph_keeps_marked_residues_with_their_full_chain_embedding_rows(lba_records):
+    record = lba_records[0]
+    esm = np.arange(len(record.sequence) * 3 * ESM_DIM, dtype=np.float32).reshape(len(record.sequence), 3, ESM_DIM)
+    graph = protein_graph(record, esm, "pocket")
+    pocket = np.flatnonzero(record.labels == 1)
+    assert 0 < graph.num_nodes == len(pocket) < len(record.sequence)
+    np.testing.assert_array_equal(graph.esm.numpy(), esm[pocket])
+    np.testing.assert_array_equal(graph.coords.numpy(), record.coords[pocket])
+    assert graph.ligand_pos.shape == (len(record.ligand_elems), 3) and len(record.ligand_elems) > 0
+
+
+@pytest.mark.parametrize("fusion", sorted(FUSIONS))
+def test_ligand_graph_is_invariant_and_the_ligand_matters(fusion, ligand_graphs, model_cfg):
+    torch.manual_seed(0)
+    model = build_model("gvp", fusion, "graph_regression", model_cfg, CONTEXT).eval()
+    rotation, shift = _random_rotation(2), torch.tensor([-4.0, 9.0, 1.5])
+    moved = []
+    for g in ligand_graphs:
+        h = g.clone()
+        h.coords = g.coords @ rotation.T + shift
+        h.ligand_pos = g.ligand_pos @ rotation.T + shift
+        moved.append(h)
+    shifted_ligand = []
+    for g in ligand_graphs:
+        h = g.clone()
+        h.ligand_pos = g.ligand_pos + torch.tensor([3.0, 0.0, 0.0])
+        shifted_ligand.append(h)
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        base = model(collate(ligand_graphs, cpu))
+        torch.testing.assert_close(model(collate(moved, cpu)), base, atol=2e-4, rtol=1e-4)
+        assert not torch.allclose(model(collate(shifted_ligand, cpu)), base)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -30,16 +31,17 @@ def test_full_config_dag_dry_run(tmp_path):
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
-    datasets = 3  # react, ppbs, bce
+    datasets = 6  # react, psr, lba30, lba60, ppbs, bce
     assert counts == {
         "all": 1,
         "download_dataset": datasets,
         "esm_checkpoint": 1,
         "preprocess": datasets,
-        "embed": datasets,
+        "embed": datasets,  # esm.shards (default 1) jobs per dataset
+        "embed_index": datasets,  # ties a dataset's shards together
         "train": datasets * 9,  # 1 encoder x 3 fusions x 3 seeds
         "report": datasets,
-        "total": 2 + 4 * datasets + datasets * 9,
+        "total": 2 + 5 * datasets + datasets * 9,
     }
 
 
@@ -48,7 +50,7 @@ def test_config_override_selects_a_subset(tmp_path):
         ["all", "--cores", "1", "--dry-run", "--quiet", "rules", "--config", "train={'seeds': [0]}"], tmp_path
     )
     assert result.returncode == 0, result.stderr
-    assert any(line.split() == ["train", "9"] for line in result.stdout.splitlines())  # 3 datasets x 3 fusions
+    assert any(line.split() == ["train", "18"] for line in result.stdout.splitlines())  # 6 datasets x 3 fusions
 
 
 def test_invalid_config_is_rejected(tmp_path):
@@ -66,15 +68,19 @@ def test_demo_workflow_runs_end_to_end(tmp_path):
     table = (tmp_path / "results/report/ppbs_demo_table.md").read_text()
     for fusion in ("struct_only", "serial", "bihmf_local"):
         assert fusion in table
-    for dataset in ("ppbs_demo", "bce_demo", "react_demo"):
+    bounded = {"auprc", "roc_auc", "accuracy"}
+    for dataset in ("ppbs_demo", "bce_demo", "react_demo", "psr_demo", "lba_demo"):
         frame = pd.read_csv(tmp_path / f"results/report/{dataset}_table.csv")
-        assert len(frame) > 0 and frame["mean"].between(0, 1).all()
+        assert len(frame) > 0 and np.isfinite(frame["mean"]).all()
+        assert frame.loc[frame["metric"].isin(bounded), "mean"].between(0, 1).all()
         runs = list((tmp_path / "results/runs" / dataset).glob("*/*/seed*/metrics.json"))
         assert len(runs) == 3
         for metrics_path in runs:
             metrics = json.loads(metrics_path.read_text())["metrics"]
-            values = [v for split in metrics.values() for v in split.values()]
-            assert values and all(math.isfinite(v) and 0 <= v <= 1 for v in values)
+            values = {name: v for split in metrics.values() for name, v in split.items()}
+            assert values and all(math.isfinite(v) for v in values.values())
+            assert all(0 <= v <= 1 for name, v in values.items() if name in bounded)
+            assert all(-1 <= v <= 1 for name, v in values.items() if name.endswith(("pearson", "spearman", "kendall")))
     png = (tmp_path / "results/report/ppbs_demo_metrics.png").read_bytes()
     assert png.startswith(b"\x89PNG")
     assert (tmp_path / "benchmarks/train/ppbs_demo/gvp/bihmf_local/seed0.tsv").exists()

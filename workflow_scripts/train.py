@@ -15,6 +15,7 @@ spec = RunSpec(
     seed=int(wc.seed),
     task=snakemake.params.task,
     task_options=snakemake.params.task_options,
+    graph_residues=snakemake.params.graph_residues,
 )
 train_cfg = {**snakemake.params.train, "threads": snakemake.threads}
 with gpu_slot():

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bihmf.data import bce, ppbs, react
+from bihmf.data import bce, lba, ppbs, psr, react
 from bihmf.data.schema import EntryReport, ProteinRecord, write_proteins
 from bihmf.io import write_json_atomic
 
@@ -24,6 +24,8 @@ DATASETS: dict[str, ModuleType] = {
     "ppbs": ppbs,
     "bce": bce,
     "react": react,
+    "psr": psr,
+    "lba": lba,
 }
 
 

@@ -1,13 +1,14 @@
 """Residue graphs and geometric features in pure torch.
 
 PyG 2.8's ``knn_graph`` / ``radius_graph`` need pyg-lib, which has no wheel here, so the
-k-nearest-neighbour graph over CA atoms is built with blocked distance computations: memory
-is ``block x N`` per protein, never ``N x N`` for the whole batch.
+k-nearest-neighbour and radius graphs over CA atoms are built with blocked distance
+computations: memory is ``block x N`` per protein, never ``N x N`` for the whole batch.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -112,3 +113,67 @@ def chain_breaks(coords: Tensor, chain_index: Tensor, max_peptide_bond: float = 
         same_chain = chain_index[1:] == chain_index[:-1]
         breaks[:-1] = ~(same_chain & (gap < max_peptide_bond))
     return breaks
+
+
+LIGAND_ELEMENTS = ("C", "N", "O", "S", "P", "F", "CL", "BR", "I", "B", "SE", "FE", "ZN", "MG", "CA", "MN", "CU", "NA", "K")
+OTHER_ELEMENT = len(LIGAND_ELEMENTS)  # index of every element not listed
+
+
+def element_index(elements: tuple[str, ...] | list[str]) -> list[int]:
+    """Ligand atom types for the structure graph (ATOM3D writes elements in upper case)."""
+    lookup = {name: i for i, name in enumerate(LIGAND_ELEMENTS)}
+    return [lookup.get(e.strip().upper(), OTHER_ELEMENT) for e in elements]
+
+
+def radius_edges(pos: Tensor, batch: Tensor, cutoff: float, block: int = 1024) -> Tensor:
+    """Edges j -> i between nodes of the same protein closer than ``cutoff`` (self excluded).
+
+    Same contract as :func:`knn_edges` (row 0 = source j, row 1 = target i) and the same
+    memory bound: one ``block x N`` distance block of one protein at a time. Distances are
+    computed directly rather than through the ``|x|^2 - 2 x.y + |y|^2`` matrix product, whose
+    float32 cancellation at coordinates of ~100 Å would let a rigid motion flip edges near
+    the cutoff.
+    """
+    sources, targets = [], []
+    for protein in torch.unique(batch):
+        idx = torch.nonzero(batch == protein).flatten()
+        nodes = pos[idx]
+        for start in range(0, len(idx), block):
+            dist = torch.cdist(nodes[start : start + block], nodes, compute_mode="donot_use_mm_for_euclid_dist")
+            rows = torch.arange(dist.shape[0], device=pos.device)
+            dist[rows, rows + start] = math.inf
+            row, col = torch.nonzero(dist < cutoff, as_tuple=True)
+            targets.append(idx[row + start])
+            sources.append(idx[col])
+    if not sources:
+        return torch.zeros(2, 0, dtype=torch.long, device=pos.device)
+    return torch.stack([torch.cat(sources), torch.cat(targets)])
+
+
+def residue_and_ligand_nodes(graph: Any) -> tuple[Tensor, Tensor]:
+    """Node positions and protein index: residues' CA atoms first, then the ligand atoms (LBA).
+
+    Encoders place ligand atoms after the residue rows so that ``state.s`` is the first N
+    rows; CA is always present (residues without one are dropped in parsing), ``nan_to_num``
+    only guards hand-built inputs.
+    """
+    pos = torch.cat([torch.nan_to_num(graph.coords[:, CA_IDX]), graph.ligand_pos.to(graph.coords.dtype)])
+    return pos, torch.cat([graph.batch, graph.ligand_pos_batch])
+
+
+def backbone_frames(coords: Tensor) -> tuple[Tensor, Tensor]:
+    """Right-handed local frame of each residue from N, CA, C, and whether it is defined.
+
+    Rows of ``frames[i]`` are the axes: e1 along CA->C, e2 the CA->N direction made orthogonal
+    to e1 (Gram-Schmidt), e3 = e1 x e2. Residues missing N or C (or with collinear atoms) get
+    an all-zero frame and ``valid = False``: no NaN enters the features, and the zero frame
+    carries no orientation, so it cannot break rotation invariance.
+    """
+    n, ca, c = (torch.nan_to_num(coords[:, idx]) for idx in (N_IDX, CA_IDX, C_IDX))
+    e1 = normalize(c - ca)
+    to_n = n - ca
+    e2 = normalize(to_n - (to_n * e1).sum(-1, keepdim=True) * e1)
+    frames = torch.stack([e1, e2, torch.cross(e1, e2, dim=-1)], dim=1)
+    present = torch.isfinite(coords[:, [N_IDX, CA_IDX, C_IDX]]).all(dim=-1).all(dim=-1)
+    valid = present & (e1.norm(dim=-1) > 0.5) & (e2.norm(dim=-1) > 0.5)
+    return frames * valid[:, None, None], valid

@@ -4,7 +4,12 @@ Scalar channels are rotation-invariant and vector channels rotate with the input
 ``s`` state that fusion reads is invariant to rotations and translations of the structure.
 Node features: sin/cos of backbone dihedrals (scalars), forward/backward CA directions and the
 ideal side-chain direction (vectors). Edge features: RBF of the CA distance and a sinusoidal
-encoding of the sequence offset (scalars), the unit CA->CA direction (vector).
+encoding of the sequence offset (scalars, offset 0 on edges that touch a ligand atom), the unit
+direction between the two nodes (vector).
+
+Ligand atoms (LBA) are extra nodes placed at their coordinates, typed by element, with zero
+vector features; they join the kNN graph with the residues' CA atoms. Fusion only sees the
+residue rows of the state: the ligand rows travel in ``extra`` and rejoin at every layer.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from torch_geometric.utils import scatter
 from bihmf.models.encoders.base import EncoderState, StructureEncoder
 from bihmf.models.graph import (
     CA_IDX,
+    OTHER_ELEMENT,
     backbone_dihedrals,
     chain_breaks,
     knn_edges,
@@ -114,6 +120,8 @@ class GVPEncoder(StructureEncoder):
         super().__init__()
         self.width, self.num_layers, self.knn = width, num_layers, knn
         self.node_in = GVP((input_dim + 6, NODE_VECTORS), (width, vector_dim), activate=False)
+        self.ligand_in = nn.Embedding(OTHER_ELEMENT + 1, width)
+        self.vector_dim = vector_dim
         self.node_norm = GVPLayerNorm(width)
         self.edge_in = GVP((EDGE_SCALARS, 1), (EDGE_SCALARS, 1), activate=False)
         self.layers = nn.ModuleList(
@@ -122,18 +130,28 @@ class GVPEncoder(StructureEncoder):
 
     def prepare(self, graph: Any, node_input: Tensor) -> EncoderState:
         coords = graph.coords
+        residues = coords.shape[0]
         breaks = chain_breaks(coords, graph.chain_index)
-        ca = torch.nan_to_num(coords[:, CA_IDX])
-        edge_index = knn_edges(ca, graph.batch, self.knn)
+        pos = torch.cat([torch.nan_to_num(coords[:, CA_IDX]), graph.ligand_pos])
+        edge_index = knn_edges(pos, torch.cat([graph.batch, graph.ligand_pos_batch]), self.knn)
         src, dst = edge_index
-        vec = ca[src] - ca[dst]
-        edge_s = torch.cat([rbf(vec.norm(dim=-1)), positional_encoding(src - dst)], dim=-1)
+        vec = pos[src] - pos[dst]
+        both_residues = (src < residues) & (dst < residues)
+        offset = torch.where(both_residues, src - dst, torch.zeros_like(src))
+        edge_s = torch.cat([rbf(vec.norm(dim=-1)), positional_encoding(offset)], dim=-1)
         edge_s, edge_v = self.edge_in(edge_s, normalize(vec).unsqueeze(-2))
         s, v = self.node_in(torch.cat([node_input, backbone_dihedrals(coords, breaks)], dim=-1), orientation_vectors(coords, breaks))
         s, v = self.node_norm(s, v)
-        return EncoderState(s=s, extra={"v": v, "edge_index": edge_index, "edge_s": edge_s, "edge_v": edge_v})
+        ligand_s = self.ligand_in(graph.ligand_type)
+        ligand_v = ligand_s.new_zeros(ligand_s.shape[0], self.vector_dim, 3)
+        extra = {"v": v, "ligand_s": ligand_s, "ligand_v": ligand_v, "edge_index": edge_index, "edge_s": edge_s, "edge_v": edge_v}
+        return EncoderState(s=s, extra=extra)
 
     def layer(self, depth: int, state: EncoderState) -> EncoderState:
         x = state.extra
-        s, v = self.layers[depth](state.s, x["v"], x["edge_index"], x["edge_s"], x["edge_v"])
-        return EncoderState(s=s, extra={**x, "v": v})
+        residues = state.s.shape[0]
+        s_all = torch.cat([state.s, x["ligand_s"]])
+        v_all = torch.cat([x["v"], x["ligand_v"]])
+        s_all, v_all = self.layers[depth](s_all, v_all, x["edge_index"], x["edge_s"], x["edge_v"])
+        extra = {**x, "v": v_all[:residues], "ligand_s": s_all[residues:], "ligand_v": v_all[residues:]}
+        return EncoderState(s=s_all[:residues], extra=extra)

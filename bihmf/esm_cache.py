@@ -1,0 +1,268 @@
+"""The ESM layer cache on disk: sharded float16 Parquet files, an index, and the reader.
+
+Layout of one cache (one dataset, one checkpoint), see ``docs/esm_cache.md``::
+
+    <cache dir>/shard-<i>-of-<n>.parquet   one Snakemake job each; rows = distinct chains
+    <cache dir>/index.parquet              seq_hash -> (shard, row group, row); the cache's address
+
+A shard row is one distinct chain sequence (key: sha256 of the sequence), columns
+``seq_hash``, ``length`` and one ``list<fixed_size_list<float16, D>>`` column per cached
+layer. Row groups hold about ``ROW_GROUP_BYTES`` of embeddings, so a reader decodes one row
+group (a few chains) to serve one chain, never a whole shard.
+
+Chains, not whole proteins, are the unit because ESM-2 was trained on single chains: a
+multi-chain protein is embedded chain by chain and its embedding is the concatenation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from itertools import groupby
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bihmf.data.schema import sequence_hash
+from bihmf.io import atomic_output, nested_list_array
+
+if TYPE_CHECKING:
+    from bihmf.data.schema import ProteinRecord
+
+FORMAT = "bihmf-esm-cache/1"
+INDEX_NAME = "index.parquet"
+# Decoded size of one row group: small enough that serving one chain reads little more than
+# that chain, large enough that the footer stays small (one entry per row group and column).
+ROW_GROUP_BYTES = 8 * 2**20
+# Metadata every shard of one cache must share (the shard number is the only difference).
+SHARED_KEYS = ("format", "checkpoint", "checkpoint_sha256", "embed_dim", "esm_depth", "layers", "dtype", "window", "window_overlap", "n_shards")
+
+
+def chain_sequences(sequence: str, chain_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """(sha256, sequence) of each chain, in residue order; a chain is a run of equal chain ids."""
+    chains, start = [], 0
+    for _, run in groupby(chain_ids):
+        end = start + len(list(run))
+        chains.append((sequence_hash(sequence[start:end]), sequence[start:end]))
+        start = end
+    return chains
+
+
+def read_chains(proteins: Path) -> dict[str, str]:
+    """Distinct chains of a protein table, hash -> sequence, in order of first appearance.
+
+    Reads only the two columns it needs: the embed jobs never touch coordinates.
+    """
+    table = pq.read_table(proteins, columns=["sequence", "chain_ids"])
+    chains: dict[str, str] = {}
+    for sequence, chain_ids in zip(table["sequence"].to_pylist(), table["chain_ids"].to_pylist(), strict=True):
+        chains.update(chain_sequences(sequence, chain_ids))
+    return chains
+
+
+def shard_of(seq_hash: str, n_shards: int) -> int:
+    """Shard of a chain: from its content hash, so it never depends on dataset order."""
+    return int(seq_hash[:16], 16) % n_shards
+
+
+def shard_name(shard: int, n_shards: int) -> str:
+    return f"shard-{shard}-of-{n_shards}.parquet"
+
+
+def layer_column(layer: int) -> str:
+    return f"layer_{layer}"
+
+
+def residues_per_row_group(n_layers: int, embed_dim: int, row_group_bytes: int = ROW_GROUP_BYTES) -> int:
+    return max(1, row_group_bytes // (n_layers * embed_dim * 2))
+
+
+def plan_row_groups(lengths: Sequence[int], residues_per_group: int) -> list[range]:
+    """Consecutive rows per row group, closing a group before it would exceed the budget."""
+    groups, start, residues = [], 0, 0
+    for row, length in enumerate(lengths):
+        if row > start and residues + length > residues_per_group:
+            groups.append(range(start, row))
+            start, residues = row, 0
+        residues += length
+    if start < len(lengths):
+        groups.append(range(start, len(lengths)))
+    return groups
+
+
+def cache_schema(layers: Sequence[int], embed_dim: int, metadata: dict[str, str]) -> pa.Schema:
+    fields = [pa.field("seq_hash", pa.string()), pa.field("length", pa.int32())]
+    fields += [pa.field(layer_column(layer), pa.list_(pa.list_(pa.float16(), embed_dim))) for layer in layers]
+    return pa.schema(fields, metadata=metadata)
+
+
+def embedding_table(schema: pa.Schema, keys: Sequence[str], arrays: Sequence[np.ndarray]) -> pa.Table:
+    """Rows for ``keys`` from float16 arrays [L, n_layers, D] (layer order as in ``schema``)."""
+    columns = [pa.array(keys, pa.string()), pa.array([len(a) for a in arrays], pa.int32())]
+    n_layers = len(schema) - 2
+    columns += [nested_list_array([a[:, pos, :] for a in arrays], pa.float16()) for pos in range(n_layers)]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _writer_options(schema: pa.Schema) -> dict:
+    """zstd; dictionary encoding and statistics only where they help (never on embeddings).
+
+    Byte-stream-split puts the high and low bytes of the float16 values in separate streams,
+    which is what lets zstd find anything to compress in them.
+    """
+    leaf_paths = [f"{name}.list.element.list.element" for name in schema.names[2:]]
+    return {
+        "compression": "zstd",
+        "use_dictionary": False,
+        "write_statistics": ["seq_hash", "length"],
+        "use_byte_stream_split": leaf_paths,
+    }
+
+
+def shard_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    return pq.ParquetWriter(path, schema, **_writer_options(schema))
+
+
+def write_row_group(writer: pq.ParquetWriter, table: pa.Table) -> None:
+    """Append ``table`` as exactly one row group (row groups are planned by the caller)."""
+    writer.write_table(table, row_group_size=max(1, table.num_rows))
+
+
+def write_row_groups(path: Path, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
+    """Write each table as one row group of a new file, atomically."""
+    with atomic_output(path) as tmp, shard_writer(tmp, schema) as writer:
+        for table in tables:
+            write_row_group(writer, table)
+
+
+def read_row_groups(path: Path) -> list[pa.Table]:
+    parquet = pq.ParquetFile(path)
+    return [parquet.read_row_group(i) for i in range(parquet.num_row_groups)]
+
+
+def file_metadata(path: Path) -> dict[str, str]:
+    """Key-value metadata of a Parquet file (footer only), minus Arrow's own schema entry."""
+    raw = pq.read_metadata(path).metadata or {}
+    return {k.decode(): v.decode() for k, v in raw.items() if k != b"ARROW:schema"}
+
+
+def _locations(path: Path, shard: int) -> dict[str, list]:
+    """Index rows of one shard: where each chain sits (reads only the ``seq_hash`` column)."""
+    parquet = pq.ParquetFile(path)
+    rows: dict[str, list] = {"seq_hash": [], "shard": [], "row_group": [], "row": []}
+    for group in range(parquet.num_row_groups):
+        keys = parquet.read_row_group(group, columns=["seq_hash"])["seq_hash"].to_pylist()
+        rows["seq_hash"] += keys
+        rows["shard"] += [shard] * len(keys)
+        rows["row_group"] += [group] * len(keys)
+        rows["row"] += list(range(len(keys)))
+    return rows
+
+
+def write_index(index: Path, shards: Sequence[Path], required: Iterable[str]) -> None:
+    """Tie the shards of one cache together; refuse a cache that is mixed or incomplete.
+
+    The index is what training depends on, so a missing chain or a shard built with another
+    checkpoint or layer list fails here, in the embed stage, and not in a training job.
+    """
+    if not shards:
+        raise ValueError(f"{index}: no shards given")
+    metas = [file_metadata(path) for path in shards]
+    shared = {key: metas[0][key] for key in SHARED_KEYS}
+    for path, meta in zip(shards, metas, strict=True):
+        differing = [key for key in SHARED_KEYS if meta.get(key) != shared[key]]
+        if differing:
+            raise ValueError(f"{path}: metadata {differing} differs from {shards[0]}; the shards belong to different caches")
+    numbers = sorted(int(meta["shard"]) for meta in metas)
+    if numbers != list(range(int(shared["n_shards"]))):
+        raise ValueError(f"{index}: expected shards 0..{int(shared['n_shards']) - 1} once each, got {numbers}")
+    columns: dict[str, list] = {"seq_hash": [], "shard": [], "row_group": [], "row": []}
+    for path, meta in zip(shards, metas, strict=True):
+        for name, values in _locations(path, int(meta["shard"])).items():
+            columns[name] += values
+    present = set(columns["seq_hash"])
+    if len(present) != len(columns["seq_hash"]):
+        raise ValueError(f"{index}: a sequence hash appears in more than one shard row")
+    missing = sorted(set(required) - present)
+    if missing:
+        raise ValueError(f"{index}: {len(missing)} chains have no embedding (first: {missing[0]}); the cache is incomplete")
+    types = {"seq_hash": pa.string(), "shard": pa.int32(), "row_group": pa.int32(), "row": pa.int32()}
+    table = pa.table({name: pa.array(values, types[name]) for name, values in columns.items()}).replace_schema_metadata(shared)
+    with atomic_output(index) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+class EmbeddingCache:
+    """Read access to one cache through its index: ``protein(record)`` -> float32 [N, n_layers, D].
+
+    Serving a chain decodes only its row group (only the layer columns), and the most recent
+    row group of each shard stays decoded: rows are stored in the order chains first appear in
+    the dataset, so reading proteins in table order decodes each row group about once.
+    ``layers`` / ``checkpoint_sha256``, when given, are checked against what the cache was built
+    with, so a caller never silently gets embeddings of another model or layer list.
+    """
+
+    def __init__(self, path: Path, *, layers: Sequence[int] | None = None, checkpoint_sha256: str | None = None):
+        index = pq.read_table(path)
+        self.path = Path(path)
+        self.metadata: dict[str, str] = {k.decode(): v.decode() for k, v in (index.schema.metadata or {}).items()}
+        if self.metadata.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a {FORMAT} index (format {self.metadata.get('format')!r})")
+        self.layers: list[int] = json.loads(self.metadata["layers"])
+        if layers is not None and list(layers) != self.layers:
+            raise ValueError(f"{path}: built for layers {self.layers}, asked for {list(layers)}; re-run the embed stage")
+        if checkpoint_sha256 is not None and checkpoint_sha256 != self.metadata["checkpoint_sha256"]:
+            raise ValueError(
+                f"{path}: built from checkpoint sha256 {self.metadata['checkpoint_sha256']}, asked for {checkpoint_sha256}; re-run the embed stage"
+            )
+        self._n_shards = int(self.metadata["n_shards"])
+        self._where = {
+            key: (shard, group, row)
+            for key, shard, group, row in zip(
+                index["seq_hash"].to_pylist(), index["shard"].to_pylist(), index["row_group"].to_pylist(), index["row"].to_pylist(), strict=True
+            )
+        }
+        self._files: dict[int, pq.ParquetFile] = {}
+        self._decoded: dict[int, tuple[int, np.ndarray, list[np.ndarray]]] = {}
+
+    def __contains__(self, seq_hash: str) -> bool:
+        return seq_hash in self._where
+
+    def protein(self, record: ProteinRecord) -> np.ndarray:
+        """Embedding of one protein record, float32 [N, n_layers, D] aligned with its residues."""
+        return np.concatenate([self[key] for key, _ in chain_sequences(record.sequence, record.chain_ids)])
+
+    def __getitem__(self, seq_hash: str) -> np.ndarray:
+        """Embedding of one chain by sequence hash, float32 [L, n_layers, D]."""
+        if seq_hash not in self._where:
+            raise KeyError(f"{self.path}: no embedding for sequence hash {seq_hash}")
+        shard, group, row = self._where[seq_hash]
+        starts, per_layer = self._row_group(shard, group)
+        return np.stack([values[starts[row] : starts[row + 1]] for values in per_layer], axis=1).astype(np.float32)
+
+    def _shard(self, shard: int) -> pq.ParquetFile:
+        if shard not in self._files:
+            path = self.path.parent / shard_name(shard, self._n_shards)
+            meta = file_metadata(path)
+            stale = [key for key in SHARED_KEYS if meta.get(key) != self.metadata.get(key)]
+            if stale:
+                raise ValueError(f"{path}: metadata {stale} differs from the index {self.path}; the shard was replaced")
+            self._files[shard] = pq.ParquetFile(path)
+        return self._files[shard]
+
+    def _row_group(self, shard: int, group: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        cached = self._decoded.get(shard)
+        if cached is None or cached[0] != group:
+            table = self._shard(shard).read_row_group(group, columns=["length", *map(layer_column, self.layers)])
+            starts = np.concatenate([[0], np.cumsum(table["length"].to_numpy())])
+            dim = int(self.metadata["embed_dim"])
+            per_layer = [
+                table[layer_column(layer)].combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+                for layer in self.layers
+            ]
+            cached = (group, starts, per_layer)
+            self._decoded[shard] = cached
+        return cached[1], cached[2]
