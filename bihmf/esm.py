@@ -385,18 +385,42 @@ def esm_depth(esm_cfg: dict) -> int:
     return int(match.group(1))
 
 
+RELEASED_ESM2 = (
+    "esm2_t6_8M_UR50D",
+    "esm2_t12_35M_UR50D",
+    "esm2_t30_150M_UR50D",
+    "esm2_t33_650M_UR50D",
+    "esm2_t36_3B_UR50D",
+    "esm2_t48_15B_UR50D",
+)
+RELEASE_URL = "https://dl.fbaipublicfiles.com/fair-esm"
+
+
+def released_checkpoint(name: str) -> dict:
+    """fair-esm's published URLs for a released ESM-2 (it publishes no checksums for them)."""
+    if name not in RELEASED_ESM2:
+        raise ValueError(
+            f"esm.name {name!r} is not a released ESM-2 ({', '.join(RELEASED_ESM2)}); "
+            "give esm.checkpoint (URLs or file: paths) or esm.random_init"
+        )
+    return {
+        "model": {"url": f"{RELEASE_URL}/models/{name}.pt", "checksum": None},
+        "regression": {"url": f"{RELEASE_URL}/regression/{name}-contact-regression.pt", "checksum": None},
+    }
+
+
 def provide_checkpoint(esm_cfg: dict, model_out: Path, downloads: Path, base_dir: Path) -> None:
-    """Download the configured checkpoint pair, or write the random-init one, at ``model_out``."""
+    """Put the checkpoint pair at ``model_out``: random-init, configured URLs/paths, or a
+    released model by name (in that order of precedence; random_init with checkpoint is an error)."""
     if "checkpoint" in esm_cfg and "random_init" in esm_cfg:
         raise ValueError("esm: give either checkpoint (real weights) or random_init, not both")
     if "random_init" in esm_cfg:
         shape = esm_cfg["random_init"]
         write_random_checkpoint(model_out, shape["num_layers"], shape["embed_dim"], shape["attention_heads"], shape["seed"])
         return
-    if "checkpoint" not in esm_cfg:
-        raise ValueError("esm: neither checkpoint nor random_init is configured")
+    checkpoint = esm_cfg.get("checkpoint") or released_checkpoint(esm_cfg["name"])
     for key, dest in (("model", model_out), ("regression", regression_path(model_out))):
-        remote = esm_cfg["checkpoint"][key]
+        remote = checkpoint[key]
         cached = fetch(resolve_url(remote["url"], base_dir), downloads / Path(dest).name, remote["checksum"])
         with atomic_output(dest) as tmp:
             shutil.copyfile(cached, tmp)

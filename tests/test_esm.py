@@ -272,3 +272,29 @@ def test_cache_refuses_what_it_was_not_built_with(tiny_checkpoint, tmp_path):
         write_index(tmp_path / "mixed" / "index.parquet", mixed, read_chains(proteins))
     with pytest.raises(ValueError, match="1 chains have no embedding"):
         write_index(tmp_path / "x.parquet", [tmp_path / shard_name(0, 1)], [*read_chains(proteins), "f" * 64])
+
+
+def test_released_names_resolve_to_fair_esm_urls_and_others_are_refused():
+    from bihmf.esm import released_checkpoint
+
+    urls = released_checkpoint("esm2_t33_650M_UR50D")
+    assert urls["model"]["url"] == "https://dl.fbaipublicfiles.com/fair-esm/models/esm2_t33_650M_UR50D.pt"
+    assert urls["regression"]["url"].endswith("/regression/esm2_t33_650M_UR50D-contact-regression.pt")
+    with pytest.raises(ValueError, match="not a released ESM-2"):
+        released_checkpoint("esm2_t33_650M_typo")
+
+
+def test_local_checkpoint_pair_is_copied_and_verified(tiny_checkpoint, tmp_path):
+    from bihmf.download import ChecksumError, file_digest
+    from bihmf.esm import provide_checkpoint
+
+    pair = {
+        "model": {"url": f"file://{tiny_checkpoint}", "checksum": f"sha256:{file_digest(tiny_checkpoint, 'sha256')}"},
+        "regression": {"url": f"file://{regression_path(tiny_checkpoint)}", "checksum": None},
+    }
+    out = tmp_path / "resources" / "esm2_t4_test_random.pt"
+    provide_checkpoint({"name": "esm2_t4_test_random", "checkpoint": pair}, out, tmp_path / "dl", tmp_path)
+    assert load_esm(out)[0].num_layers == 4
+    pair["model"]["checksum"] = "sha256:" + "0" * 64
+    with pytest.raises(ChecksumError):
+        provide_checkpoint({"name": "esm2_t4_test_random", "checkpoint": pair}, tmp_path / "other" / "esm2_x.pt", tmp_path / "dl2", tmp_path)
