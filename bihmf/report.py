@@ -59,6 +59,8 @@ def _records_from_file(path: Path) -> list[dict[str, Any]]:
                 f"{path}: key metrics.{split} must be a non-empty mapping of metric -> value"
             )
         for metric, value in values.items():
+            if value is None:  # undefined for this run (e.g. a correlation of constant predictions): a missing cell
+                continue
             number = _finite_number(value, f"metrics.{split}.{metric}", path)
             records.append({**ident, "split": split, "metric": metric, "value": number})
     return records

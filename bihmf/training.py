@@ -191,6 +191,10 @@ def _curve_csv(rows: list[dict[str, Any]]) -> str:
 LAST_CHECKPOINT = "last.pt"
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
 def lr_factor(progress: float, warmup: float) -> float:
     """Linear warmup over the first ``warmup`` fraction of training, then cosine decay to 0."""
     if progress < warmup:
@@ -350,12 +354,15 @@ def train_run(
         )
         log.info(
             "epoch %d/%d loss %.4f val %s | %.1f proteins/s %.0f residues/s",
-            epoch, epochs, progress.curve[-1]["train_loss"], json.dumps({k: round(v, 4) for k, v in val.items()}),
+            epoch, epochs, progress.curve[-1]["train_loss"], json.dumps({k: _rounded(v) for k, v in val.items()}),
             len(train_graphs) / seconds, residues / seconds,
         )
         progress.epoch = epoch
-        if val[task.SELECTION_METRIC] > progress.best_score:
-            progress.best_score, progress.best_epoch = val[task.SELECTION_METRIC], epoch
+        score = val[task.SELECTION_METRIC]
+        if score is None:  # undefined this epoch (constant predictions): counts as no gain
+            score = -math.inf
+        if score > progress.best_score or progress.best_epoch < 0:
+            progress.best_score, progress.best_epoch = score, epoch
             progress.best_state = copy.deepcopy(model.state_dict())
         elif epoch - progress.best_epoch >= train_cfg["patience"]:
             log.info("early stop: no val %s gain for %d epochs", task.SELECTION_METRIC, train_cfg["patience"])
@@ -402,10 +409,10 @@ def train_run(
         torch.save({"state_dict": best_state, "spec": asdict(spec), "model_config": model_cfg, "epoch": best_epoch}, tmp)
     write_text_atomic(out_dir / "curve.csv", _curve_csv(curve))
     write_json_atomic(out_dir / "metrics.json", result)
-    selection = metrics["val"][task.SELECTION_METRIC]
-    test = {k: round(v, 4) for k, v in metrics["test"].items()}
+    selection = _rounded(metrics["val"][task.SELECTION_METRIC])
+    test = {k: _rounded(v) for k, v in metrics["test"].items()}
     log.info(
-        "summary %s/%s/%s/seed%d: %d epochs (best %d), val %s %.4f, test %s, %.0f s on %s",
+        "summary %s/%s/%s/seed%d: %d epochs (best %d), val %s %s, test %s, %.0f s on %s",
         spec.dataset, spec.encoder, spec.fusion, spec.seed, len(curve), best_epoch,
         task.SELECTION_METRIC, selection, json.dumps(test), progress.elapsed_s, device,
     )

@@ -168,4 +168,5 @@ def test_ligand_graph_is_invariant_and_the_ligand_matters(fusion, ligand_graphs,
     with torch.no_grad():
         base = model(collate(ligand_graphs, cpu))
         torch.testing.assert_close(model(collate(moved, cpu)), base, atol=2e-4, rtol=1e-4)
-        assert not torch.allclose(model(collate(shifted_ligand, cpu)), base)
+        if fusion != "seq_only":  # the one fusion that must ignore structure
+            assert not torch.allclose(model(collate(shifted_ligand, cpu)), base)

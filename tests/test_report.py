@@ -158,7 +158,6 @@ def test_unknown_dataset(run_paths: list[Path], tmp_path: Path) -> None:
         (lambda r: r.update(seed="0"), "'seed'"),
         (lambda r: r["metrics"]["test"].update(auprc=float("nan")), r"metrics\.test\.auprc"),
         (lambda r: r["metrics"]["val"].update(roc_auc=float("inf")), r"metrics\.val\.roc_auc"),
-        (lambda r: r["metrics"]["val"].update(roc_auc=None), r"metrics\.val\.roc_auc"),
     ],
 )
 def test_bad_file_names_file_and_key(run_paths: list[Path], mutate, match: str) -> None:
@@ -180,3 +179,15 @@ def test_invalid_json_and_duplicate_run(run_paths: list[Path], tmp_path: Path) -
     copy.write_text(run_paths[0].read_text())
     with pytest.raises(ValueError, match=f"copy.json: duplicates .* from {re.escape(str(run_paths[0]))}"):
         load_runs([*run_paths, copy])
+
+
+def test_null_metric_is_a_missing_cell_not_an_error(tmp_path):
+    import json
+
+    from bihmf.report import load_runs
+
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"dataset": "d", "encoder": "e", "fusion": "f", "seed": 0,
+                                "metrics": {"test": {"rmse": 1.5, "spearman": None}}}))
+    runs = load_runs([path])
+    assert list(runs["metric"]) == ["rmse"]

@@ -99,3 +99,11 @@ def test_classification_rejects_labels_outside_the_head(demo_graphs):
     model = build_model("gvp", "struct_only", "graph_classification", cfg, context, {"num_classes": 3})
     with pytest.raises(ValueError, match=r"class labels \[3\.0\] are not integers in \[0, 3\)"):
         TASKS["graph_classification"].prepare(model.head, np.array([0.0, 3.0]))
+
+
+def test_constant_predictions_give_undefined_correlations_not_a_crash():
+    """A sequence-only model scores all decoys of a PSR target alike: correlations are null."""
+    parts = [{"pred": np.full(4, 0.5), "label": np.array([0.2, 0.4, 0.6, 0.8]), "group": ["T1"] * 4}]
+    result = TASKS["graph_regression"].evaluate(parts)
+    assert result["spearman"] is None and result["mean_spearman"] is None and result["n_groups"] == 0
+    assert result["rmse"] == pytest.approx(np.sqrt(np.mean((np.array([0.2, 0.4, 0.6, 0.8]) - 0.5) ** 2)))

@@ -8,6 +8,8 @@ pooled split, and, when proteins carry a group (PSR target), the unweighted per-
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,8 @@ from torch import Tensor, nn
 
 from bihmf.tasks.metrics import GROUP_MEAN_PREFIX, METRICS, group_mean
 from bihmf.tasks.pooling import GraphHead
+
+log = logging.getLogger(__name__)
 
 SELECTION_METRIC = "spearman"
 POOLED = ("rmse", "pearson", "spearman", "kendall")
@@ -54,12 +58,27 @@ def predictions(output: Tensor, graph: Any, head: nn.Module) -> dict[str, Any]:
     }
 
 
-def evaluate(parts: list[dict[str, Any]]) -> dict[str, float]:
+def _defined(compute: Callable[[], Any]) -> Any:
+    """A metric's value, or None where it is undefined.
+
+    Correlations are undefined for constant predictions, which is a legitimate outcome: a
+    sequence-only model gives every decoy of a PSR target the same score. That is reported as
+    a missing value (null in metrics.json, "—" in tables), never as a crash or a made-up 0.
+    """
+    try:
+        return compute()
+    except ValueError as err:
+        log.warning("metric undefined: %s", err)
+        return None
+
+
+def evaluate(parts: list[dict[str, Any]]) -> dict[str, float | None]:
     label = np.concatenate([p["label"] for p in parts])
     pred = np.concatenate([p["pred"] for p in parts])
     groups = [g for p in parts for g in p["group"]]
-    result = {name: METRICS[name].fn(label, pred) for name in POOLED}
+    result = {name: _defined(lambda name=name: METRICS[name].fn(label, pred)) for name in POOLED}
     if any(groups):
         for name in PER_GROUP:
-            result[f"{GROUP_MEAN_PREFIX}{name}"], result["n_groups"] = group_mean(name, label, pred, groups)
+            mean_and_count = _defined(lambda name=name: group_mean(name, label, pred, groups))
+            result[f"{GROUP_MEAN_PREFIX}{name}"], result["n_groups"] = mean_and_count or (None, 0)
     return result

@@ -1,14 +1,24 @@
 """Fusion registry: name -> class taking (encoder_factory, FusionContext)."""
 
 from bihmf.models.fusion.base import Fusion, FusionContext, paired_layers
+from bihmf.models.fusion.bihmf_global import BiHMFGlobal
 from bihmf.models.fusion.bihmf_local import BiHMFLocal
+from bihmf.models.fusion.cross import Cross
+from bihmf.models.fusion.parallel import Parallel
+from bihmf.models.fusion.seq_only import SeqOnly
 from bihmf.models.fusion.serial import Serial
 from bihmf.models.fusion.struct_only import StructOnly
+from bihmf.models.fusion.structure_token import StructureToken
 
 FUSIONS: dict[str, type[Fusion]] = {
     "struct_only": StructOnly,
+    "seq_only": SeqOnly,
     "serial": Serial,
+    "parallel": Parallel,
+    "cross": Cross,
     "bihmf_local": BiHMFLocal,
+    "bihmf_global": BiHMFGlobal,
+    "token": StructureToken,
 }
 
 

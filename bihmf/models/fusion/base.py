@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -19,6 +20,10 @@ from bihmf.models.encoders import StructureEncoder
 NUM_RESIDUE_TYPES = 21  # 20 standard amino acids + X
 
 EncoderFactory = Callable[[int], StructureEncoder]  # node-input width -> encoder
+
+# Heads of the attention fusions (cross, bihmf_global): a fixed constant, not configuration;
+# the model width must be divisible by it (checked when the fusion is built).
+ATTENTION_HEADS = 4
 
 
 def paired_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
@@ -59,3 +64,60 @@ class Fusion(nn.Module):
     @staticmethod
     def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
         raise NotImplementedError
+
+
+def esm_mlp(esm_dim: int, width: int) -> nn.Sequential:
+    """Residue MLP on one cached ESM layer: LN(e) -> Linear -> ReLU -> Linear, [N, D] -> [N, width].
+
+    The LayerNorm puts ESM layers of any scale on a common footing (as ``serial`` does).
+    """
+    return nn.Sequential(nn.LayerNorm(esm_dim), nn.Linear(esm_dim, width), nn.ReLU(), nn.Linear(width, width))
+
+
+class JointSelfAttention(nn.Module):
+    """Multi-head self-attention over each protein's 2N tokens [sequence ; structure].
+
+    For protein p with residues i = 1..N_p, the tokens are x_i = s_i + m_seq and
+    x_{N_p+i} = h_i + m_struct (m: a learned modality embedding; there is no positional
+    encoding, residue position reaches the tokens through the stream features themselves).
+    Standard multi-head attention with ``heads`` heads of width C / heads:
+
+        q, k, v = x W_q, x W_k, x W_v ;  a = softmax(q k^T / sqrt(C / heads)) v ;  out = a W_o
+
+    ``forward`` returns ``out`` split back into its sequence and structure halves, [N, C] each
+    (no residual, no norm: the caller decides how the halves rejoin its streams).
+
+    Proteins never attend across each other: the tokens are scattered into a padded batch
+    [B, 2 * N_max, C] and a key-padding mask gives padded keys exactly zero weight, so each
+    protein's output equals the output of running it alone (attention memory is
+    B * heads * (2 N_max)^2; ``torch.nn.functional.scaled_dot_product_attention``). No attention
+    dropout: the fusion layers add none of their own.
+    """
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"joint self-attention needs a width divisible by its {heads} heads; got width {width}")
+        self.heads = heads
+        self.modality = nn.Parameter(torch.randn(2, width) * 0.02)  # [m_seq, m_struct]
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, seq: Tensor, struct: Tensor, batch: Tensor, num_graphs: int) -> tuple[Tensor, Tensor]:
+        sizes = torch.bincount(batch, minlength=num_graphs)
+        start = torch.cumsum(sizes, 0) - sizes
+        local = torch.arange(batch.shape[0], device=batch.device) - start[batch]  # residue index within its protein
+        struct_pos = sizes[batch] + local  # structure tokens follow the protein's sequence tokens
+        length = 2 * int(sizes.max())
+        width = seq.shape[-1]
+        tokens = seq.new_zeros(num_graphs, length, width)
+        tokens = tokens.index_put((batch, local), seq + self.modality[0])
+        tokens = tokens.index_put((batch, struct_pos), struct + self.modality[1])
+        valid = torch.arange(length, device=batch.device) < 2 * sizes.unsqueeze(-1)  # [B, L] real tokens
+        q, k, v = (
+            t.reshape(num_graphs, length, self.heads, width // self.heads).transpose(1, 2)
+            for t in self.qkv(tokens).chunk(3, dim=-1)
+        )
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=valid[:, None, None, :])
+        attended = self.out(attended.transpose(1, 2).reshape(num_graphs, length, width))
+        return attended[batch, local], attended[batch, struct_pos]

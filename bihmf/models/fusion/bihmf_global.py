@@ -1,0 +1,65 @@
+"""Bi-HMF global fusion: joint multi-head self-attention over both streams at every depth.
+
+At every GNN depth l (paper.md choice 3, global variant):
+
+    s_l = LN(P_l(e_{k_l}) + s_{l-1})                 sequence stream, cached ESM layer k_l
+    h_l = GNN_l(h~_{l-1})                            structure stream
+    (z^s_l ; z^h_l) = MHSA_l([s_l ; h_l] + modality) 2N tokens per protein, split back in halves
+    h~_l = h_l + z^h_l ;  s_l <- s_l + z^s_l         each half returns to its own stream
+
+s_0 = 0 and h~_0 is the encoder's embedding of one-hot residue types. MHSA_l is
+``JointSelfAttention`` (per-protein padded batch with a key-padding mask, so proteins never
+attend across each other; ``ATTENTION_HEADS`` heads; a modality embedding per depth).
+
+Choices the paper leaves open: the fused output z_l of choice 3 is the attention output
+split into its two halves, each added to the stream it came from (residual, so a zero
+attention output recovers the unfused branches); no feed-forward sublayer (mirrors the
+local variant's single gate per depth). The residue readout is the mean of the two streams
+after the last exchange, (h~_L + s_L) / 2, since attention outputs alone may drift away from a
+residue's own features.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bihmf.models.fusion.base import (
+    ATTENTION_HEADS,
+    NUM_RESIDUE_TYPES,
+    EncoderFactory,
+    Fusion,
+    FusionContext,
+    JointSelfAttention,
+    paired_layers,
+    residue_one_hot,
+)
+
+
+class BiHMFGlobal(Fusion):
+    def __init__(self, encoder_factory: EncoderFactory, context: FusionContext):
+        super().__init__()
+        self.encoder = encoder_factory(NUM_RESIDUE_TYPES)
+        self.width = width = self.encoder.width
+        layers = self.esm_layers(self.encoder.num_layers, context.esm_depth, context.explicit_layers)
+        self.slots = [context.slot(layer) for layer in layers]
+        self.project = nn.ModuleList([nn.Linear(context.esm_dim, width) for _ in layers])
+        self.seq_norm = nn.ModuleList([nn.LayerNorm(width) for _ in layers])
+        self.attention = nn.ModuleList([JointSelfAttention(width, ATTENTION_HEADS) for _ in layers])
+
+    @staticmethod
+    def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
+        return paired_layers(num_gnn_layers, esm_depth, explicit)
+
+    def forward(self, graph: Any) -> Tensor:
+        state = self.encoder.prepare(graph, residue_one_hot(graph))
+        seq = torch.zeros_like(state.s)
+        for depth, slot in enumerate(self.slots):
+            seq = self.seq_norm[depth](self.project[depth](graph.esm[:, slot]) + seq)
+            state = self.encoder.layer(depth, state)
+            fused_seq, fused_struct = self.attention[depth](seq, state.s, graph.batch, graph.num_graphs)
+            state = state.with_scalar(state.s + fused_struct)
+            seq = seq + fused_seq
+        return (state.s + seq) / 2
