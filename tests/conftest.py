@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -61,3 +64,18 @@ def lba_records(tmp_path_factory):
     )
     records, _ = lba.parse(raw, config["datasets"]["lba"])
     return records
+
+
+@pytest.fixture()
+def http_root(tmp_path):
+    """Serve a folder on 127.0.0.1, standing in for GitHub raw, Zenodo, Drive or RCSB."""
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

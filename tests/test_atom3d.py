@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import bz2
-import functools
 import gzip
 import hashlib
-import http.server
 import importlib.util
 import io
 import json
 import math
 import tarfile
-import threading
 from pathlib import Path
 
 import lmdb
@@ -125,19 +122,6 @@ def biopython_residues(model, chain: str | None = None) -> list:
     return [r for c in model if chain is None or c.id == chain for r in c if residue_letter(r)]
 
 
-@pytest.fixture()
-def http_root(tmp_path):
-    """Serve a folder on 127.0.0.1 (a stand-in for Zenodo)."""
-    root = tmp_path / "served"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def dataset_spec(kind: str, url: str, checksum: str, sizes: dict[str, int]) -> dict:

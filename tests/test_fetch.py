@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
@@ -17,19 +14,6 @@ from bihmf.download import ChecksumError, DownloadError
 from conftest import DEMO_ARCHIVE
 
 
-@pytest.fixture()
-def http_root(tmp_path):
-    """Serve a folder on 127.0.0.1 (a stand-in for GitHub raw / RCSB)."""
-    root = tmp_path / "served"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def _archive_spec(demo_spec, url, checksum):

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
-import http.server
 import importlib.util
 import io
 import re
 import sys
-import threading
 import zipfile
 from pathlib import Path
 
@@ -71,19 +68,6 @@ def raw(tmp_path) -> Path:
     return out
 
 
-@pytest.fixture()
-def http_root(tmp_path):
-    """Serve a folder on 127.0.0.1 (a stand-in for Google Drive and GitHub raw)."""
-    root = tmp_path / "served"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def _rewrite_atoms(path: Path, keep: np.ndarray) -> None:
