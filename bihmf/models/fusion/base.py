@@ -121,3 +121,21 @@ class JointSelfAttention(nn.Module):
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=valid[:, None, None, :])
         attended = self.out(attended.transpose(1, 2).reshape(num_graphs, length, width))
         return attended[batch, local], attended[batch, struct_pos]
+
+
+class SequenceStream(nn.Module):
+    """The light sequence stream of the hierarchical fusions (paper.md choices 1-3).
+
+    At GNN depth l it reads its own cached ESM layer k_l: s_l = LN(P_l(e_{k_l}) + s_{l-1}),
+    with s_0 = 0. Shared by every fusion that pairs ESM layers with GNN depths.
+    """
+
+    def __init__(self, context: FusionContext, num_gnn_layers: int, width: int):
+        super().__init__()
+        layers = paired_layers(num_gnn_layers, context.esm_depth, context.explicit_layers)
+        self.slots = [context.slot(layer) for layer in layers]
+        self.project = nn.ModuleList([nn.Linear(context.esm_dim, width) for _ in layers])
+        self.norm = nn.ModuleList([nn.LayerNorm(width) for _ in layers])
+
+    def step(self, depth: int, graph: Any, previous: Tensor) -> Tensor:
+        return self.norm[depth](self.project[depth](graph.esm[:, self.slots[depth]]) + previous)

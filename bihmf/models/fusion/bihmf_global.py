@@ -32,6 +32,7 @@ from bihmf.models.fusion.base import (
     EncoderFactory,
     Fusion,
     FusionContext,
+    SequenceStream,
     JointSelfAttention,
     paired_layers,
     residue_one_hot,
@@ -43,11 +44,9 @@ class BiHMFGlobal(Fusion):
         super().__init__()
         self.encoder = encoder_factory(NUM_RESIDUE_TYPES)
         self.width = width = self.encoder.width
-        layers = self.esm_layers(self.encoder.num_layers, context.esm_depth, context.explicit_layers)
-        self.slots = [context.slot(layer) for layer in layers]
-        self.project = nn.ModuleList([nn.Linear(context.esm_dim, width) for _ in layers])
-        self.seq_norm = nn.ModuleList([nn.LayerNorm(width) for _ in layers])
-        self.attention = nn.ModuleList([JointSelfAttention(width, ATTENTION_HEADS) for _ in layers])
+        self.stream = SequenceStream(context, self.encoder.num_layers, width)
+        depths = range(len(self.stream.slots))
+        self.attention = nn.ModuleList([JointSelfAttention(width, ATTENTION_HEADS) for _ in depths])
 
     @staticmethod
     def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
@@ -56,8 +55,8 @@ class BiHMFGlobal(Fusion):
     def forward(self, graph: Any) -> Tensor:
         state = self.encoder.prepare(graph, residue_one_hot(graph))
         seq = torch.zeros_like(state.s)
-        for depth, slot in enumerate(self.slots):
-            seq = self.seq_norm[depth](self.project[depth](graph.esm[:, slot]) + seq)
+        for depth in range(len(self.stream.slots)):
+            seq = self.stream.step(depth, graph, seq)
             state = self.encoder.layer(depth, state)
             fused_seq, fused_struct = self.attention[depth](seq, state.s, graph.batch, graph.num_graphs)
             state = state.with_scalar(state.s + fused_struct)

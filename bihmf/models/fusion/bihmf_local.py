@@ -24,6 +24,7 @@ from bihmf.models.fusion.base import (
     EncoderFactory,
     Fusion,
     FusionContext,
+    SequenceStream,
     paired_layers,
     residue_one_hot,
 )
@@ -46,11 +47,9 @@ class BiHMFLocal(Fusion):
         super().__init__()
         self.encoder = encoder_factory(NUM_RESIDUE_TYPES)
         self.width = width = self.encoder.width
-        layers = self.esm_layers(self.encoder.num_layers, context.esm_depth, context.explicit_layers)
-        self.slots = [context.slot(layer) for layer in layers]
-        self.project = nn.ModuleList([nn.Linear(context.esm_dim, width) for _ in layers])
-        self.seq_norm = nn.ModuleList([nn.LayerNorm(width) for _ in layers])
-        self.gates = nn.ModuleList([LocalGate(width) for _ in layers])
+        self.stream = SequenceStream(context, self.encoder.num_layers, width)
+        depths = range(len(self.stream.slots))
+        self.gates = nn.ModuleList([LocalGate(width) for _ in depths])
 
     @staticmethod
     def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
@@ -60,8 +59,8 @@ class BiHMFLocal(Fusion):
         state = self.encoder.prepare(graph, residue_one_hot(graph))
         seq = torch.zeros_like(state.s)
         fused = state.s
-        for depth, slot in enumerate(self.slots):
-            seq = self.seq_norm[depth](self.project[depth](graph.esm[:, slot]) + seq)
+        for depth in range(len(self.stream.slots)):
+            seq = self.stream.step(depth, graph, seq)
             state = self.encoder.layer(depth, state)
             fused = self.gates[depth](seq, state.s)
             state = state.with_scalar(state.s + fused)

@@ -42,6 +42,7 @@ from bihmf.models.fusion.base import (
     EncoderFactory,
     Fusion,
     FusionContext,
+    SequenceStream,
     paired_layers,
     residue_one_hot,
 )
@@ -52,17 +53,15 @@ class StructureToken(Fusion):
         super().__init__()
         self.encoder = encoder_factory(NUM_RESIDUE_TYPES)
         self.width = width = self.encoder.width
-        layers = self.esm_layers(self.encoder.num_layers, context.esm_depth, context.explicit_layers)
-        self.slots = [context.slot(layer) for layer in layers]
-        self.project = nn.ModuleList([nn.Linear(context.esm_dim, width) for _ in layers])
-        self.seq_norm = nn.ModuleList([nn.LayerNorm(width) for _ in layers])
+        self.stream = SequenceStream(context, self.encoder.num_layers, width)
+        depths = range(len(self.stream.slots))
         self.token_init = nn.Parameter(torch.randn(width) * 0.02)
         self.token_update = nn.ModuleList(
-            [nn.Sequential(nn.Linear(3 * width, width), nn.ReLU(), nn.Linear(width, width)) for _ in layers]
+            [nn.Sequential(nn.Linear(3 * width, width), nn.ReLU(), nn.Linear(width, width)) for _ in depths]
         )
-        self.token_norm = nn.ModuleList([nn.LayerNorm(width) for _ in layers])
-        self.write_struct = nn.ModuleList([nn.Linear(width, width) for _ in layers])
-        self.write_seq = nn.ModuleList([nn.Linear(width, width) for _ in layers])
+        self.token_norm = nn.ModuleList([nn.LayerNorm(width) for _ in depths])
+        self.write_struct = nn.ModuleList([nn.Linear(width, width) for _ in depths])
+        self.write_seq = nn.ModuleList([nn.Linear(width, width) for _ in depths])
 
     @staticmethod
     def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
@@ -73,8 +72,8 @@ class StructureToken(Fusion):
         state = self.encoder.prepare(graph, residue_one_hot(graph))
         seq = torch.zeros_like(state.s)
         token = self.token_init.expand(proteins, -1)
-        for depth, slot in enumerate(self.slots):
-            seq = self.seq_norm[depth](self.project[depth](graph.esm[:, slot]) + seq)
+        for depth in range(len(self.stream.slots)):
+            seq = self.stream.step(depth, graph, seq)
             state = self.encoder.layer(depth, state)
             pooled_struct = scatter(state.s, batch, dim=0, dim_size=proteins, reduce="mean")
             pooled_seq = scatter(seq, batch, dim=0, dim_size=proteins, reduce="mean")
