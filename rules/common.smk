@@ -2,6 +2,7 @@
 from bihmf.esm import esm_depth
 from bihmf.esm_cache import INDEX_NAME
 from bihmf.models.fusion import cached_layers
+from bihmf.models.model import run_combinations
 
 DATASETS = list(config["datasets"])
 ESM_NAME = config["esm"]["name"]
@@ -31,14 +32,12 @@ def train_settings(dataset):
 
 
 def run_metrics(dataset):
-    """Every training run of one dataset: encoders x fusions x seeds from the config."""
-    return expand(
-        "results/runs/{dataset}/{encoder}/{fusion}/seed{seed}/metrics.json",
-        dataset=dataset,
-        encoder=config["model"]["encoders"],
-        fusion=config["model"]["fusions"],
-        seed=train_settings(dataset)["seeds"],
-    )
+    """Every training run of one dataset: (encoder, fusion) pairs x seeds from the config."""
+    return [
+        f"results/runs/{dataset}/{encoder}/{fusion}/seed{seed}/metrics.json"
+        for encoder, fusion in run_combinations(config["model"]["encoders"], config["model"]["fusions"])
+        for seed in train_settings(dataset)["seeds"]
+    ]
 
 
 def report_outputs():

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from bihmf.config import load_config
+from bihmf.models.model import run_combinations
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,9 @@ def test_full_config_dag_dry_run(tmp_path):
     config = load_config(ROOT / "config.yaml")
     datasets = len(config["datasets"])
     assert datasets == 6  # react, psr, lba30, lba60, ppbs, bce
-    runs = len(config["model"]["encoders"]) * len(config["model"]["fusions"]) * len(config["train"]["seeds"])
+    pairs = run_combinations(config["model"]["encoders"], config["model"]["fusions"])
+    assert len(pairs) == 4 * 7 + 1  # seq_only needs no encoder: trained once
+    runs = len(pairs) * len(config["train"]["seeds"])
     assert counts == {
         "all": 1,
         "download_dataset": datasets,
@@ -44,7 +47,7 @@ def test_full_config_dag_dry_run(tmp_path):
         "preprocess": datasets,
         "embed": datasets,  # esm.shards (default 1) jobs per dataset
         "embed_index": datasets,  # ties a dataset's shards together
-        "train": datasets * runs,  # encoders x fusions x seeds per dataset
+        "train": datasets * runs,  # (encoder, fusion) pairs x seeds per dataset
         "report": datasets,
         "total": 2 + 5 * datasets + datasets * runs,
     }
@@ -56,7 +59,7 @@ def test_config_override_selects_a_subset(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     config = load_config(ROOT / "config.yaml")
-    expected = len(config["datasets"]) * len(config["model"]["encoders"]) * len(config["model"]["fusions"])
+    expected = len(config["datasets"]) * len(run_combinations(config["model"]["encoders"], config["model"]["fusions"]))
     assert any(line.split() == ["train", str(expected)] for line in result.stdout.splitlines())
 
 

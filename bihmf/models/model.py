@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 from torch import Tensor, nn
@@ -10,6 +11,26 @@ from torch import Tensor, nn
 from bihmf.models.encoders import ENCODERS
 from bihmf.models.fusion import FUSIONS, FusionContext
 from bihmf.tasks import TASKS
+
+
+NO_ENCODER = "none"
+
+
+def run_combinations(encoders: list[str], fusions: list[str]) -> list[tuple[str, str]]:
+    """(encoder, fusion) pairs the benchmark trains: a fusion without a structure encoder
+    (seq_only) is one run under encoder ``none``, not a copy per encoder."""
+    pairs: list[tuple[str, str]] = []
+    for fusion in fusions:
+        if fusion in FUSIONS and not FUSIONS[fusion].uses_structure:
+            pairs.append((NO_ENCODER, fusion))
+        else:
+            pairs.extend((encoder, fusion) for encoder in encoders)
+    return pairs
+
+
+def _width_only(input_dim: int, width: int, **_: Any) -> SimpleNamespace:
+    """Encoder factory for encoder ``none``: answers the model width, builds nothing."""
+    return SimpleNamespace(width=width)
 
 
 class ProteinModel(nn.Module):
@@ -31,11 +52,14 @@ def build_model(
     task_options: dict[str, Any] | None = None,
 ) -> ProteinModel:
     """Assemble registry entries into one model; unknown names fail with the known ones listed."""
-    for kind, name, registry in (("encoder", encoder, ENCODERS), ("fusion", fusion, FUSIONS), ("task", task, TASKS)):
+    encoders = {**ENCODERS, NO_ENCODER: _width_only}
+    for kind, name, registry in (("encoder", encoder, encoders), ("fusion", fusion, FUSIONS), ("task", task, TASKS)):
         if name not in registry:
             raise KeyError(f"unknown {kind} {name!r}; known: {sorted(registry)}")
+    if encoder == NO_ENCODER and FUSIONS[fusion].uses_structure:
+        raise ValueError(f"fusion {fusion!r} needs a structure encoder; {NO_ENCODER!r} is only for {_structure_free()}")
     encoder_factory = partial(
-        ENCODERS[encoder],
+        encoders[encoder],
         width=model_cfg["hidden_dim"],
         vector_dim=model_cfg["vector_dim"],
         num_layers=model_cfg["num_layers"],
@@ -44,6 +68,10 @@ def build_model(
     )
     fusion_module = FUSIONS[fusion](encoder_factory, context)
     return ProteinModel(fusion_module, TASKS[task].Head(fusion_module.width, model_cfg["dropout"], task_options or {}))
+
+
+def _structure_free() -> list[str]:
+    return sorted(name for name, cls in FUSIONS.items() if not cls.uses_structure)
 
 
 def reads_esm(fusion: str, context: FusionContext, num_gnn_layers: int) -> bool:

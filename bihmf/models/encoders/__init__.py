@@ -2,10 +2,16 @@
 (input_dim, width, vector_dim, num_layers, knn, dropout)."""
 
 from bihmf.models.encoders.base import EncoderState, StructureEncoder
+from bihmf.models.encoders.egnn import EGNNEncoder
+from bihmf.models.encoders.gearnet import GearNetEncoder
 from bihmf.models.encoders.gvp import GVPEncoder
+from bihmf.models.encoders.pronet import ProNetEncoder
 
 ENCODERS: dict[str, type[StructureEncoder]] = {
     "gvp": GVPEncoder,
+    "egnn": EGNNEncoder,
+    "gearnet": GearNetEncoder,
+    "pronet": ProNetEncoder,
 }
 
 __all__ = ["ENCODERS", "EncoderState", "StructureEncoder"]

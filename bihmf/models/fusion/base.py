@@ -57,9 +57,14 @@ def residue_one_hot(graph: Any) -> Tensor:
 
 
 class Fusion(nn.Module):
-    """Base class; subclasses implement ``forward(graph) -> [N, width]`` and ``esm_layers``."""
+    """Base class; subclasses implement ``forward(graph) -> [N, width]`` and ``esm_layers``.
+
+    ``uses_structure = False`` marks a fusion that builds no structure encoder: the benchmark
+    trains it once per dataset (encoder ``none``), not once per encoder.
+    """
 
     width: int
+    uses_structure: bool = True
 
     @staticmethod
     def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:

@@ -4,7 +4,8 @@
 
 No structure encoder is kept or called, so the output does not depend on the coordinates
 (nor on ligand atoms). The encoder factory is called once, only to learn the configured
-model width; that encoder is discarded, so the head has the same width as every other fusion.
+model width (the pipeline passes a width-only factory, encoder ``none``), so the head has the
+same width as every other fusion.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from bihmf.models.fusion.base import NUM_RESIDUE_TYPES, EncoderFactory, Fusion, 
 
 
 class SeqOnly(Fusion):
+    uses_structure = False
+
     def __init__(self, encoder_factory: EncoderFactory, context: FusionContext):
         super().__init__()
         self.width = encoder_factory(NUM_RESIDUE_TYPES).width
