@@ -23,7 +23,8 @@ $(STAMP): requirements.txt pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/snakemake all --cores $(CORES) --configfile config/demo.yaml
-	@echo "Demo report: results/report/ppbs_demo_table.md and results/report/ppbs_demo_metrics.png"
+	$(BIN)/snakemake --configfile config/demo.yaml --report results/report/report.html
+	@echo "Demo report: results/report/summary.md, results/report/<dataset>_table.md and results/report/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

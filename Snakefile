@@ -6,7 +6,7 @@ from snakemake.utils import min_version, validate
 
 from bihmf.config import coerce_cli_strings
 
-min_version("9.0")
+min_version("9.19")  # profiles/*/profile.yaml needs 9.19
 
 # --configfile gives a complete config (e.g. config/demo.yaml) that replaces config.yaml;
 # --config key=value overrides single keys of whichever config is in use.
@@ -18,12 +18,16 @@ coerce_cli_strings(config)
 validate(config, "bihmf/schemas/config.schema.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/download.smk"
 include: "rules/preprocess.smk"
 include: "rules/embed.smk"
 include: "rules/train.smk"
 include: "rules/report.smk"
+include: "rules/predict.smk"
 
 
 rule all:

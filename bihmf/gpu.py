@@ -5,7 +5,9 @@ Snakemake's ``--resources gpu=N`` only caps how many GPU jobs run at once; it se
 A job therefore leases a slot: it takes a non-blocking ``flock`` on one lock file per GPU and
 exports that GPU's index. The kernel releases the lock when the process exits, even after
 SIGKILL, so a crashed job never leaks its GPU. When ``CUDA_VISIBLE_DEVICES`` is already set
-(SLURM with GRES, or the user) it is respected and nothing is locked.
+(SLURM with GRES, or the user) it is respected and nothing is locked. A SLURM job without
+one was allocated no GPU: it runs on the CPU and locks nothing, because lock files on a
+shared file system would hand out GPUs of other nodes and other users' jobs.
 """
 
 from __future__ import annotations
@@ -42,12 +44,22 @@ def gpu_slot(num_gpus: int | None = None, lock_dir: Path = DEFAULT_LOCK_DIR, pol
     """Hold one free GPU for the duration of the block and set ``CUDA_VISIBLE_DEVICES`` to it.
 
     Yields the GPU id as a string, the pre-set ``CUDA_VISIBLE_DEVICES`` value, or None when
-    there is no GPU (CPU fallback). Waits while every GPU is leased.
+    there is no GPU or SLURM allocated none (CPU fallback). Waits while every GPU is leased.
     """
     preset = os.environ.get("CUDA_VISIBLE_DEVICES")
     if preset is not None:
-        log.info("CUDA_VISIBLE_DEVICES=%s set by the scheduler or user; using it", preset)
+        slurm_job = os.environ.get("SLURM_JOB_ID")
+        origin = f"SLURM job {slurm_job}" if slurm_job else "the environment"
+        log.info("CUDA_VISIBLE_DEVICES=%s set by %s; using it", preset, origin)
         yield preset
+        return
+    if "SLURM_JOB_ID" in os.environ:
+        log.info("SLURM job %s was allocated no GPU: running on CPU", os.environ["SLURM_JOB_ID"])
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # GPUs on the node belong to other jobs
+        try:
+            yield None
+        finally:
+            del os.environ["CUDA_VISIBLE_DEVICES"]
         return
     count = visible_gpu_count() if num_gpus is None else num_gpus
     if count == 0:

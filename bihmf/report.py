@@ -1,239 +1,268 @@
-"""Aggregate per-run metric JSONs into the benchmark's tables and figure.
+"""Aggregate finished training runs into one dataset's tables (Markdown, LaTeX, CSV).
 
-Each training run writes one JSON; the report is the only place seeds are combined, so all
-aggregation choices (ddof, best-cell marking, ordering) live here and nowhere else.
+Each training run writes one ``metrics.json``; the report is the only place seeds are combined,
+so every aggregation choice (sample std, best-cell marking, column order, what counts as
+missing) lives here. Rows are the configured encoder × fusion pairs, so a run that has not
+finished shows up as a "missing" row or cell instead of silently vanishing from the table.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
-from bihmf.io import atomic_output, write_text_atomic
+from bihmf.report_format import MISSING, UNDEFINED, Cell, Table, mean_std
 from bihmf.tasks.metrics import GROUP_MEAN_PREFIX, METRICS
 
-GROUP = ["dataset", "encoder", "fusion"]
-LONG_COLUMNS = [*GROUP, "seed", "split", "metric", "value"]
-STATS = ("mean", "std", "n")
-MISSING = "—"
+RunKey = tuple[str, str, int]  # encoder, fusion, seed
+Row = tuple[str, str]  # encoder, fusion
+SUMMARY_COLUMNS = ["encoder", "fusion", "split", "metric", "mean", "std", "n", "n_runs", "n_expected", "status", "best"]
 
 
-def _require(run: Any, key: str, path: Path) -> Any:
-    if not isinstance(run, dict) or key not in run:
-        raise ValueError(f"{path}: missing required key {key!r}")
-    return run[key]
+@dataclass(frozen=True)
+class Run:
+    """One finished training run as read from its ``metrics.json``."""
+
+    path: Path
+    dataset: str
+    encoder: str
+    fusion: str
+    seed: int
+    task: str
+    metrics: dict[str, dict[str, float | None]]  # split -> registered metric -> value (None: undefined)
+    auxiliary: dict[str, float]  # "<split> <key>" -> numbers beside the metrics, e.g. PSR's n_groups
+    best_epoch: int | None
+    epochs_run: int | None
+    provenance: dict[str, Any]
+
+    @property
+    def key(self) -> RunKey:
+        return (self.encoder, self.fusion, self.seed)
+
+    @property
+    def label(self) -> str:
+        return f"{self.encoder}/{self.fusion} seed {self.seed}"
 
 
-def _finite_number(value: Any, key: str, path: Path) -> float:
-    """Reject non-numbers and NaN/inf: a diverged run must fail the report, not average into it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{path}: value at {key} is not a finite number: {value!r}")
-    return float(value)
+def is_metric(name: str) -> bool:
+    """A table column is a registered metric (or its per-group mean); counts such as
+    ``n_groups`` describe a metric and are kept beside the metrics, not as a column."""
+    return name.removeprefix(GROUP_MEAN_PREFIX) in METRICS
 
 
-def _records_from_file(path: Path) -> list[dict[str, Any]]:
-    try:
-        run = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    ident = {key: _require(run, key, path) for key in (*GROUP, "seed")}
-    for key in GROUP:
-        if not isinstance(ident[key], str) or not ident[key]:
-            raise ValueError(f"{path}: key {key!r} must be a non-empty string, got {ident[key]!r}")
-    if isinstance(ident["seed"], bool) or not isinstance(ident["seed"], int):
-        raise ValueError(f"{path}: key 'seed' must be an integer, got {ident['seed']!r}")
-    splits = _require(run, "metrics", path)
-    if not isinstance(splits, dict) or not splits:
-        raise ValueError(f"{path}: key 'metrics' must be a non-empty mapping of split -> metrics")
-    records = []
-    for split, values in splits.items():
-        if not isinstance(values, dict) or not values:
-            raise ValueError(
-                f"{path}: key metrics.{split} must be a non-empty mapping of metric -> value"
-            )
-        for metric, value in values.items():
-            if value is None:  # undefined for this run (e.g. a correlation of constant predictions): a missing cell
-                continue
-            number = _finite_number(value, f"metrics.{split}.{metric}", path)
-            records.append({**ident, "split": split, "metric": metric, "value": number})
-    return records
+def higher_is_better(metric: str) -> bool:
+    return METRICS[metric.removeprefix(GROUP_MEAN_PREFIX)].higher_is_better
 
 
-def load_runs(paths: Iterable[Path]) -> pd.DataFrame:
-    """Read run JSONs into long format, keeping the first-seen order of splits and metrics.
-
-    The same (dataset, encoder, fusion, seed) in two files is an error: a stale re-run would
-    otherwise be silently counted as an extra seed.
-    """
-    records: list[dict[str, Any]] = []
-    origin: dict[tuple[Any, ...], Path] = {}
-    for path in map(Path, paths):
-        file_records = _records_from_file(path)
-        key = tuple(file_records[0][k] for k in (*GROUP, "seed"))
-        if key in origin:
-            run_id = dict(zip((*GROUP, "seed"), key))
-            raise ValueError(f"{path}: duplicates run {run_id} from {origin[key]}")
-        origin[key] = path
-        records.extend(file_records)
-    if not records:
-        raise ValueError("no metrics files given")
-    return pd.DataFrame.from_records(records, columns=LONG_COLUMNS)
+def metric_rank(metric: str) -> tuple[int, int]:
+    """The task's natural order: pooled metrics in registry order (e.g. RMSE, Pearson,
+    Spearman, Kendall), then their per-group means in the same order."""
+    base = metric.removeprefix(GROUP_MEAN_PREFIX)
+    return (int(metric != base), list(METRICS).index(base))
 
 
-def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std (ddof=1) and seed count per (dataset, encoder, fusion) and split/metric.
-
-    Rows are indexed by (dataset, encoder, fusion); columns are (split, metric, stat) in first-seen
-    order. With one seed the std is NaN rather than 0: the spread is unknown, not zero.
-    """
-    stats = (
-        runs.groupby([*GROUP, "split", "metric"], sort=False)["value"]
-        .agg(mean="mean", std="std", n="count")  # pandas' std is the sample std (ddof=1)
-    )
-    wide = stats.unstack(["split", "metric"]).reorder_levels([1, 2, 0], axis=1)
-    row_order = pd.MultiIndex.from_frame(runs[GROUP].drop_duplicates())
-    column_order = [
-        (split, metric, stat)
-        for split, metric in runs[["split", "metric"]].drop_duplicates().itertuples(index=False)
-        for stat in STATS
-    ]
-    columns = pd.MultiIndex.from_tuples(column_order, names=["split", "metric", "stat"])
-    return wide.reindex(index=row_order, columns=columns)
-
-
-def _best_rows(means: pd.Series, metric: str) -> pd.Series:
-    """Rows holding the best mean; all-False for metrics with no declared direction.
-
-    ``mean_<metric>`` (a per-group average such as PSR's per-target Spearman) improves in the
-    same direction as ``<metric>``.
-    """
-    spec = METRICS.get(metric.removeprefix(GROUP_MEAN_PREFIX))
-    if spec is None or means.isna().all():
-        return pd.Series(False, index=means.index)
-    best = means.max() if spec.higher_is_better else means.min()
-    return pd.Series(np.isclose(means, best, rtol=0.0, atol=1e-12), index=means.index)
-
-
-def _cell(mean: float, std: float, n: float, row_n: int, bold: bool) -> str:
-    if np.isnan(mean):
-        return MISSING
-    text = f"{mean:.3f}" if n < 2 else f"{mean:.3f} ± {std:.3f}"
-    if bold:
-        text = f"**{text}**"
-    return text if n == row_n else f"{text} (n={int(n)})"
-
-
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def format_table(summary: pd.DataFrame, dataset: str) -> tuple[str, str]:
-    """Markdown table for humans and tidy CSV (one row per group, split and metric) for machines.
-
-    The ``n`` column is the largest seed count in the row; a cell aggregated over fewer seeds
-    says so, so an incomplete sweep cannot pass for a complete one.
-    """
-    if dataset not in summary.index.get_level_values("dataset"):
-        raise ValueError(f"dataset {dataset!r} not in summary")
-    table = summary.xs(dataset, level="dataset")
-    means = table.xs("mean", axis=1, level="stat")
-    pairs = [pair for pair in means.columns if means[pair].notna().any()]  # other datasets' splits
-    row_n = table.xs("n", axis=1, level="stat").max(axis=1).astype(int)
-    bold = {pair: _best_rows(table[(*pair, "mean")], pair[1]) for pair in pairs}
-
-    header = ["encoder", "fusion", "n", *(f"{split} {metric}" for split, metric in pairs)]
-    rows = []
-    for key, stats in table.iterrows():
-        cells = [
-            _cell(*(stats[(*pair, s)] for s in STATS), row_n[key], bool(bold[pair][key]))
-            for pair in pairs
-        ]
-        rows.append([*key, str(row_n[key]), *cells])
-
-    tidy = table.stack(["split", "metric"], future_stack=True).dropna(subset=["mean"])
-    tidy = tidy.reset_index().assign(dataset=dataset, n=lambda d: d["n"].astype(int))
-    csv_text = tidy[[*GROUP, "split", "metric", *STATS]].to_csv(index=False)
-    return _markdown(header, rows), csv_text
-
-
-def _is_test_split(split: str) -> bool:
+def is_test_split(split: str) -> bool:
     return split == "test" or split.startswith("test_")
 
 
-def plot_metrics(runs: pd.DataFrame, dataset: str, out_png: Path) -> None:
-    """Grouped bars (mean over seeds) with each seed as a dot, one panel per test-like split.
+def split_order(dataset_cfg: dict[str, Any]) -> list[str]:
+    """Evaluation splits in the order the config lists them: val, test, then each test subset
+    (PPBS: 70, homology, topology, none) in the order of its label files."""
+    subsets = [f["subset"] for f in dataset_cfg.get("label_files", []) if f["split"] == "test" and f.get("subset")]
+    return ["val", "test", *(f"test_{s}" for s in dict.fromkeys(subsets))]
 
-    Showing the individual seeds makes it visible when a difference between fusions is smaller
-    than the seed-to-seed spread. With several encoders each bar group is an encoder/fusion pair,
-    so encoders are never averaged together.
+
+def _finite(value: Any, where: str, path: Path) -> float:
+    """A diverged run must fail the report (naming file and key), not average into it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{path}: value at {where} is not a finite number: {value!r}")
+    return float(value)
+
+
+def _required(run: dict[str, Any], key: str, kind: type, path: Path) -> Any:
+    if key not in run:
+        raise ValueError(f"{path}: missing required key {key!r}")
+    value = run[key]
+    if not isinstance(value, kind) or isinstance(value, bool) or (kind is str and not value):
+        raise ValueError(f"{path}: key {key!r} must be a non-empty {kind.__name__}, got {value!r}")
+    return value
+
+
+def _split_values(split: str, values: Any, path: Path) -> tuple[dict[str, float | None], dict[str, float]]:
+    if not isinstance(values, dict) or not values:
+        raise ValueError(f"{path}: key metrics.{split} must be a non-empty mapping of metric -> value")
+    metrics: dict[str, float | None] = {}
+    auxiliary: dict[str, float] = {}
+    for name, value in values.items():
+        where = f"metrics.{split}.{name}"
+        if is_metric(name):
+            metrics[name] = None if value is None else _finite(value, where, path)
+        else:
+            auxiliary[f"{split} {name}"] = _finite(value, where, path)
+    return metrics, auxiliary
+
+
+def read_run(path: Path) -> Run:
+    """Parse and validate one ``metrics.json``; every error names the file and the key."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    ident = {key: _required(raw, key, str, path) for key in ("dataset", "encoder", "fusion", "task")}
+    seed = _required(raw, "seed", int, path)
+    splits = _required(raw, "metrics", dict, path)
+    if not splits:
+        raise ValueError(f"{path}: key 'metrics' must be a non-empty mapping of split -> metrics")
+    metrics: dict[str, dict[str, float | None]] = {}
+    auxiliary: dict[str, float] = {}
+    for split, values in splits.items():
+        metrics[split], aux = _split_values(split, values, path)
+        auxiliary.update(aux)
+    return Run(path=path, seed=seed, metrics=metrics, auxiliary=auxiliary, best_epoch=raw.get("best_epoch"),
+               epochs_run=raw.get("epochs_run"), provenance=raw.get("provenance", {}), **ident)
+
+
+def load_runs(paths: Iterable[Path], dataset: str | None = None) -> list[Run]:
+    """Read every run; the same (encoder, fusion, seed) twice is an error, because a stale copy
+    would otherwise count as an extra seed. With ``dataset`` given, a run of another dataset is
+    an error too (it would land in the wrong table)."""
+    runs: list[Run] = []
+    origin: dict[RunKey, Path] = {}
+    for path in map(Path, paths):
+        run = read_run(path)
+        if dataset is not None and run.dataset != dataset:
+            raise ValueError(f"{path}: run of dataset {run.dataset!r} given to the report of {dataset!r}")
+        if run.key in origin:
+            raise ValueError(f"{path}: duplicates run {run.label} from {origin[run.key]}")
+        origin[run.key] = path
+        runs.append(run)
+    return runs
+
+
+def metric_frame(runs: Sequence[Run]) -> pd.DataFrame:
+    """Long format, one row per run, split and metric; an undefined value is NaN (kept, so a
+    cell can say "undefined" rather than "missing")."""
+    records = [
+        {"encoder": r.encoder, "fusion": r.fusion, "seed": r.seed, "split": split, "metric": metric,
+         "value": np.nan if value is None else value}
+        for r in runs
+        for split, values in r.metrics.items()
+        for metric, value in values.items()
+    ]
+    return pd.DataFrame.from_records(records, columns=["encoder", "fusion", "seed", "split", "metric", "value"])
+
+
+def ordered_columns(long: pd.DataFrame, splits: Sequence[str]) -> list[tuple[str, str]]:
+    """(split, metric) pairs: configured split order first (unknown splits after, as seen),
+    metrics in the task's natural order within a split."""
+    seen_splits = list(dict.fromkeys(long["split"]))
+    split_pos = {s: i for i, s in enumerate([*splits, *(s for s in seen_splits if s not in splits)])}
+    pairs = set(long[["split", "metric"]].itertuples(index=False, name=None))
+    return sorted(pairs, key=lambda p: (split_pos[p[0]], metric_rank(p[1])))
+
+
+def _best(values: pd.Series, metric: str) -> pd.Series:
+    """Rows holding the best mean of a column (ties share the bold)."""
+    finite = values.dropna()
+    if finite.empty:
+        return pd.Series(False, index=values.index)
+    best = finite.max() if higher_is_better(metric) else finite.min()
+    return pd.Series(np.isclose(values, best, rtol=0.0, atol=1e-12), index=values.index)
+
+
+def row_counts(runs: Sequence[Run], expected: Sequence[RunKey]) -> list[tuple[str, str, int, int]]:
+    """(encoder, fusion, finished runs, expected runs) per table row: configured rows in order,
+    then rows of runs the config no longer lists (they are reported, not hidden)."""
+    expected_n: dict[Row, int] = {}
+    for encoder, fusion, _ in expected:
+        expected_n[(encoder, fusion)] = expected_n.get((encoder, fusion), 0) + 1
+    finished: dict[Row, int] = {}
+    for run in runs:
+        finished[(run.encoder, run.fusion)] = finished.get((run.encoder, run.fusion), 0) + 1
+    rows = list(dict.fromkeys([*expected_n, *finished]))
+    return [(e, f, finished.get((e, f), 0), expected_n.get((e, f), 0)) for e, f in rows]
+
+
+def summarise(runs: Sequence[Run], expected: Sequence[RunKey], splits: Sequence[str]) -> pd.DataFrame:
+    """Mean, sample std (ddof=1) and seed count per row × (split, metric), tidy.
+
+    ``status`` is ``ok``, ``missing`` (no finished run reported this cell) or ``undefined``
+    (runs finished but the metric has no value, e.g. a correlation of constant predictions).
+    With one seed ``std`` is NaN: the spread is unknown, not zero.
     """
-    data = runs[(runs["dataset"] == dataset) & runs["split"].map(_is_test_split)]
-    if data.empty:
-        raise ValueError(f"no test splits ('test' or 'test_*') for dataset {dataset!r}")
-    encoders = list(dict.fromkeys(data["encoder"]))
-    label = data["fusion"] if len(encoders) == 1 else data["encoder"] + "\n" + data["fusion"]
-    data = data.assign(group=label)
-    groups = list(dict.fromkeys(data["group"]))
-    metrics = list(dict.fromkeys(data["metric"]))
-    splits = list(dict.fromkeys(data["split"]))
-
-    width = 0.8 / len(metrics)
-    panel_width = max(3.5, 1.0 + 0.4 * len(groups) * len(metrics))
-    fig = Figure(figsize=(panel_width * len(splits), 4.5))
-    axes = fig.subplots(1, len(splits), sharey=True, squeeze=False)[0]
-    for ax, split in zip(axes, splits):
-        in_split = data[data["split"] == split]
-        for j, metric in enumerate(metrics):
-            values = in_split[in_split["metric"] == metric]
-            x_of = {g: i - 0.4 + width * (j + 0.5) for i, g in enumerate(groups)}
-            means = values.groupby("group", sort=False)["value"].mean()
-            color = f"C{j}"
-            ax.bar([x_of[g] for g in means.index], means.to_numpy(), width=width * 0.9,
-                   color=color, alpha=0.75, label=metric)
-            ax.scatter(values["group"].map(x_of), values["value"], s=14, color="black", zorder=3)
-        ax.set_xticks(range(len(groups)), groups)
-        ax.set_title(split)
-        ax.set_xlabel("fusion" if len(encoders) == 1 else "encoder / fusion")
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("score (bar: mean over seeds, dots: seeds)")
-    axes[-1].legend(title="metric", loc="best", fontsize="small")
-    fig.suptitle(f"{dataset} — encoder{'s' if len(encoders) > 1 else ''}: {', '.join(encoders)}")
-    fig.tight_layout()
-    with atomic_output(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=150)
+    long = metric_frame(runs)
+    rows = row_counts(runs, expected)
+    records = []
+    for split, metric in ordered_columns(long, splits) if not long.empty else []:
+        column = long[(long["split"] == split) & (long["metric"] == metric)]
+        for encoder, fusion, n_runs, n_expected in rows:
+            values = column.loc[(column["encoder"] == encoder) & (column["fusion"] == fusion), "value"]
+            finite = values.dropna()
+            records.append({
+                "encoder": encoder, "fusion": fusion, "split": split, "metric": metric,
+                "mean": finite.mean() if len(finite) else np.nan,
+                "std": finite.std(ddof=1) if len(finite) > 1 else np.nan,
+                "n": len(finite), "n_runs": n_runs, "n_expected": n_expected,
+                "status": "missing" if values.empty else ("undefined" if finite.empty else "ok"),
+            })
+    summary = pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS[:-1]).assign(best=False)
+    for (_, metric), group in summary.groupby(["split", "metric"], sort=False):
+        summary.loc[group.index, "best"] = _best(group["mean"], metric)
+    return summary.astype({"n": int, "n_runs": int, "n_expected": int, "best": bool})
 
 
-def write_report(metrics_paths: Iterable[Path], out_dir: Path, dataset: str) -> dict[str, Path]:
-    """Write the Markdown table, tidy CSV and figure for one dataset; return their paths."""
-    runs = load_runs(metrics_paths)
-    runs = runs[runs["dataset"] == dataset]
-    if runs.empty:
-        raise ValueError(f"no runs for dataset {dataset!r} among the given metrics files")
-    markdown, csv_text = format_table(summarise(runs), dataset)
-    n_runs = len(runs.drop_duplicates([*GROUP, "seed"]))
-    seeds = sorted(runs["seed"].unique().tolist())
-    intro = (
-        f"# {dataset}: benchmark results\n\n"
-        f"Aggregated {n_runs} runs over {len(seeds)} seed{'s' if len(seeds) != 1 else ''} "
-        f"({', '.join(map(str, seeds))}); cells are mean ± sample std over seeds, "
-        f"best mean per column in bold.\n\n"
-    )
-    out_dir = Path(out_dir)
-    paths = {
-        "table_md": out_dir / f"{dataset}_table.md",
-        "table_csv": out_dir / f"{dataset}_table.csv",
-        "plot_png": out_dir / f"{dataset}_metrics.png",
-    }
-    write_text_atomic(paths["table_md"], intro + markdown)
-    write_text_atomic(paths["table_csv"], csv_text)
-    plot_metrics(runs, dataset, paths["plot_png"])
-    return paths
+def column_header(split: str, metric: str) -> str:
+    return f"{split} {metric} {'↑' if higher_is_better(metric) else '↓'}"
+
+
+def _row_n(n_runs: int, n_expected: int) -> str:
+    """Seeds behind a row: finished, and of how many expected when not all have finished."""
+    return str(n_runs) if n_runs == n_expected or not n_expected else f"{n_runs}/{n_expected}"
+
+
+def summary_cell(entry: pd.Series) -> Cell:
+    if entry["status"] == "missing":
+        return Cell(MISSING)
+    if entry["status"] == "undefined":
+        return Cell(UNDEFINED)
+    text = mean_std(entry["mean"], entry["std"])
+    if entry["n"] != entry["n_runs"]:
+        text += f" (n={entry['n']})"
+    return Cell(text, bold=bool(entry["best"]))
+
+
+def shown_columns(summary: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (split, metric) columns a paper table shows: test and its subsets."""
+    pairs = dict.fromkeys(summary[["split", "metric"]].itertuples(index=False, name=None))
+    return [pair for pair in pairs if is_test_split(pair[0])]
+
+
+def results_table(summary: pd.DataFrame, rows: Sequence[tuple[str, str, int, int]]) -> Table:
+    """Rows = encoder × fusion, columns = test metrics, cells ``mean ± std``, best in bold."""
+    columns = shown_columns(summary)
+    table = Table(["encoder", "fusion", "n", *(column_header(*c) for c in columns)])
+    cells = summary.set_index(["encoder", "fusion", "split", "metric"])
+    for encoder, fusion, n_runs, n_expected in rows:
+        entries = [summary_cell(cells.loc[(encoder, fusion, *c)]) for c in columns]
+        table.add_row([encoder, fusion, _row_n(n_runs, n_expected), *entries])
+    return table
+
+
+def missing_runs(runs: Sequence[Run], expected: Sequence[RunKey]) -> list[RunKey]:
+    present = {r.key for r in runs}
+    return [key for key in expected if key not in present]
+
+
+def tidy_csv(summary: pd.DataFrame, dataset: str) -> str:
+    """Every split (validation too), one row per row × split × metric, for machines."""
+    return summary.assign(dataset=dataset)[["dataset", *SUMMARY_COLUMNS]].to_csv(index=False)

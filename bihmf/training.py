@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import math
+import os
 import platform
 import resource
 import subprocess
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from torch_geometric.data import Batch, Data
 
@@ -134,6 +137,37 @@ def _evaluate(model: ProteinModel, task: Any, graphs: list[Data], budget: int, d
             batch = collate([graphs[i] for i in batch_ids], device)
             parts.append(task.predictions(model(batch), batch, model.head))
     return task.evaluate(parts)
+
+
+TEST_PREDICTIONS = "test_predictions.parquet"
+
+
+def predictions_by_protein(
+    model: ProteinModel, task: Any, records: list[ProteinRecord], graphs: list[Data], device: torch.device
+) -> pa.Table:
+    """The task's evaluation rows for every test protein, tagged with protein id and subset.
+
+    The report bootstraps test metrics over proteins for single-seed runs, so each row must be
+    attributable to its protein: proteins go through the model one at a time (the task's
+    ``predictions`` drop unlabelled residues, so rows of a batch cannot be split afterwards).
+    """
+    model.eval()
+    ids: list[str] = []
+    subsets: list[str] = []
+    parts: dict[str, list[np.ndarray]] = {}
+    with torch.no_grad():
+        for record, graph in zip(records, graphs):
+            if record.split != "test":
+                continue
+            batch = collate([graph], device)
+            part = task.predictions(model(batch), batch, model.head)
+            rows = len(next(iter(part.values())))
+            ids.extend([record.protein_id] * rows)
+            subsets.extend([record.subset] * rows)
+            for key, values in part.items():
+                parts.setdefault(key, []).append(np.asarray(values))
+    columns = {"protein_id": ids, "subset": subsets, **{k: np.concatenate(v) for k, v in parts.items()}}
+    return pa.table(columns)
 
 
 def _package_versions() -> dict[str, str]:
@@ -395,6 +429,9 @@ def train_run(
             "dataset_sha256": data_sha,
             "esm_checkpoint_sha256": cache.metadata["checkpoint_sha256"],
             "esm_layers_cached": cache.layers,
+            # what `bihmf predict` needs to embed new sequences exactly like the cache, and find it
+            "esm_cache": {**cache.metadata, "index": os.path.relpath(cache_path, out_dir)},
+            "ligand_atoms": any(len(r.ligand_elems) for r in records),
             "packages": _package_versions(),
             "device": str(device),
             "wall_seconds": time.time() - started,
@@ -408,6 +445,8 @@ def train_run(
     with atomic_output(out_dir / "model.pt") as tmp:
         torch.save({"state_dict": best_state, "spec": asdict(spec), "model_config": model_cfg, "epoch": best_epoch}, tmp)
     write_text_atomic(out_dir / "curve.csv", _curve_csv(curve))
+    with atomic_output(out_dir / TEST_PREDICTIONS) as tmp:
+        pq.write_table(predictions_by_protein(model, task, records, graphs, device), tmp)
     write_json_atomic(out_dir / "metrics.json", result)
     selection = _rounded(metrics["val"][task.SELECTION_METRIC])
     test = {k: _rounded(v) for k, v in metrics["test"].items()}

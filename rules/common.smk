@@ -1,4 +1,6 @@
 # Shared names and input functions; all logic lives in the bihmf package.
+import os
+
 from bihmf.esm import esm_depth
 from bihmf.esm_cache import INDEX_NAME
 from bihmf.models.fusion import cached_layers
@@ -31,18 +33,59 @@ def train_settings(dataset):
     return {**config["train"], **config["datasets"][dataset]["train"]}
 
 
-def run_metrics(dataset):
-    """Every training run of one dataset: (encoder, fusion) pairs x seeds from the config."""
+def expected_runs(dataset):
+    """Every training run of one dataset, (encoder, fusion, seed): pairs x seeds from the config."""
     return [
-        f"results/runs/{dataset}/{encoder}/{fusion}/seed{seed}/metrics.json"
+        (encoder, fusion, seed)
         for encoder, fusion in run_combinations(config["model"]["encoders"], config["model"]["fusions"])
         for seed in train_settings(dataset)["seeds"]
     ]
 
 
-def report_outputs():
-    return expand(
-        "results/report/{dataset}_{kind}",
-        dataset=DATASETS,
-        kind=["table.md", "table.csv", "metrics.png"],
+# report stage: which run files a report reads, and its report() outputs
+REPORT_DIR = "results/report"
+RUN_DIR = "results/runs/{dataset}/{encoder}/{fusion}/seed{seed}"
+
+
+def report_runs(dataset):
+    """The runs a report reads: all configured ones, or (report.partial) only the finished ones."""
+    runs = expected_runs(dataset)
+    if not config["report"]["partial"]:
+        return runs
+    return [run for run in runs if os.path.exists(run_file(dataset, run, "metrics.json"))]
+
+
+def run_file(dataset, run, name):
+    encoder, fusion, seed = run
+    return f"{RUN_DIR.format(dataset=dataset, encoder=encoder, fusion=fusion, seed=seed)}/{name}"
+
+
+def report_inputs(name):
+    """Input function: one file of every run the report reads."""
+    return lambda wc: [run_file(wc.dataset, run, name) for run in report_runs(wc.dataset)]
+
+
+def report_benchmarks(wc):
+    return [
+        f"benchmarks/train/{wc.dataset}/{encoder}/{fusion}/seed{seed}.tsv"
+        for encoder, fusion, seed in report_runs(wc.dataset)
+    ]
+
+
+def dataset_report(name, caption, category, kind):
+    """A report() output of one dataset, filed under its category with the dataset as label."""
+    return report(
+        f"{REPORT_DIR}/{{dataset}}_{name}",
+        caption=f"../report/{caption}.rst",
+        category=category,
+        subcategory="{dataset}",
+        labels={"dataset": "{dataset}", "content": kind},
     )
+
+
+def report_outputs():
+    """Every report file: per dataset the tables, statistics, provenance and figures; the summary."""
+    per_dataset = ["table.md", "table.html", "table.tex", "table.csv", "stats.csv", "runs.csv"]
+    figures = [f"{name}.{ext}" for name in ("metrics", "heatmap", "curves", "cost") for ext in ("png", "pdf")]
+    summary = [f"{REPORT_DIR}/summary.{ext}" for ext in ("md", "html", "tex", "csv")]
+    return expand(f"{REPORT_DIR}/{{dataset}}_{{kind}}", dataset=DATASETS, kind=per_dataset + figures) + summary

@@ -1,13 +1,70 @@
+# Report stage: per dataset, tables + statistics + figures from every run; then one summary
+# table in the paper's layout. `snakemake --report report.html` collects the report() outputs.
+from bihmf.report import split_order
+from bihmf.report_paper import PUBLISHED_PATH
+
+
 rule report:
     input:
-        lambda wc: run_metrics(wc.dataset),
+        metrics=report_inputs("metrics.json"),
+        curves=report_inputs("curve.csv"),
+        predictions=report_inputs("test_predictions.parquet"),
+        benchmarks=report_benchmarks,
+        cache=ESM_INDEX,
     output:
-        table="results/report/{dataset}_table.md",
-        csv="results/report/{dataset}_table.csv",
-        plot="results/report/{dataset}_metrics.png",
+        table_md=f"{REPORT_DIR}/{{dataset}}_table.md",
+        table_html=dataset_report("table.html", "table", "1. Results per dataset", "tables"),
+        table_tex=f"{REPORT_DIR}/{{dataset}}_table.tex",
+        table_csv=dataset_report("table.csv", "table_csv", "1. Results per dataset", "all splits (CSV)"),
+        stats_csv=dataset_report("stats.csv", "stats", "1. Results per dataset", "Bi-HMF vs best baseline (CSV)"),
+        runs_csv=dataset_report("runs.csv", "runs", "3. Provenance and cost", "runs (CSV)"),
+        bars_png=dataset_report("metrics.png", "bars", "2. Figures", "test metrics"),
+        bars_pdf=f"{REPORT_DIR}/{{dataset}}_metrics.pdf",
+        heatmap_png=dataset_report("heatmap.png", "heatmap", "2. Figures", "gain over struct_only"),
+        heatmap_pdf=f"{REPORT_DIR}/{{dataset}}_heatmap.pdf",
+        curves_png=dataset_report("curves.png", "curves", "2. Figures", "learning curves"),
+        curves_pdf=f"{REPORT_DIR}/{{dataset}}_curves.pdf",
+        cost_png=dataset_report("cost.png", "cost", "3. Provenance and cost", "cost vs accuracy"),
+        cost_pdf=f"{REPORT_DIR}/{{dataset}}_cost.pdf",
+    params:
+        task=lambda wc: config["datasets"][wc.dataset]["task"],
+        expected=lambda wc: expected_runs(wc.dataset),
+        splits=lambda wc: split_order(config["datasets"][wc.dataset]),
+        settings=config["report"],
     conda:
         "../envs/bihmf.yaml"
     log:
         "logs/report/{dataset}.log",
     script:
         "../workflow_scripts/report.py"
+
+
+rule report_summary:
+    input:
+        tables=expand(f"{REPORT_DIR}/{{dataset}}_table.csv", dataset=DATASETS),
+        published=PUBLISHED_PATH,
+    output:
+        summary_md=f"{REPORT_DIR}/summary.md",
+        summary_html=report(
+            f"{REPORT_DIR}/summary.html",
+            caption="../report/summary.rst",
+            category="0. Summary",
+            labels={"content": "all benchmarks vs published"},
+        ),
+        summary_tex=f"{REPORT_DIR}/summary.tex",
+        summary_csv=report(
+            f"{REPORT_DIR}/summary.csv",
+            caption="../report/summary_csv.rst",
+            category="0. Summary",
+            labels={"content": "all benchmarks vs published (CSV)"},
+        ),
+    params:
+        datasets=DATASETS,
+        paper_benchmarks={d: config["datasets"][d]["paper_benchmark"] for d in DATASETS},
+        rows=run_combinations(config["model"]["encoders"], config["model"]["fusions"]),
+    conda:
+        "../envs/bihmf.yaml"
+    log:
+        "logs/report/summary.log",
+    script:
+        "../workflow_scripts/report_summary.py"

@@ -6,6 +6,7 @@ rule train:
         metrics="results/runs/{dataset}/{encoder}/{fusion}/seed{seed}/metrics.json",
         model="results/runs/{dataset}/{encoder}/{fusion}/seed{seed}/model.pt",
         curve="results/runs/{dataset}/{encoder}/{fusion}/seed{seed}/curve.csv",
+        predictions="results/runs/{dataset}/{encoder}/{fusion}/seed{seed}/test_predictions.parquet",
     conda:
         "../envs/bihmf.yaml"
     log:
@@ -21,7 +22,8 @@ rule train:
     threads: lambda wc: train_settings(wc.dataset)["threads"]
     resources:
         gpu=1,
-        mem_mb=lambda wc: train_settings(wc.dataset)["mem_mb"],
+        # a retry (--retries, profiles/slurm) asks for more: attempt 2 gets twice the memory
+        mem_mb=lambda wc, attempt: train_settings(wc.dataset)["mem_mb"] * attempt,
         runtime=lambda wc: train_settings(wc.dataset)["runtime_min"],
     script:
         "../workflow_scripts/train.py"

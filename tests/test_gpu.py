@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ with gpu_slot(num_gpus=2, lock_dir=Path(sys.argv[1]), poll_s=0.02) as gpu:
 
 
 def _start(lock_dir, hold_s):
-    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")}  # a workstation
     return subprocess.Popen([sys.executable, "-c", HOLD, str(lock_dir), str(hold_s)], stdout=subprocess.PIPE, text=True, env=env)
 
 
@@ -57,6 +58,29 @@ def test_scheduler_assignment_is_respected(tmp_path, monkeypatch):
 
 def test_no_gpu_means_cpu(tmp_path, monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     with gpu_slot(num_gpus=0, lock_dir=tmp_path) as gpu:
         assert gpu is None
         assert "CUDA_VISIBLE_DEVICES" not in os.environ
+
+
+def test_slurm_job_without_gpu_runs_on_cpu_and_locks_nothing(tmp_path, monkeypatch):
+    """Under SLURM the scheduler allocates GPUs; a job it gave none must not lease one itself."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    with gpu_slot(num_gpus=2, lock_dir=tmp_path) as gpu:
+        assert gpu is None
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == ""  # the node's GPUs stay hidden
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+    assert not list(tmp_path.iterdir())
+
+
+def test_slurm_gpu_allocation_is_used_as_given(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    with caplog.at_level(logging.INFO, logger="bihmf.gpu"), gpu_slot(num_gpus=2, lock_dir=tmp_path) as gpu:
+        assert gpu == "1"
+    # the job log names the SLURM job that chose the GPU (tests/slurm reads this line)
+    assert "CUDA_VISIBLE_DEVICES=1 set by SLURM job 42; using it" in caplog.text
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+    assert not list(tmp_path.iterdir())

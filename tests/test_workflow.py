@@ -14,6 +14,8 @@ import pandas as pd
 
 from bihmf.config import load_config
 from bihmf.models.model import run_combinations
+from bihmf.report import is_metric
+from bihmf.report_stats import evaluate_rows, read_predictions, split_rows
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +51,8 @@ def test_full_config_dag_dry_run(tmp_path):
         "embed_index": datasets,  # ties a dataset's shards together
         "train": datasets * runs,  # (encoder, fusion) pairs x seeds per dataset
         "report": datasets,
-        "total": 2 + 5 * datasets + datasets * runs,
+        "report_summary": 1,  # all benchmarks in the paper's layout, beside the published numbers
+        "total": 3 + 5 * datasets + datasets * runs,
     }
 
 
@@ -61,6 +64,16 @@ def test_config_override_selects_a_subset(tmp_path):
     config = load_config(ROOT / "config.yaml")
     expected = len(config["datasets"]) * len(run_combinations(config["model"]["encoders"], config["model"]["fusions"]))
     assert any(line.split() == ["train", str(expected)] for line in result.stdout.splitlines())
+
+
+def test_partial_report_trains_nothing(tmp_path):
+    """report.partial builds the report from finished runs only: no training job in the DAG."""
+    result = _snakemake(
+        ["all", "--cores", "1", "--dry-run", "--quiet", "rules", "--config", "report={'partial': True}"], tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    jobs = {parts[0]: int(parts[1]) for parts in map(str.split, result.stdout.splitlines()) if len(parts) == 2 and parts[1].isdigit()}
+    assert "train" not in jobs and jobs["report"] == 6 and jobs["report_summary"] == 1
 
 
 def test_invalid_config_is_rejected(tmp_path):
@@ -82,12 +95,17 @@ def test_demo_workflow_runs_end_to_end(tmp_path):
     bounded = {"auprc", "roc_auc", "accuracy"}
     for dataset in ("ppbs_demo", "bce_demo", "react_demo", "psr_demo", "lba_demo"):
         frame = pd.read_csv(tmp_path / f"results/report/{dataset}_table.csv")
-        assert len(frame) > 0 and np.isfinite(frame["mean"]).all()
-        assert frame.loc[frame["metric"].isin(bounded), "mean"].between(0, 1).all()
+        ok = frame[frame["status"] == "ok"]
+        assert len(ok) > 0 and np.isfinite(ok["mean"]).all()
+        assert ok.loc[ok["metric"].isin(bounded), "mean"].between(0, 1).all()
+        assert set(frame["status"]) <= {"ok", "undefined"}  # every run finished: nothing missing
+        # the demo has one seed, so Bi-HMF is compared with the best baseline by a protein bootstrap
+        assert set(pd.read_csv(tmp_path / f"results/report/{dataset}_stats.csv")["test"]) <= {"bootstrap", "none"}
         runs = list((tmp_path / "results/runs" / dataset).glob("*/*/seed*/metrics.json"))
         assert len(runs) == len(demo["model"]["fusions"]) == 8  # every fusion, one encoder
         for metrics_path in runs:
-            metrics = json.loads(metrics_path.read_text())["metrics"]
+            run = json.loads(metrics_path.read_text())
+            metrics = run["metrics"]
             values = {name: v for split in metrics.values() for name, v in split.items()}
             correlations = ("pearson", "spearman", "kendall")
             # undefined correlations (constant predictions, e.g. seq_only within one PSR target) are null
@@ -96,9 +114,41 @@ def test_demo_workflow_runs_end_to_end(tmp_path):
             assert values and all(math.isfinite(v) for v in values.values())
             assert all(0 <= v <= 1 for name, v in values.items() if name in bounded)
             assert all(-1 <= v <= 1 for name, v in values.items() if name.endswith(("pearson", "spearman", "kendall")))
-    png = (tmp_path / "results/report/ppbs_demo_metrics.png").read_bytes()
-    assert png.startswith(b"\x89PNG")
+            # the per-protein test predictions the bootstrap resamples reproduce the run's test metrics
+            predictions = read_predictions(metrics_path.parent / "test_predictions.parquet")
+            for split in (s for s in metrics if s.startswith("test")):
+                again = evaluate_rows(run["task"], split_rows(predictions, split))
+                for name, value in metrics[split].items():
+                    if is_metric(name) and value is not None:
+                        assert again[name] == pytest.approx(value, abs=1e-4), (metrics_path, split, name)
+    report = tmp_path / "results/report"
+    for dataset in demo["datasets"]:
+        for name in ("metrics", "heatmap", "curves", "cost"):
+            assert (report / f"{dataset}_{name}.png").read_bytes().startswith(b"\x89PNG")
+            assert (report / f"{dataset}_{name}.pdf").read_bytes().startswith(b"%PDF")
+        assert "\\toprule" in (report / f"{dataset}_table.tex").read_text()
+    summary = (report / "summary.md").read_text()
+    assert "published: GVP-GNN" in summary and "Columns filled: React ← react_demo" in summary
+    assert "Not configured in this run (every cell of ours missing): LBA 60%." in summary
     assert (tmp_path / "benchmarks/train/ppbs_demo/gvp/bihmf_local/seed0.tsv").exists()
     # a second invocation has nothing left to do
     again = _snakemake(["all", "--cores", "2", "--configfile", str(ROOT / "config" / "demo.yaml"), "--dry-run"], tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # the self-contained HTML report: every report() output with its caption and provenance
+    html = _snakemake(["--configfile", str(ROOT / "config" / "demo.yaml"), "--report", "report.html"], tmp_path)
+    assert html.returncode == 0, html.stdout[-4000:] + html.stderr[-4000:]
+    page = (tmp_path / "report.html").read_text()
+    for text in ("0. Summary", "summary.html", "ppbs_demo_table.html", "lba_demo_heatmap.png", "psr_demo_runs.csv",
+                 "Test metrics of ppbs_demo", "Bi-HMF benchmark"):
+        assert text in page, text
+
+    # partial results: a run that has not finished is named, not trained, in a report=partial build
+    (tmp_path / "results/runs/bce_demo/gvp/token/seed0/metrics.json").unlink()
+    partial = _snakemake(["results/report/bce_demo_table.md", "--cores", "2", "--configfile", str(ROOT / "config" / "demo.yaml"),
+                          "--config", "report={'partial': True}"], tmp_path)
+    assert partial.returncode == 0, partial.stdout[-4000:] + partial.stderr[-4000:]
+    assert "Rule: train" not in partial.stdout + partial.stderr
+    bce = (tmp_path / "results/report/bce_demo_table.md").read_text()
+    assert '**Missing runs** (1; their cells read "missing"): gvp/token seed 0.' in bce
+    assert "| gvp | token | 0/1 | missing |" in bce

@@ -56,7 +56,8 @@ def one_letter(resname: str) -> str | None:
     return code if code in STANDARD_AA else "X"
 
 
-def _open_text(path: Path) -> io.StringIO:
+def open_text(path: Path) -> io.StringIO:
+    """A text file's content, gunzipped when it starts with the gzip magic (whatever its name)."""
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
@@ -73,7 +74,7 @@ def load_structure(path: Path) -> Structure:
     """Parse a PDB or mmCIF file; errors name the file."""
     parser = MMCIFParser(QUIET=True) if is_mmcif(path) else PDBParser(QUIET=True)
     try:
-        return parser.get_structure(path.name, _open_text(path))
+        return parser.get_structure(path.name, open_text(path))
     except Exception as exc:  # Biopython raises many types for malformed input
         raise StructureError(f"{path}: cannot parse structure: {exc}") from exc
 
@@ -118,6 +119,8 @@ def read_chains(path: Path, model_index: int = 0) -> dict[str, ChainResidues]:
     """Residues of every chain of model ``model_index`` (0-based, file order)."""
     structure = load_structure(path)
     models = list(structure)
+    if not models:
+        raise StructureError(f"{path}: no atoms found; not a PDB/mmCIF structure")
     if not 0 <= model_index < len(models):
         raise StructureError(f"{path}: model {model_index} requested, file has {len(models)} model(s)")
     chains = {chain.id: _chain_residues(chain) for chain in models[model_index]}

@@ -1,0 +1,114 @@
+"""The ``bihmf`` command: one subcommand per task a user runs outside the workflow.
+
+Each subcommand is a function ``add_<name>(subparsers)`` that declares its arguments and sets
+``handler``, a function from the parsed arguments to an exit status; :func:`build_parser` lists
+them, so a new subcommand is one such function and one line there.
+
+Exit status of ``predict``: 0 every file predicted, 1 some file failed (listed in the summary),
+2 nothing predicted because the run or the arguments are unusable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from bihmf.predict import TABLE_FORMATS, PredictOptions, RunError, esm_default, predict
+
+USAGE_ERROR = 2
+
+log = logging.getLogger(__name__)
+
+
+def _chain_list(text: str) -> tuple[str, ...]:
+    chains = tuple(c.strip() for c in text.split(",") if c.strip())
+    if not chains:
+        raise argparse.ArgumentTypeError("give chain ids separated by commas, e.g. A or A,B")
+    return chains
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def add_predict(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict on your own PDB/mmCIF structures with a trained run",
+        description=(
+            "Apply a trained run (results/runs/<dataset>/<encoder>/<fusion>/seed<k>) to PDB/mmCIF files "
+            "(gzip allowed) or folders of them. The run decides the model, the ESM checkpoint and layers "
+            "and the graphs; outputs: predictions table, summary.json and, for per-residue tasks, "
+            "B-factor structure copies and plots."
+        ),
+    )
+    parser.add_argument("files", nargs="+", type=Path, help="structure files or folders (searched for .pdb/.ent/.cif/.mmcif[.gz])")
+    parser.add_argument("--run", required=True, type=Path, help="trained run folder (holds model.pt and metrics.json)")
+    parser.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: %(default)s)")
+    parser.add_argument("--chains", type=_chain_list, help="chain ids to predict, comma-separated (default: every protein chain)")
+    parser.add_argument("--per-chain", action="store_true", help="one protein per chain (as ppbs/react were trained) instead of one per file")
+    parser.add_argument("--model", dest="model_index", type=int, default=0, help="0-based model of multi-model files (default: 0)")
+    parser.add_argument(
+        "--ligand", action="append", type=Path, default=[],
+        help="ligand file (SDF/MOL2/PDB) for ligand-trained runs (lba): once for every file, or once per file in order",
+    )
+    parser.add_argument("--pocket-cutoff", type=_positive_float, help="Å from the ligand that defines the pocket (runs on pocket graphs)")
+    parser.add_argument("--format", dest="table_format", choices=TABLE_FORMATS, default="csv", help="predictions table format")
+    parser.add_argument("--no-structures", dest="structures", action="store_false", help="skip the B-factor copies and plots")
+    parser.add_argument("--esm-checkpoint", type=Path, help="ESM checkpoint for chains not in the run's cache (default: the workflow's)")
+    parser.add_argument("--cache", type=Path, help="embedding cache index to reuse (default: the one the run was trained on)")
+    parser.add_argument("--token-budget", type=int, default=esm_default("token_budget"), help="tokens per ESM batch (default: %(default)s)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA when present")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.set_defaults(handler=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = PredictOptions(
+        chains=args.chains,
+        per_chain=args.per_chain,
+        model_index=args.model_index,
+        ligands=tuple(args.ligand),
+        pocket_cutoff=args.pocket_cutoff,
+        table_format=args.table_format,
+        structures=args.structures,
+        esm_checkpoint=args.esm_checkpoint,
+        cache=args.cache,
+        token_budget=args.token_budget,
+        device=args.device,
+    )
+    try:
+        summary = predict(args.run, args.files, args.out, options)
+    except RunError as exc:
+        log.error("%s", exc)
+        return USAGE_ERROR
+    for line in summary["files"]:
+        print(f"ok      {line['file']}: {line['proteins']} protein(s), {line['residues']} residues" if line["status"] == "ok" else f"FAILED  {line['error']}")
+    print(f"{summary['succeeded']} succeeded, {summary['failed']} failed; predictions: {summary['predictions']}; summary: {args.out / 'summary.json'}")
+    return 0 if summary["failed"] == 0 else 1
+
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_predict,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bihmf", description="Bi-HMF benchmark tools (the workflow itself runs with snakemake)")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return args.handler(args)

@@ -1,0 +1,96 @@
+"""Per-run provenance and cost: what each number in the tables came from and what it cost.
+
+Cost has three axes: model size (trainable parameters), compute (GPU-hours for runs on a
+GPU, CPU-hours otherwise, from Snakemake's ``benchmark:`` file of the training job) and
+storage (the share of the dataset's ESM cache the fusion reads: a structure-only model reads
+none of it, a fusion reading three of the cached layers reads three layers' worth).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bihmf.esm_cache import file_metadata
+from bihmf.models.fusion import FUSIONS
+from bihmf.report import Run, RunKey
+
+MIB = 2**20
+HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """Size on disk of one dataset's ESM cache and the layers it holds."""
+
+    mib: float
+    layers: tuple[int, ...]
+    esm_depth: int
+
+
+def read_cache_info(index: Path) -> CacheInfo:
+    """Sum the cache folder's Parquet files (shards + index); layers and depth from the index footer."""
+    index = Path(index)
+    meta = file_metadata(index)
+    try:
+        layers, depth = tuple(json.loads(meta["layers"])), int(meta["esm_depth"])
+    except KeyError as err:
+        raise ValueError(f"{index}: ESM cache index lacks metadata key {err}") from err
+    size = sum(p.stat().st_size for p in index.parent.glob("*.parquet"))
+    return CacheInfo(size / MIB, layers, depth)
+
+
+def read_benchmark(path: Path) -> dict[str, float]:
+    """Wall seconds, CPU seconds and peak RSS (MB) of one job from Snakemake's benchmark TSV."""
+    frame = pd.read_csv(path, sep="\t")
+    missing = {"s", "cpu_time", "max_rss"} - set(frame.columns)
+    if frame.empty or missing:
+        raise ValueError(f"{path}: not a Snakemake benchmark file (missing {sorted(missing) or 'rows'})")
+    values = pd.to_numeric(frame.iloc[-1][["s", "cpu_time", "max_rss"]], errors="coerce")
+    return {"bench_wall_s": values["s"], "bench_cpu_s": values["cpu_time"], "bench_max_rss_mb": values["max_rss"]}
+
+
+def esm_layers_read(run: Run, cache: CacheInfo) -> int:
+    """Cached ESM layers the run's fusion reads (its model config decides the pairing)."""
+    if run.fusion not in FUSIONS:
+        raise ValueError(f"{run.path}: fusion {run.fusion!r} is not registered (known: {sorted(FUSIONS)})")
+    model_cfg = run.provenance.get("model_config", {})
+    layers = FUSIONS[run.fusion].esm_layers(model_cfg.get("num_layers", 1), cache.esm_depth, model_cfg.get("esm_layers"))
+    return len(set(layers) & set(cache.layers))
+
+
+def compute_hours(device: str, bench: Mapping[str, float], wall_seconds: float) -> tuple[float, str]:
+    """GPU-hours (one GPU per job, so wall time) on CUDA, CPU-hours (CPU time) otherwise."""
+    if device.startswith("cuda"):
+        wall = bench.get("bench_wall_s", math.nan)
+        return (wall if math.isfinite(wall) else wall_seconds) / HOUR, "GPU-hours"
+    return bench.get("bench_cpu_s", math.nan) / HOUR, "CPU-hours"
+
+
+def run_table(runs: Sequence[Run], benchmarks: Mapping[RunKey, Path], cache: CacheInfo) -> pd.DataFrame:
+    """One row per run: identity, training outcome, cost and provenance (hashes, versions)."""
+    records = []
+    for run in runs:
+        prov = run.provenance
+        bench = read_benchmark(benchmarks[run.key]) if run.key in benchmarks else {}
+        device = str(prov.get("device", "unknown"))
+        hours, kind = compute_hours(device, bench, float(prov.get("wall_seconds", math.nan)))
+        layers = esm_layers_read(run, cache)
+        records.append({
+            "encoder": run.encoder, "fusion": run.fusion, "seed": run.seed, "task": run.task,
+            "best_epoch": run.best_epoch, "epochs_run": run.epochs_run, "parameters": prov.get("parameters"),
+            "device": device, "compute_hours": hours, "compute_unit": kind,
+            "wall_seconds": prov.get("wall_seconds"), "train_seconds": prov.get("train_seconds"), **bench,
+            "peak_rss_mb": prov.get("peak_rss_mb"), "peak_gpu_mb": prov.get("peak_gpu_mb"),
+            "esm_layers_read": layers, "esm_cache_mib_read": cache.mib * layers / max(1, len(cache.layers)),
+            "resumed": prov.get("resumed"), "git_commit": prov.get("git_commit"), "config_hash": prov.get("config_hash"),
+            "dataset_sha256": prov.get("dataset_sha256"), "esm_checkpoint_sha256": prov.get("esm_checkpoint_sha256"),
+            "packages": "; ".join(f"{k}={v}" for k, v in prov.get("packages", {}).items()),
+            **run.auxiliary, "metrics_file": str(run.path),
+        })
+    return pd.DataFrame.from_records(records)
