@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: venv demo test dryrun clean-demo
+.PHONY: venv demo test bench dryrun clean-demo
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# every benchmark side by side; rewrites BENCHMARKS.md (about 12 minutes on 2 cores)
+bench: $(STAMP)
+	$(BIN)/python -m bench
 
 dryrun: $(STAMP)
 	$(BIN)/snakemake all --cores 8 --resources gpu=2 --dry-run

@@ -8,103 +8,145 @@ with one extra token per sequence), truncation at 1022 residues (BatchConverter)
 under ``torch.no_grad``, one ``torch.save``d float32 ``.pt`` per protein holding
 ``{"label", "representations": {layer: [L', D]}}``.
 
-Ours: the workflow's embed jobs in-process (``embed_shard`` per shard, then ``write_index``)
-on a protein table, with the same checkpoint, layers, token budget and torch thread count.
+Ours: the workflow's embed jobs (``embed_shard`` for one shard, then ``write_index``) on a
+protein table, with the same checkpoint, layers, token budget and torch thread count.
 
-Both read the checkpoint with the same weights-only loader, and the clock covers model
-loading, embedding and writing; writing the input FASTA / protein table is not timed.
-Run: ``.venv/bin/python bench/embed_vs_extract.py`` (about 4 minutes on 2 cores).
+Each side of each set runs in its own fresh process (so its peak resident memory is its
+own), after an untimed warm-up on two short sequences in that process; the clock covers model
+loading, embedding and writing. Sides alternate over repeats and the fastest run counts.
+Checkpoints are random-init ESM-2s of the released shapes (``--sizes``).
+
+Run: ``.venv/bin/python -m bench.embed_vs_extract`` (about 6 minutes on 2 cores).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import random
+import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import date
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from esm.data import FastaBatchedDataset
 
+from bench.common import (
+    ESM_SHAPES,
+    Target,
+    base_parser,
+    emit,
+    fastest,
+    interleaved,
+    machine,
+    memory_mb,
+    ordered,
+    parse,
+    peak_mb,
+    random_sequence,
+    ratio,
+    reset_peak,
+    run_child,
+    save,
+    schema_defaults,
+    sequence_record,
+    table,
+    timed,
+)
 from bihmf.data.schema import ProteinRecord, write_proteins
-from bihmf.esm import EmbeddingCache, embed_shard, load_esm, write_index, write_random_checkpoint
+from bihmf.esm import (
+    EmbeddingCache,
+    embed_shard,
+    load_esm,
+    window_spans,
+    write_index,
+    write_random_checkpoint,
+)
 from bihmf.esm_cache import read_chains, shard_name
-from bihmf.io import write_json_atomic, write_text_atomic
-from bihmf.models.fusion import cached_layers
 
-AMINO = "ACDEFGHIKLMNPQRSTVWY"
-# t12_35M's shape (12 layers x 480, 20 heads) with random weights: timings are those of a
-# real mid-size ESM-2, the embeddings mean nothing.
-SHAPE = {"num_layers": 12, "embed_dim": 480, "attention_heads": 20}
-TOKS_PER_BATCH = 4096
-TRUNCATION = 1022
+NAME = "embed_vs_extract"
+TOKS_PER_BATCH = 4096  # extract.py's default --toks_per_batch; ours gets the same budget
+TRUNCATION = 1022  # extract.py's --truncation_seq_length default
+UNIQUE_LENGTHS = (50, 1500)
+DECOY_LENGTHS = (80, 400)
 
 
-def extract_baseline(checkpoint: Path, fasta: Path, out_dir: Path, layers: list[int]) -> None:
-    """fair-esm ``extract.py <model> <fasta> <out> --include per_tok --repr_layers ...`` on CPU."""
+# ---------------------------------------------------------------- the two sides
+
+
+def extract_baseline(checkpoint: Path, fasta: Path, out_dir: Path, layers: list[int], device: torch.device) -> None:
+    """fair-esm ``extract.py <model> <fasta> <out> --include per_tok --repr_layers ...``."""
     model, alphabet = load_esm(checkpoint)
+    model = model.to(device)
     dataset = FastaBatchedDataset.from_file(fasta)
     batches = dataset.get_batch_indices(TOKS_PER_BATCH, extra_toks_per_seq=1)
     loader = torch.utils.data.DataLoader(dataset, collate_fn=alphabet.get_batch_converter(TRUNCATION), batch_sampler=batches)
     out_dir.mkdir(parents=True)
     with torch.no_grad():
         for labels, strs, tokens in loader:
-            representations = model(tokens, repr_layers=layers, return_contacts=False)["representations"]
+            representations = model(tokens.to(device), repr_layers=layers, return_contacts=False)["representations"]
             for row, label in enumerate(labels):
                 kept = min(TRUNCATION, len(strs[row]))
-                result = {"label": label, "representations": {layer: t[row, 1 : kept + 1].clone() for layer, t in representations.items()}}
+                result = {"label": label, "representations": {layer: t[row, 1 : kept + 1].clone().cpu() for layer, t in representations.items()}}
                 torch.save(result, out_dir / f"{label}.pt")
 
 
-def embed_stage(checkpoint: Path, proteins: Path, out_dir: Path, layers: list[int], shards: int) -> None:
-    """What the Snakemake embed jobs (one per shard) and the embed_index job run."""
-    paths = [out_dir / shard_name(i, shards) for i in range(shards)]
-    for shard, path in enumerate(paths):
-        embed_shard(checkpoint, proteins, layers, shard, shards, path, token_budget=TOKS_PER_BATCH, window=1022, overlap=256, device=torch.device("cpu"))
-    write_index(out_dir / "index.parquet", paths, read_chains(proteins))
-
-
-def record(protein_id: str, sequence: str, group: str) -> ProteinRecord:
-    n = len(sequence)
-    return ProteinRecord(
-        protein_id=protein_id, pdb_id="none", split="test", subset="", sequence=sequence, chain_ids=("A",) * n,
-        resnums=np.arange(n, dtype=np.int32), icodes=("",) * n, coords=np.zeros((n, 5, 3), np.float32),
-        labels=np.zeros(n, np.int8), weight=1.0, group=group,
+def embed_stage(checkpoint: Path, proteins: Path, out_dir: Path, layers: list[int], device: torch.device) -> None:
+    """What the Snakemake embed job (one shard) and the embed_index job run."""
+    esm = schema_defaults()["esm"]
+    shard = out_dir / shard_name(0, 1)
+    embed_shard(
+        checkpoint, proteins, layers, 0, 1, shard,
+        token_budget=TOKS_PER_BATCH, window=esm["window"], overlap=esm["window_overlap"], device=device,
     )
+    write_index(out_dir / "index.parquet", [shard], read_chains(proteins))
 
 
-def mixed_set(rng: random.Random, count: int) -> list[ProteinRecord]:
-    """(a) unique sequences, lengths uniform in 50..1500."""
-    return [record(f"u{i}", "".join(rng.choice(AMINO) for _ in range(rng.randint(50, 1500))), "") for i in range(count)]
+SIDES: dict[str, Callable[[Path, Path, Path, list[int], torch.device], None]] = {"baseline": extract_baseline, "ours": embed_stage}
+INPUT = {"baseline": "sequences.fasta", "ours": "proteins.parquet"}
 
 
-def psr_set(rng: random.Random, targets: int, decoys: int) -> list[ProteinRecord]:
-    """(b) PSR-like: every decoy of a target has the target's sequence (lengths 80..400)."""
-    sequences = ["".join(rng.choice(AMINO) for _ in range(rng.randint(80, 400))) for _ in range(targets)]
-    return [record(f"T{t}_d{d}", seq, f"T{t}") for t, seq in enumerate(sequences) for d in range(decoys)]
+def child(side: str, checkpoint: Path, inputs: Path, warm: Path, out: Path, layers: list[int], device: torch.device) -> dict[str, float]:
+    """One timed run of one side in this (fresh) process; peak memory is this process's own."""
+    run = SIDES[side]
+    scratch = Path(tempfile.mkdtemp())
+    run(checkpoint, warm / INPUT[side], scratch / "out", layers, device)  # first-call costs, untimed
+    shutil.rmtree(scratch)
+    before = memory_mb(device)
+    reset_peak(device)
+    seconds = timed(lambda: run(checkpoint, inputs / INPUT[side], out, layers, device), device)
+    return {"seconds": seconds, "peak_mb": peak_mb(device), "start_mb": before}
 
 
-def disk_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+# ---------------------------------------------------------------- inputs
 
 
-def best_times(sides: dict[str, Callable[[int], None]], repeats: int) -> dict[str, float]:
-    """Fastest of ``repeats`` runs per side, the sides alternating so that both meet the same
-    load (the machine is shared; the minimum is the least disturbed run)."""
-    times: dict[str, list[float]] = {side: [] for side in sides}
-    for attempt in range(repeats):
-        for side, run in sides.items():
-            started = time.perf_counter()
-            run(attempt)
-            times[side].append(time.perf_counter() - started)
-    return {side: min(values) for side, values in times.items()}
+def unique_set(rng: random.Random, count: int) -> list[ProteinRecord]:
+    """Distinct sequences with lengths evenly spread over 50..1500 (a third beyond 1022), shuffled."""
+    lengths = np.linspace(*UNIQUE_LENGTHS, count).round().astype(int).tolist()
+    rng.shuffle(lengths)
+    return [sequence_record(f"u{i}", random_sequence(rng, n)) for i, n in enumerate(lengths)]
+
+
+def decoy_set(rng: random.Random, targets: int, decoys: int) -> list[ProteinRecord]:
+    """PSR-like: every decoy of a target has the target's sequence (random lengths in 80..400)."""
+    sequences = [random_sequence(rng, rng.randint(*DECOY_LENGTHS)) for _ in range(targets)]
+    return [sequence_record(f"T{t}_d{d}", seq, f"T{t}") for t, seq in enumerate(sequences) for d in range(decoys)]
+
+
+def write_inputs(folder: Path, records: list[ProteinRecord]) -> Path:
+    """The baseline's FASTA and our protein table for the same proteins (not timed)."""
+    folder.mkdir(parents=True)
+    (folder / INPUT["baseline"]).write_text("".join(f">{r.protein_id}\n{r.sequence}\n" for r in records))
+    write_proteins(records, folder / INPUT["ours"])
+    return folder
+
+
+# ---------------------------------------------------------------- checks
 
 
 def float16_tolerance(reference: np.ndarray) -> np.ndarray:
@@ -113,29 +155,68 @@ def float16_tolerance(reference: np.ndarray) -> np.ndarray:
     return np.spacing(np.abs(reference).astype(np.float16)).astype(np.float32) + 1e-5
 
 
-def compare(records: list[ProteinRecord], baseline_dir: Path, cache: EmbeddingCache, layers: list[int]) -> dict:
-    """Our float16 cache against the baseline's float32 on every residue the baseline covers."""
-    worst_abs, worst_ratio, outside, compared = 0.0, 0.0, 0, 0
+@dataclass
+class Agreement:
+    """Running comparison of our float16 values with a float32 reference."""
+
+    values_compared: int = 0
+    max_abs_diff: float = 0.0
+    max_diff_over_tolerance: float = 0.0
+    values_beyond_tolerance: int = 0
+
+    def add(self, ours: np.ndarray, reference: np.ndarray) -> None:
+        diff = np.abs(ours - reference)
+        over = diff / float16_tolerance(reference)
+        self.values_compared += diff.size
+        self.max_abs_diff = max(self.max_abs_diff, float(diff.max()))
+        self.max_diff_over_tolerance = max(self.max_diff_over_tolerance, float(over.max()))
+        self.values_beyond_tolerance += int((over > 1).sum())
+
+
+def agreement(records: list[ProteinRecord], baseline_dir: Path, cache: EmbeddingCache, layers: list[int]) -> dict[str, Any]:
+    """Our cache against the baseline's files on every residue the baseline covers."""
+    result = Agreement()
     for rec in records:
         theirs = torch.load(baseline_dir / f"{rec.protein_id}.pt", weights_only=True)["representations"]
         ours = cache.protein(rec)
         for pos, layer in enumerate(layers):
             base = theirs[layer].numpy()
-            mine = ours[: len(base), pos]
-            diff = np.abs(mine - base)
-            worst_abs = max(worst_abs, float(diff.max()))
-            ratio = diff / float16_tolerance(base)
-            worst_ratio = max(worst_ratio, float(ratio.max()))
-            outside += int((ratio > 1).sum())
-            compared += diff.size
-    return {"values_compared": compared, "max_abs_diff": worst_abs, "max_diff_over_tolerance": worst_ratio, "values_beyond_tolerance": outside}
+            result.add(ours[: len(base), pos], base)
+    return asdict(result)
 
 
-def read_timings(records: list[ProteinRecord], baseline_dir: Path, index: Path) -> dict:
+def beyond_truncation(records: list[ProteinRecord], cache: EmbeddingCache, checkpoint: Path, layers: list[int]) -> dict[str, Any]:
+    """Residues past position 1022: how many each side covers, and whether ours are exact.
+
+    Exact means: every such residue equals fair-esm's own ``ESM2.forward`` on the window that
+    the embed stage assigns it (``window_spans``), within float16 rounding. The baseline
+    covers none of them (it truncates).
+    """
+    long = [r for r in records if len(r.sequence) > TRUNCATION]
+    result, residues, covered = Agreement(), 0, 0
+    if not long:
+        return {"residues": 0, "covered_ours": 0, "covered_baseline": 0, **asdict(result)}
+    esm = schema_defaults()["esm"]
+    model, alphabet = load_esm(checkpoint)
+    converter = alphabet.get_batch_converter()
+    with torch.no_grad():
+        for rec in long:
+            ours = cache.protein(rec)
+            residues += len(rec.sequence) - TRUNCATION
+            covered += len(ours) - TRUNCATION
+            for start, end, keep_start, keep_end in window_spans(len(rec.sequence), esm["window"], esm["window_overlap"])[1:]:
+                tokens = converter([(rec.protein_id, rec.sequence[start:end])])[2]
+                reps = model(tokens, repr_layers=layers)["representations"]
+                reference = torch.stack([reps[layer][0] for layer in layers], dim=1).numpy()
+                result.add(ours[keep_start:keep_end], reference[1 + keep_start - start : 1 + keep_end - start])
+    return {"residues": residues, "covered_ours": covered, "covered_baseline": 0, **asdict(result)}
+
+
+def read_ms(records: list[ProteinRecord], baseline_dir: Path, index: Path) -> dict[str, float]:
     """Milliseconds per protein to fetch all its layers: ours in table order (what training does)
     and in random order (every fetch decodes a row group), the baseline's ``torch.load``."""
 
-    def per_protein_ms(fetch: Callable[[ProteinRecord], object], order: list[ProteinRecord]) -> float:
+    def per_protein(fetch: Callable[[ProteinRecord], object], order: list[ProteinRecord]) -> float:
         started = time.perf_counter()
         for rec in order:
             fetch(rec)
@@ -143,108 +224,234 @@ def read_timings(records: list[ProteinRecord], baseline_dir: Path, index: Path) 
 
     shuffled = random.Random(0).sample(records, len(records))
     return {
-        "ours_in_order_ms": per_protein_ms(EmbeddingCache(index).protein, records),
-        "ours_random_order_ms": per_protein_ms(EmbeddingCache(index).protein, shuffled),
-        "baseline_ms": per_protein_ms(lambda rec: torch.load(baseline_dir / f"{rec.protein_id}.pt", weights_only=True), shuffled),
+        "ours_in_order": per_protein(EmbeddingCache(index).protein, records),
+        "ours_random_order": per_protein(EmbeddingCache(index).protein, shuffled),
+        "baseline": per_protein(lambda rec: torch.load(baseline_dir / f"{rec.protein_id}.pt", weights_only=True), shuffled),
     }
 
 
-def run_set(name: str, records: list[ProteinRecord], checkpoint: Path, layers: list[int], work: Path, repeats: int, shards: int) -> dict:
-    fasta, proteins = work / f"{name}.fasta", work / f"{name}_proteins.parquet"
-    fasta.write_text("".join(f">{r.protein_id}\n{r.sequence}\n" for r in records))
-    write_proteins(records, proteins)
+def disk_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
-    def baseline(attempt: int) -> None:
-        extract_baseline(checkpoint, fasta, work / f"{name}_extract_{attempt}", layers)
 
-    def ours(attempt: int) -> None:
-        embed_stage(checkpoint, proteins, work / f"{name}_cache_{attempt}", layers, shards)
+# ---------------------------------------------------------------- one set, one size
 
-    times = best_times({"baseline": baseline, "ours": ours}, repeats)
+
+@dataclass(frozen=True)
+class Run:
+    """What every child of one model size shares."""
+
+    checkpoint: Path
+    warm: Path
+    layers: list[int]
+    device: str
+    threads: int
+
+    def child_args(self, side: str, inputs: Path, out: Path) -> list[str]:
+        return [
+            "--child", side, "--checkpoint", str(self.checkpoint), "--inputs", str(inputs), "--warm", str(self.warm),
+            "--child-out", str(out), "--layers", ",".join(map(str, self.layers)), "--device", self.device, "--threads", str(self.threads),
+        ]
+
+
+def run_set(run: Run, records: list[ProteinRecord], folder: Path, repeats: int) -> dict[str, Any]:
+    inputs = write_inputs(folder / "inputs", records)
+
+    def side(name: str) -> Callable[[int], dict[str, Any]]:
+        return lambda attempt: run_child(NAME, run.child_args(name, inputs, folder / f"{name}-{attempt}"))
+
+    best = {name: fastest(runs) for name, runs in interleaved({name: side(name) for name in SIDES}, repeats).items()}
     residues = sum(len(r.sequence) for r in records)
     covered = {"baseline": sum(min(TRUNCATION, len(r.sequence)) for r in records), "ours": residues}
-    stores = {"baseline": work / f"{name}_extract_0", "ours": work / f"{name}_cache_0"}
-    stored_bytes = {side: disk_bytes(path) for side, path in stores.items()}
-    unique_residues = sum(len(seq) for seq in read_chains(proteins).values())
+    stores = {name: folder / f"{name}-0" for name in SIDES}
+    stored = {name: disk_bytes(path) for name, path in stores.items()}
     cache = EmbeddingCache(stores["ours"] / "index.parquet")
     return {
         "proteins": len(records),
         "residues": residues,
-        "unique_residues": unique_residues,
-        "seconds": times,
+        "unique_residues": sum(len(seq) for seq in read_chains(inputs / INPUT["ours"]).values()),
+        "seconds": {name: best[name]["seconds"] for name in SIDES},
         "covered_residues": covered,
-        "residues_per_s": {side: covered[side] / times[side] for side in times},
-        "bytes": stored_bytes,
-        "bytes_per_residue": {side: stored_bytes[side] / covered[side] for side in times},
-        "ours_bytes_per_stored_residue": stored_bytes["ours"] / unique_residues,
-        "files": {side: sum(1 for p in path.rglob("*") if p.is_file()) for side, path in stores.items()},
-        "agreement": compare(records, stores["baseline"], cache, layers),
-        "read_per_protein": read_timings(records, stores["baseline"], stores["ours"] / "index.parquet"),
+        "residues_per_s": {name: covered[name] / best[name]["seconds"] for name in SIDES},
+        "bytes": stored,
+        "bytes_per_residue": {name: stored[name] / covered[name] for name in SIDES},
+        "files": {name: sum(1 for p in path.rglob("*") if p.is_file()) for name, path in stores.items()},
+        "peak_mb": {name: best[name]["peak_mb"] for name in SIDES},
+        "start_mb": {name: best[name]["start_mb"] for name in SIDES},
+        "agreement": agreement(records, stores["baseline"], cache, run.layers),
+        "beyond_1022": beyond_truncation(records, cache, run.checkpoint, run.layers),
+        "read_ms": read_ms(records, stores["baseline"], stores["ours"] / "index.parquet"),
     }
 
 
-def markdown(results: dict) -> str:
-    lines = [
-        "| set | side | seconds | residues covered | residues/s | bytes/residue | files |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name, r in results["sets"].items():
-        for side in ("baseline", "ours"):
-            lines.append(
-                f"| {name} | {side} | {r['seconds'][side]:.1f} | {r['covered_residues'][side]:,} of {r['residues']:,} | "
-                f"{r['residues_per_s'][side]:,.0f} | {r['bytes_per_residue'][side]:,.0f} | {r['files'][side]} |"
-            )
-    lines += [
-        "",
-        "| set | speed ratio (ours / baseline) | size ratio (ours / baseline) | max abs diff | max diff / float16 tolerance | values beyond tolerance | ms per protein read: ours in order / random order / baseline |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name, r in results["sets"].items():
-        a, t = r["agreement"], r["read_per_protein"]
-        lines.append(
-            f"| {name} | {r['residues_per_s']['ours'] / r['residues_per_s']['baseline']:.2f}x | "
-            f"{r['bytes_per_residue']['ours'] / r['bytes_per_residue']['baseline']:.3f}x | {a['max_abs_diff']:.2e} | "
-            f"{a['max_diff_over_tolerance']:.2f} | {a['values_beyond_tolerance']} of {a['values_compared']:,} | "
-            f"{t['ours_in_order_ms']:.1f} / {t['ours_random_order_ms']:.1f} / {t['baseline_ms']:.1f} |"
-        )
-    return "\n".join(lines) + "\n"
+def run_size(size: str, sets: dict[str, tuple[list[ProteinRecord], int]], work: Path, device: str, threads: int) -> dict[str, Any]:
+    """Both sets on one random-init checkpoint of a released ESM-2 shape."""
+    # imported here: the per-side child processes never need the models (nor torch_geometric)
+    from bihmf.models.fusion import FUSIONS, cached_layers
+
+    shape = ESM_SHAPES[size]
+    checkpoint = work / f"esm2_{size}_bench_random.pt"
+    write_random_checkpoint(checkpoint, seed=0, **shape)
+    layers = cached_layers(list(FUSIONS), schema_defaults()["model"]["num_layers"], shape["num_layers"], None)
+    rng = random.Random(0)
+    warm = write_inputs(work / "warm", [sequence_record(f"w{n}", random_sequence(rng, n)) for n in (60, 120)])
+    run = Run(checkpoint, warm, layers, device, threads)
+    results = {name: run_set(run, records, work / name, repeats) for name, (records, repeats) in sets.items()}
+    return {"shape": shape, "layers": layers, "sets": results}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--mixed", type=int, default=50, help="sequences in set (a)")
-    parser.add_argument("--targets", type=int, default=5, help="targets in set (b), 40 decoys each")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per side of set (a); the fastest counts")
-    parser.add_argument("--shards", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    layers = cached_layers(["struct_only", "serial", "bihmf_local"], 3, SHAPE["num_layers"], None)
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        checkpoint = work / "esm2_t12_bench_random.pt"
-        write_random_checkpoint(checkpoint, seed=0, **SHAPE)
-        warm = work / "warm"
-        warm.mkdir()
-        run_set("warm", mixed_set(random.Random(0), 2), checkpoint, layers, warm, 1, 1)  # first-call costs, untimed
-        sets = {
-            "(a) mixed 50-1500": (mixed_set(random.Random(1), args.mixed), args.repeats),
-            "(b) PSR-like, 40 decoys/target": (psr_set(random.Random(2), args.targets, 40), 1),
-        }
-        results = {
-            "date": date.today().isoformat(),
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU, torch {torch.__version__}, {args.threads} threads",
-            "model": f"random-init ESM-2 {SHAPE}",
-            "layers": layers,
-            "sets": {name: run_set(f"set{i}", recs, checkpoint, layers, work, repeats, args.shards) for i, (name, (recs, repeats)) in enumerate(sets.items())},
-        }
-    write_json_atomic(args.out / "embed_vs_extract.json", results)
-    table = markdown(results)
-    write_text_atomic(args.out / "embed_vs_extract.md", table)
-    print(json.dumps({k: v for k, v in results.items() if k != "sets"}, indent=2))
-    print(table)
+# ---------------------------------------------------------------- report
+
+
+SET_LABELS = {"unique": "(a) unique", "decoys": "(b) PSR-like decoys"}
+
+
+def render(result: dict[str, Any]) -> str:
+    s = result["setup"]
+    setup = (
+        f"Sets: (a) {s['unique']} distinct sequences, lengths evenly spread over {s['unique_lengths'][0]}-{s['unique_lengths'][1]}; "
+        f"(b) {s['targets']} targets x {s['decoys']} decoys sharing the target's sequence, lengths {s['decoy_lengths'][0]}-{s['decoy_lengths'][1]}. "
+        f"Both sides: {s['toks_per_batch']} tokens per batch; the baseline truncates at {s['truncation']}, ours windows of "
+        f"{s['window']} with {s['overlap']} overlap. Fastest of {s['repeats']} alternating runs per side on (a), one on (b)."
+    )
+    rows, checks = [], []
+    for size, sized in ordered(result["results"], ESM_SHAPES):
+        for name, r in ordered(sized["sets"], SET_LABELS):
+            for side in SIDES:
+                rows.append([
+                    f"{size} {SET_LABELS[name]}", side, f"{r['seconds'][side]:.1f}",
+                    f"{r['covered_residues'][side]:,} of {r['residues']:,}", f"{r['residues_per_s'][side]:,.0f}",
+                    f"{r['bytes_per_residue'][side]:,.0f}", f"{r['peak_mb'][side]:,.0f}",
+                    f"{r['peak_mb'][side] - r['start_mb'][side]:,.0f}", str(r["files"][side]),
+                ])
+            a, b, t = r["agreement"], r["beyond_1022"], r["read_ms"]
+            checks.append([
+                f"{size} {SET_LABELS[name]}",
+                ratio(r["residues_per_s"]["ours"] / r["residues_per_s"]["baseline"]),
+                f"{r['bytes_per_residue']['ours'] / r['bytes_per_residue']['baseline']:.3f}x",
+                f"{a['max_diff_over_tolerance']:.2f}", f"{a['values_beyond_tolerance']:,} of {a['values_compared']:,}",
+                (
+                    f"ours {b['covered_ours']:,} / baseline {b['covered_baseline']} of {b['residues']:,}; "
+                    f"max diff / tol {b['max_diff_over_tolerance']:.2f}"
+                ),
+                f"{t['ours_in_order']:.1f} / {t['ours_random_order']:.1f} / {t['baseline']:.1f}",
+            ])
+    return "\n\n".join([
+        setup,
+        table(["model, set", "side", "seconds", "residues covered", "residues/s", "bytes/residue", "peak MiB", "peak - start MiB", "files"], rows),
+        table([
+            "model, set", "speed (ours / baseline)", "bytes/residue (ours / baseline)", "max diff / float16 tol",
+            "values beyond tol", "residues beyond 1022: covered; vs fair-esm on their window", "read ms/protein: ours in order / random / baseline",
+        ], checks),
+    ])
+
+
+def _per_size(result: dict[str, Any], set_name: str, value: Callable[[dict[str, Any]], float]) -> dict[str, float]:
+    return {size: value(sized["sets"][set_name]) for size, sized in ordered(result["results"], ESM_SHAPES) if set_name in sized["sets"]}
+
+
+def _speed(r: dict[str, Any]) -> float:
+    return r["residues_per_s"]["ours"] / r["residues_per_s"]["baseline"]
+
+
+def _listing(values: dict[str, float], fmt: str) -> str:
+    return ", ".join(f"{size} {format(v, fmt)}x" for size, v in values.items())
+
+
+def _shortfall(result: dict[str, Any], set_name: str, sizes: list[str]) -> str:
+    """Why ours falls short where it does, from the seconds and residues of each side."""
+    runs = {size: result["results"][size]["sets"][set_name] for size in sizes}
+    spent = "; ".join(
+        f"{size}: ours {r['seconds']['ours']:.1f} s for {r['unique_residues']:,} distinct residues, "
+        f"baseline {r['seconds']['baseline']:.1f} s for {r['residues']:,}"
+        for size, r in runs.items()
+    )
+    return (
+        f"; below target ({spent}): on top of the model loading both sides pay, ours pays fixed costs the baseline does not "
+        "(hashing the checkpoint, encoding float16 Parquet with zstd and byte-stream split, writing resumable parts and "
+        "assembling the shard from them). The cheaper the forward pass (a small set, a small model, a GPU), the more they "
+        "decide; they are paid once per shard job, so the ratio grows with the set. Writing Parquet while the next batch "
+        "runs, and skipping the part round trip for a shard of one part, would cut them"
+    )
+
+
+def targets(result: dict[str, Any]) -> list[Target]:
+    unique = _per_size(result, "unique", _speed)
+    decoys = _per_size(result, "decoys", _speed)
+    size = _per_size(result, "unique", lambda r: r["bytes_per_residue"]["ours"] / r["bytes_per_residue"]["baseline"])
+    beyond = {size: sized["sets"]["unique"]["beyond_1022"] for size, sized in ordered(result["results"], ESM_SHAPES)}
+    exact = result["machine"]["device"] == "cpu"  # fp16 autocast on GPU is not float32 rounded to float16
+    covered = all(b["covered_ours"] == b["residues"] > 0 for b in beyond.values())
+    matching = all(b["values_beyond_tolerance"] == 0 for b in beyond.values()) or not exact
+    slow = [s for s, v in unique.items() if v < 1.3]
+    slow_decoys = [s for s, v in decoys.items() if v < 10]
+    found = [
+        Target(
+            "ESM cache speed, unique sequences", ">= 1.3x residues/s", _listing(unique, ".2f"), not slow,
+            "fused attention (SDPA instead of fair-esm's materialised [B, H, T, T] weights) is the gain; windows past 1022 "
+            "residues cost forward passes that the baseline skips by truncating"
+            + (_shortfall(result, "unique", slow) if slow else ""),
+        ),
+        Target(
+            "ESM cache size", "<= 0.5x bytes/residue", _listing(size, ".3f"), all(v <= 0.5 for v in size.values()),
+            "float16 halves float32; zstd over byte-stream-split float16 takes off more (random-init embeddings; "
+            "trained ones may compress differently)",
+        ),
+        Target(
+            "ESM cache coverage beyond 1022 residues", "every residue, exact" if exact else "every residue covered",
+            "; ".join(
+                f"{size} {b['covered_ours']:,} of {b['residues']:,} (baseline 0), max diff / float16 tol {b['max_diff_over_tolerance']:.2f}"
+                for size, b in beyond.items()
+            ),
+            covered and matching,
+            "each residue past the first window comes from fair-esm's forward on its own window (overlap from the config)"
+            + ("" if exact else "; on GPU the stage runs fp16 autocast, so values differ from float32 by more than rounding"),
+        ),
+    ]
+    if decoys:
+        found.insert(1, Target(
+            "ESM cache speed, PSR-like decoys", ">= 10x residues/s", _listing(decoys, ".1f"), not slow_decoys,
+            "deduplication embeds each target's sequence once instead of once per decoy; fixed costs keep the gain below "
+            "the decoys-per-target factor"
+            + (_shortfall(result, "decoys", slow_decoys) if slow_decoys else ""),
+        ))
+    return found
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main(argv: list[str]) -> None:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--sizes", help=f"released ESM-2 shapes, of {', '.join(ESM_SHAPES)} (default: all but t33 on CPU, all on GPU)")
+    parser.add_argument("--unique", type=int, default=16, help="sequences in set (a)")
+    parser.add_argument("--targets", type=int, default=4, help="targets in set (b); 0 leaves set (b) out")
+    parser.add_argument("--decoys", type=int, default=40, help="decoys per target in set (b)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per side of set (a); the fastest counts (set (b): 1)")
+    for name in ("--child", "--checkpoint", "--inputs", "--warm", "--child-out", "--layers"):
+        parser.add_argument(name, help="internal: one side in a fresh process")
+    args = parse(parser, argv)
+    if args.child:
+        layers = [int(x) for x in args.layers.split(",")]
+        emit(child(args.child, Path(args.checkpoint), Path(args.inputs), Path(args.warm), Path(args.child_out), layers, torch.device(args.device)))
+        return
+    if args.quick:
+        args.sizes, args.unique, args.targets, args.repeats = "t6", 2, 0, 1
+    sizes = (args.sizes or ",".join(ESM_SHAPES if args.device == "cuda" else list(ESM_SHAPES)[:-1])).split(",")
+    started = machine(torch.device(args.device))
+    candidates = {"unique": (unique_set(random.Random(1), args.unique), args.repeats), "decoys": (decoy_set(random.Random(2), args.targets, args.decoys), 1)}
+    sets = {name: (records, repeats) for name, (records, repeats) in candidates.items() if records}
+    results = {}
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            results[size] = run_size(size, sets, Path(tmp), args.device, args.threads)
+    setup = {
+        "unique": args.unique, "unique_lengths": UNIQUE_LENGTHS, "targets": args.targets, "decoys": args.decoys,
+        "decoy_lengths": DECOY_LENGTHS, "repeats": args.repeats, "toks_per_batch": TOKS_PER_BATCH, "truncation": TRUNCATION,
+        "window": schema_defaults()["esm"]["window"], "overlap": schema_defaults()["esm"]["window_overlap"],
+    }
+    print(save(args.out, NAME, argv, started, setup, results))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -94,9 +94,11 @@ class JointSelfAttention(nn.Module):
 
     Proteins never attend across each other: the tokens are scattered into a padded batch
     [B, 2 * N_max, C] and a key-padding mask gives padded keys exactly zero weight, so each
-    protein's output equals the output of running it alone (attention memory is
-    B * heads * (2 N_max)^2; ``torch.nn.functional.scaled_dot_product_attention``). No attention
-    dropout: the fusion layers add none of their own.
+    protein's output equals the output of running it alone. Attention time grows as
+    B * heads * (2 N_max)^2, memory only linearly: ``scaled_dot_product_attention`` takes the
+    [B, 1, 1, 2 N_max] mask in its fused kernels, which never build the score matrix (measured in
+    BENCHMARKS.md, section 3; tests/test_bench.py checks the CPU kernel). No attention dropout:
+    the fusion layers add none of their own.
     """
 
     def __init__(self, width: int, heads: int):

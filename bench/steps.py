@@ -1,0 +1,71 @@
+"""Training-step pieces shared by the benchmarks that train (train_step, data_path, model_cost).
+
+They call what ``bihmf.training.train_run`` calls (``build_model``, ``protein_graph``,
+``collate``, the task's loss, AdamW, gradient clipping), so a benchmark step is a training
+step; kept apart from ``bench.common`` because importing the models pulls in torch_geometric,
+which the embed benchmark's child processes do not need.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch_geometric.data import Batch
+
+from bench.common import autocast, schema_defaults
+from bihmf.data.schema import ProteinRecord, write_proteins
+from bihmf.esm import embed_shard, write_index
+from bihmf.esm_cache import read_chains, shard_name
+from bihmf.models.fusion import FusionContext
+from bihmf.models.model import ProteinModel, build_model
+from bihmf.tasks import residue_binary
+from bihmf.training import collate, protein_graph
+
+TASK = "residue_binary"  # PPBS's task: a loss on every residue, the heaviest head per protein
+
+
+def trainable(encoder: str, fusion: str, context: FusionContext, device: torch.device) -> tuple[ProteinModel, torch.optim.Optimizer]:
+    """A seeded model with the schema's default sizes (the full benchmark's) and its optimiser."""
+    defaults = schema_defaults()
+    torch.manual_seed(0)
+    model = build_model(encoder, fusion, TASK, defaults["model"], context).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=defaults["train"]["lr"], weight_decay=defaults["train"]["weight_decay"])
+    return model, optimizer
+
+
+def optimizer_step(model: ProteinModel, optimizer: torch.optim.Optimizer, batch: Batch, device: torch.device) -> float:
+    """One training step as ``train_run`` takes it: loss, backward, clipping, AdamW update."""
+    optimizer.zero_grad()
+    with autocast(device):
+        loss = residue_binary.loss(model(batch), batch, model.head)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), schema_defaults()["train"]["grad_clip"])
+    optimizer.step()
+    return loss.item()
+
+
+def batch_of(records: list[ProteinRecord], embeddings: list[np.ndarray | None], device: torch.device) -> Batch:
+    """Graphs of ``records`` with their ESM rows, collated onto ``device``."""
+    return collate([protein_graph(r, e) for r, e in zip(records, embeddings, strict=True)], device)
+
+
+def step_setup(device: torch.device) -> dict[str, Any]:
+    """How a step's numbers are produced, for the result files."""
+    defaults = schema_defaults()
+    return {"task": TASK, "model": defaults["model"], "lr": defaults["train"]["lr"], "autocast": "bf16" if device.type == "cuda" else "none"}
+
+
+def build_cache(checkpoint: Path, records: list[ProteinRecord], layers: list[int], folder: Path) -> Path:
+    """The embed stage's output for ``records`` (untimed: it runs once per dataset, not per step)."""
+    esm = schema_defaults()["esm"]
+    proteins, shard = folder / "proteins.parquet", folder / shard_name(0, 1)
+    write_proteins(records, proteins)
+    embed_shard(
+        checkpoint, proteins, layers, 0, 1, shard,
+        token_budget=esm["token_budget"], window=esm["window"], overlap=esm["window_overlap"], device=torch.device("cpu"),
+    )
+    write_index(folder / "index.parquet", [shard], read_chains(proteins))
+    return folder / "index.parquet"

@@ -1,0 +1,54 @@
+"""The benchmark suite cannot rot: every benchmark runs at tiny sizes and the report is written.
+
+Benchmarks are never timed tests: nothing here checks a speed or a ratio. The second test
+guards what BENCHMARKS.md's long-protein section relies on: joint self-attention takes the
+fused SDPA kernel on CPU, which never builds the [B, heads, 2N, 2N] score tensor.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bihmf.models.fusion.base import JointSelfAttention
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHES = ("embed_vs_extract", "train_step", "data_path", "preprocess_throughput", "dag_build", "model_cost")
+
+
+@pytest.fixture()
+def suite(monkeypatch):
+    """The suite's one command as a function. ``bench/`` sits beside the package, not in it, so
+    the repository root goes on the path; torch's thread count is restored afterwards (quick
+    runs use one thread)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    threads = torch.get_num_threads()
+    yield importlib.import_module("bench.__main__").main
+    torch.set_num_threads(threads)
+
+
+def test_quick_suite_runs_every_benchmark_and_writes_the_report(suite, tmp_path):
+    report = tmp_path / "BENCHMARKS.md"
+    suite(["--quick", "--devices", "cpu", "--out", str(tmp_path), "--report", str(report)])
+    text = report.read_text()
+    assert "{{" not in text and "Not measured yet" not in text
+    for name in BENCHES:
+        result = json.loads((tmp_path / f"{name}.json").read_text())
+        assert result["bench"] == name and result["machine"]["device"] == "cpu"
+        assert f"-m bench.{name} --quick" in text  # each section names the command behind its figures
+
+
+def test_joint_attention_takes_the_fused_kernel_on_cpu():
+    attention = JointSelfAttention(16, 4)
+    batch = torch.tensor([0] * 20 + [1] * 30)  # two proteins: the key-padding mask is in play
+    seq = torch.randn(50, 16, requires_grad=True)
+    with torch.profiler.profile() as profile:
+        fused_seq, fused_struct = attention(seq, torch.randn(50, 16), batch, 2)
+        (fused_seq.sum() + fused_struct.sum()).backward()
+    names = {event.name for event in profile.events()}
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in names
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu_backward" in names
