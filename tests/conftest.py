@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 from bihmf.config import load_config
 from bihmf.esm import write_random_checkpoint
@@ -16,6 +17,16 @@ from bihmf.esm import write_random_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_ARCHIVE = ROOT / "demo" / "ppbs_demo.tar.gz"
 PDB_DATA = ROOT / "tests" / "data"
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One torch thread for a module of tiny models: faster than two, and immune to a busy
+    second core; the previous count is restored after the module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ ESM_DIM, ESM_DEPTH = 16, 6
 CONTEXT = FusionContext(esm_dim=ESM_DIM, cache_layers=(2, 3, 4, 6), esm_depth=ESM_DEPTH)
 NUM_CLASSES = 5
 CPU = torch.device("cpu")
+pytestmark = pytest.mark.usefixtures("single_thread")
 CROP = 48  # residues kept per protein in the memorisation runs
 
 
@@ -36,15 +37,6 @@ def _combinations() -> list[tuple[str, str]]:
 
 
 COMBINATIONS = _combinations()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """These models are tiny: one thread is faster and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _with_esm(records, crop: int | None) -> list:

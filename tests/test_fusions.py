@@ -20,15 +20,7 @@ ESM_DIM, ESM_DEPTH = 16, 6
 CONTEXT = FusionContext(esm_dim=ESM_DIM, cache_layers=(2, 3, 4, 6), esm_depth=ESM_DEPTH)
 TASK_OPTIONS = {"graph_classification": {"num_classes": 5}}
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """These models are tiny: one thread is faster and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
