@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: venv demo test bench dryrun clean-demo
+.PHONY: venv demo test test-oracles bench dryrun clean-demo
 
 venv: $(STAMP)
 
@@ -28,6 +28,18 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# our encoders against the published reference code; installs the references first
+# (tests/oracles/requirements*.txt, never vendored) without letting them move our pins
+ORACLE_STAMP := $(VENV)/.oracles-installed
+$(ORACLE_STAMP): $(STAMP) tests/oracles/requirements.txt tests/oracles/requirements-deps.txt
+	$(BIN)/pip install --quiet --no-deps --ignore-requires-python -r tests/oracles/requirements.txt
+	$(BIN)/pip install --quiet -r tests/oracles/requirements-deps.txt "$$(grep -E '^torch==' requirements.txt)"
+	$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('$$(grep -E '^torch==' requirements.txt | cut -d= -f3)') else 'an oracle requirement replaced torch')"
+	touch $(ORACLE_STAMP)
+
+test-oracles: $(ORACLE_STAMP)
+	$(BIN)/python -m pytest tests/oracles
 
 # every benchmark side by side; rewrites BENCHMARKS.md (about 12 minutes on 2 cores)
 bench: $(STAMP)

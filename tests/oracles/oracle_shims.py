@@ -1,0 +1,88 @@
+"""Stand-ins for the compiled PyG extension torch-scatter that the reference packages import.
+
+torch-scatter (like torch-sparse and torch-cluster) publishes no wheels for our torch and takes about a
+quarter of an hour to build from source, so the oracle tests register this pure-torch
+module under its name before a reference is imported. Only the calls the references make
+are provided; each reduces with ``torch.Tensor.scatter_reduce`` exactly as the extension would.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import sys
+import types
+
+import torch
+from torch import Tensor
+
+REDUCE = {"sum": "sum", "add": "sum", "mean": "mean", "max": "amax", "min": "amin", "mul": "prod"}
+
+
+def _broadcast(index: Tensor, src: Tensor, dim: int) -> Tensor:
+    dim = dim % src.dim()
+    shape = [1] * src.dim()
+    shape[dim] = -1
+    return index.view(shape).expand_as(src) if index.dim() == 1 else index.expand_as(src)
+
+
+def scatter(src: Tensor, index: Tensor, dim: int = -1, out: Tensor | None = None,
+            dim_size: int | None = None, reduce: str = "sum") -> Tensor:
+    """torch_scatter.scatter: empty groups give 0, as in the extension."""
+    dim = dim % src.dim()
+    index = _broadcast(index, src, dim)
+    if dim_size is None:
+        dim_size = int(index.max()) + 1 if index.numel() else 0
+    shape = list(src.shape)
+    shape[dim] = dim_size
+    base = torch.zeros(shape, dtype=src.dtype, device=src.device) if out is None else out
+    return base.scatter_reduce(dim, index, src, REDUCE[reduce], include_self=out is not None)
+
+
+def _named(reduce: str):
+    def call(src: Tensor, index: Tensor, dim: int = -1, out: Tensor | None = None,
+             dim_size: int | None = None) -> Tensor:
+        return scatter(src, index, dim, out, dim_size, reduce)
+    return call
+
+
+def _with_argument(reduce: str):
+    """scatter_max / scatter_min return (values, argument); the argument is not used by the
+    references, so it is filled with the group's first index for shape compatibility."""
+    def call(src: Tensor, index: Tensor, dim: int = -1, out: Tensor | None = None,
+             dim_size: int | None = None) -> tuple[Tensor, Tensor]:
+        values = scatter(src, index, dim, out, dim_size, reduce)
+        return values, torch.zeros_like(values, dtype=torch.long)
+    return call
+
+
+def scatter_softmax(src: Tensor, index: Tensor, dim: int = -1, dim_size: int | None = None) -> Tensor:
+    dim = dim % src.dim()
+    peak = scatter(src, index, dim, dim_size=dim_size, reduce="max")
+    shifted = (src - peak.gather(dim, _broadcast(index, src, dim))).exp()
+    total = scatter(shifted, index, dim, dim_size=dim_size, reduce="sum")
+    return shifted / total.gather(dim, _broadcast(index, src, dim))
+
+
+def _module(name: str, **members) -> types.ModuleType:
+    module = types.ModuleType(name)
+    module.__dict__.update(members)
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    return module
+
+
+def install() -> None:
+    """Register torch_scatter (with its ``composite`` submodule) unless the real extension is
+    importable. A test that needs torch_sparse or torch_cluster names registers its own."""
+    try:
+        import torch_scatter  # noqa: F401
+        return
+    except ImportError:
+        pass
+    composite = _module("torch_scatter.composite", scatter_softmax=scatter_softmax)
+    scatter_module = _module(
+        "torch_scatter", scatter=scatter, scatter_add=_named("sum"), scatter_sum=_named("sum"),
+        scatter_mean=_named("mean"), scatter_mul=_named("mul"), scatter_max=_with_argument("max"),
+        scatter_min=_with_argument("min"), scatter_softmax=scatter_softmax, composite=composite,
+    )
+    sys.modules["torch_scatter"] = scatter_module
+    sys.modules["torch_scatter.composite"] = composite
