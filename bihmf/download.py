@@ -119,7 +119,7 @@ def _local_path(url: str) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------- fetch
+# --------------------------------------------------------------------------- download one file
 
 
 def _part_path(dest: Path) -> Path:
@@ -127,7 +127,7 @@ def _part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
-def fetch(
+def download_file(
     url: str,
     dest: str | os.PathLike[str],
     checksum: str | None,

@@ -38,7 +38,7 @@ from esm.model.esm2 import ESM2
 from esm.multihead_attention import MultiheadAttention
 from esm.pretrained import load_model_and_alphabet_local
 
-from bihmf.download import fetch, file_digest, resolve_url
+from bihmf.download import download_file, file_digest, resolve_url
 from bihmf.esm_cache import (
     FORMAT,
     ROW_GROUP_BYTES,
@@ -421,6 +421,6 @@ def provide_checkpoint(esm_cfg: dict, model_out: Path, downloads: Path, base_dir
     checkpoint = esm_cfg.get("checkpoint") or released_checkpoint(esm_cfg["name"])
     for key, dest in (("model", model_out), ("regression", regression_path(model_out))):
         remote = checkpoint[key]
-        cached = fetch(resolve_url(remote["url"], base_dir), downloads / Path(dest).name, remote["checksum"])
+        cached = download_file(resolve_url(remote["url"], base_dir), downloads / Path(dest).name, remote["checksum"])
         with atomic_output(dest) as tmp:
             shutil.copyfile(cached, tmp)

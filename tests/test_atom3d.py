@@ -21,7 +21,7 @@ from Bio.PDB import PDBParser
 import bihmf.data
 from bihmf.data import lba, preprocess_dataset, psr
 from bihmf.data.atom3d import Atom3dFormatError, lmdb_size, read_lmdb, split_dirs, write_lmdb
-from bihmf.data.fetch import download_dataset
+from bihmf.data.fetch import fetch_dataset
 from bihmf.data.schema import read_proteins
 from bihmf.data.structure import one_letter
 
@@ -269,7 +269,7 @@ def test_psr_download_and_parse(http_root, tmp_path, monkeypatch, pdb_dir):
     (root / "PSR-split-by-year.tar.gz").write_bytes(PSR_TARBALL.read_bytes())
     spec = dataset_spec("psr", f"{base}/PSR-split-by-year.tar.gz?download=1", f"sha256:{PSR_SHA256}", {"train": 4, "val": 3, "test": 4})
     raw = tmp_path / "raw"
-    download_dataset(spec, raw, tmp_path / "dl", tmp_path)
+    fetch_dataset(spec, raw, tmp_path / "dl", tmp_path)
     assert psr.structure_ids(raw, spec) == []
     report = preprocess_dataset(raw, spec, tmp_path / "proteins.parquet", tmp_path / "report.json")
     assert report["kept"] == 11 and report["dropped"] == 0 and report["size_differences"] == {}
@@ -298,7 +298,7 @@ def test_lba_download_and_parse(http_root, tmp_path, monkeypatch, pdb_dir):
     (root / name).write_bytes(LBA_TARBALL.read_bytes())
     spec = dataset_spec("lba", f"{base}/{name}?download=1", f"sha256:{LBA_SHA256}", LBA_SIZES)
     raw = tmp_path / "raw"
-    download_dataset(spec, raw, tmp_path / "dl", tmp_path)
+    fetch_dataset(spec, raw, tmp_path / "dl", tmp_path)
     report = preprocess_dataset(raw, spec, tmp_path / "proteins.parquet", tmp_path / "report.json")
     assert report["kept"] == 7 and report["dropped"] == 0 and report["label_rows_without_residue"] == 0
     records = {r.protein_id: r for r in read_proteins(tmp_path / "proteins.parquet")}

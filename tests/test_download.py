@@ -21,7 +21,7 @@ import pytest
 from bihmf.download import (
     ChecksumError,
     DownloadError,
-    fetch,
+    download_file,
     file_digest,
     parse_checksum,
     resolve_url,
@@ -30,7 +30,7 @@ from bihmf.download import (
 
 PAYLOAD = bytes(range(256)) * 40 + b"tail"  # 10 244 bytes, not a multiple of anything tidy
 SHA256 = "sha256:" + hashlib.sha256(PAYLOAD).hexdigest()
-BIG = bytes(range(251)) * 12_000  # ~2.9 MiB: more than two of fetch's 1 MiB chunks
+BIG = bytes(range(251)) * 12_000  # ~2.9 MiB: more than two of download_file's 1 MiB chunks
 BIG_SHA256 = "sha256:" + hashlib.sha256(BIG).hexdigest()
 DRIVE_TOKEN = "t0k3n"
 DRIVE_UUID = "abc-123"
@@ -178,10 +178,10 @@ def server() -> Iterator[_Server]:
         thread.join(timeout=5)
 
 
-def _fetch(url: str, dest: Path, checksum: str | None = SHA256, **kwargs: object) -> Path:
+def _download(url: str, dest: Path, checksum: str | None = SHA256, **kwargs: object) -> Path:
     kwargs.setdefault("backoff_s", 0.01)
     kwargs.setdefault("timeout_s", 5.0)
-    return fetch(url, dest, checksum, **kwargs)  # type: ignore[arg-type]
+    return download_file(url, dest, checksum, **kwargs)  # type: ignore[arg-type]
 
 
 def _part(dest: Path) -> Path:
@@ -214,112 +214,112 @@ def test_git_blob_sha1_matches_git_hash_object(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- http
 
 
-def test_fetch_sha256_ok(server: _Server, tmp_path: Path) -> None:
+def test_download_file_sha256_ok(server: _Server, tmp_path: Path) -> None:
     dest = tmp_path / "sub" / "data.bin"
-    assert _fetch(f"{server.base}/files/data.bin", dest) == dest
+    assert _download(f"{server.base}/files/data.bin", dest) == dest
     assert dest.read_bytes() == PAYLOAD
     assert not _part(dest).exists()
 
 
-def test_fetch_checksum_mismatch_leaves_nothing(server: _Server, tmp_path: Path) -> None:
+def test_download_file_checksum_mismatch_leaves_nothing(server: _Server, tmp_path: Path) -> None:
     dest = tmp_path / "data.bin"
     wrong = "sha256:" + "0" * 64
     url = f"{server.base}/files/data.bin"
     with pytest.raises(ChecksumError) as info:
-        _fetch(url, dest, wrong)
+        _download(url, dest, wrong)
     message = str(info.value)
     for needle in (url, str(dest), "sha256", "0" * 64, hashlib.sha256(PAYLOAD).hexdigest()):
         assert needle in message
     assert not dest.exists() and not _part(dest).exists()
 
 
-def test_fetch_md5_and_git_blob_sha1(server: _Server, tmp_path: Path) -> None:
+def test_download_file_md5_and_git_blob_sha1(server: _Server, tmp_path: Path) -> None:
     git = subprocess.run(
         ["git", "hash-object", "--stdin"], input=PAYLOAD, capture_output=True, check=True
     ).stdout.decode().strip()
     md5 = hashlib.md5(PAYLOAD).hexdigest()
-    _fetch(f"{server.base}/files/a", tmp_path / "a", f"md5:{md5}")
-    _fetch(f"{server.base}/files/b", tmp_path / "b", f"git-blob-sha1:{git}")
+    _download(f"{server.base}/files/a", tmp_path / "a", f"md5:{md5}")
+    _download(f"{server.base}/files/b", tmp_path / "b", f"git-blob-sha1:{git}")
     assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes() == PAYLOAD
 
 
-def test_fetch_retries_503_then_succeeds(server: _Server, tmp_path: Path) -> None:
+def test_download_file_retries_503_then_succeeds(server: _Server, tmp_path: Path) -> None:
     dest = tmp_path / "data.bin"
-    _fetch(f"{server.base}/flaky/2/data.bin", dest, retries=4)
+    _download(f"{server.base}/flaky/2/data.bin", dest, retries=4)
     assert dest.read_bytes() == PAYLOAD
     assert server.hits["/flaky/2/data.bin"] == 3
 
 
-def test_fetch_gives_up_after_retries(server: _Server, tmp_path: Path) -> None:
+def test_download_file_gives_up_after_retries(server: _Server, tmp_path: Path) -> None:
     url = f"{server.base}/flaky/99/data.bin"
     with pytest.raises(DownloadError, match="503") as info:
-        _fetch(url, tmp_path / "data.bin", retries=3)
+        _download(url, tmp_path / "data.bin", retries=3)
     assert url in str(info.value) and "3 attempts" in str(info.value)
     assert server.hits["/flaky/99/data.bin"] == 3
 
 
-def test_fetch_404_fails_fast(server: _Server, tmp_path: Path) -> None:
+def test_download_file_404_fails_fast(server: _Server, tmp_path: Path) -> None:
     url = f"{server.base}/missing"
     with pytest.raises(DownloadError, match="404") as info:
-        _fetch(url, tmp_path / "data.bin", retries=4)
+        _download(url, tmp_path / "data.bin", retries=4)
     assert url in str(info.value)
     assert not isinstance(info.value, ChecksumError)
     assert server.hits["/missing"] == 1
 
 
-def test_fetch_resumes_existing_part(server: _Server, tmp_path: Path) -> None:
+def test_download_file_resumes_existing_part(server: _Server, tmp_path: Path) -> None:
     dest = tmp_path / "data.bin"
     _part(dest).write_bytes(PAYLOAD[:1000])
-    _fetch(f"{server.base}/files/data.bin", dest)
+    _download(f"{server.base}/files/data.bin", dest)
     assert dest.read_bytes() == PAYLOAD
     assert [h.get("Range") for _, h in server.requests] == ["bytes=1000-"]
 
 
-def test_fetch_restarts_when_server_ignores_range(server: _Server, tmp_path: Path) -> None:
+def test_download_file_restarts_when_server_ignores_range(server: _Server, tmp_path: Path) -> None:
     dest = tmp_path / "data.bin"
     _part(dest).write_bytes(b"garbage that must not survive")
-    _fetch(f"{server.base}/norange/data.bin", dest)
+    _download(f"{server.base}/norange/data.bin", dest)
     assert dest.read_bytes() == PAYLOAD
     assert server.requests[0][1].get("Range") == "bytes=29-"
 
 
-def test_fetch_resumes_after_truncated_body(server: _Server, tmp_path: Path) -> None:
+def test_download_file_resumes_after_truncated_body(server: _Server, tmp_path: Path) -> None:
     dest = tmp_path / "data.bin"
-    _fetch(f"{server.base}/truncate/data.bin", dest, BIG_SHA256)
+    _download(f"{server.base}/truncate/data.bin", dest, BIG_SHA256)
     assert dest.read_bytes() == BIG
     # the two whole 1 MiB chunks that arrived are kept; only the torn one is fetched again
     ranges = [h.get("Range") for _, h in server.requests]
     assert ranges == [None, f"bytes={2 << 20}-"]
 
 
-def test_fetch_complete_part_is_accepted_on_416(server: _Server, tmp_path: Path) -> None:
+def test_download_file_complete_part_is_accepted_on_416(server: _Server, tmp_path: Path) -> None:
     dest = tmp_path / "data.bin"
     _part(dest).write_bytes(PAYLOAD)
-    _fetch(f"{server.base}/files/data.bin", dest)
+    _download(f"{server.base}/files/data.bin", dest)
     assert dest.read_bytes() == PAYLOAD
     assert server.hits["/files/data.bin"] == 1
 
 
-def test_fetch_existing_valid_dest_makes_no_request(server: _Server, tmp_path: Path) -> None:
+def test_download_file_existing_valid_dest_makes_no_request(server: _Server, tmp_path: Path) -> None:
     dest = tmp_path / "data.bin"
     dest.write_bytes(PAYLOAD)
-    _fetch(f"{server.base}/files/data.bin", dest)
+    _download(f"{server.base}/files/data.bin", dest)
     assert server.requests == []
 
 
-def test_fetch_existing_invalid_dest_is_replaced(server: _Server, tmp_path: Path) -> None:
+def test_download_file_existing_invalid_dest_is_replaced(server: _Server, tmp_path: Path) -> None:
     dest = tmp_path / "data.bin"
     dest.write_bytes(b"stale")
-    _fetch(f"{server.base}/files/data.bin", dest)
+    _download(f"{server.base}/files/data.bin", dest)
     assert dest.read_bytes() == PAYLOAD
     assert server.hits["/files/data.bin"] == 1
 
 
-def test_fetch_without_checksum_logs_sha256(
+def test_download_file_without_checksum_logs_sha256(
     server: _Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="bihmf.download"):
-        _fetch(f"{server.base}/files/data.bin", tmp_path / "data.bin", None)
+        _download(f"{server.base}/files/data.bin", tmp_path / "data.bin", None)
     assert SHA256 in caplog.text
 
 
@@ -327,18 +327,18 @@ def test_fetch_without_checksum_logs_sha256(
 
 
 @pytest.mark.parametrize("file_id", ["viacookie", "viaform"])
-def test_fetch_drive_confirm_flow(server: _Server, tmp_path: Path, file_id: str) -> None:
+def test_download_file_drive_confirm_flow(server: _Server, tmp_path: Path, file_id: str) -> None:
     dest = tmp_path / "drive.bin"
-    _fetch(f"{server.base}/uc?export=download&id={file_id}", dest)
+    _download(f"{server.base}/uc?export=download&id={file_id}", dest)
     assert dest.read_bytes() == PAYLOAD
     assert len(server.requests) == 2
     assert DRIVE_TOKEN in server.requests[1][0]
 
 
-def test_fetch_drive_page_without_token_fails(server: _Server, tmp_path: Path) -> None:
+def test_download_file_drive_page_without_token_fails(server: _Server, tmp_path: Path) -> None:
     dest = tmp_path / "drive.bin"
     with pytest.raises(DownloadError, match="Google Drive"):
-        _fetch(f"{server.base}/uc?export=download&id=private", dest)
+        _download(f"{server.base}/uc?export=download&id=private", dest)
     assert len(server.requests) == 1
     assert not dest.exists() and not _part(dest).exists()
 
@@ -352,20 +352,20 @@ def test_resolve_url(tmp_path: Path) -> None:
         assert resolve_url(unchanged, tmp_path) == unchanged
 
 
-def test_fetch_file_urls(tmp_path: Path) -> None:
+def test_download_file_file_urls(tmp_path: Path) -> None:
     source = tmp_path / "src" / "data.bin"
     source.parent.mkdir()
     source.write_bytes(PAYLOAD)
     absolute = tmp_path / "abs.bin"
-    assert fetch(source.as_uri(), absolute, SHA256).read_bytes() == PAYLOAD
+    assert download_file(source.as_uri(), absolute, SHA256).read_bytes() == PAYLOAD
     relative = tmp_path / "rel.bin"
-    fetch(resolve_url("file:src/data.bin", tmp_path), relative, SHA256)
+    download_file(resolve_url("file:src/data.bin", tmp_path), relative, SHA256)
     assert relative.read_bytes() == PAYLOAD
     with pytest.raises(ChecksumError):
-        fetch(source.as_uri(), tmp_path / "bad.bin", "sha256:" + "1" * 64)
+        download_file(source.as_uri(), tmp_path / "bad.bin", "sha256:" + "1" * 64)
     assert not (tmp_path / "bad.bin").exists() and not _part(tmp_path / "bad.bin").exists()
     with pytest.raises(DownloadError, match="missing.bin"):
-        fetch((tmp_path / "missing.bin").as_uri(), tmp_path / "x.bin", None)
+        download_file((tmp_path / "missing.bin").as_uri(), tmp_path / "x.bin", None)
 
 
 # --------------------------------------------------------------------------- extraction

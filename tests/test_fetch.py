@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from bihmf.data import preprocess_dataset
-from bihmf.data.fetch import download_dataset, fetch_structures
+from bihmf.data.fetch import fetch_dataset, fetch_structures
 from bihmf.download import ChecksumError, DownloadError
 
 from conftest import DEMO_ARCHIVE
@@ -25,7 +25,7 @@ def test_demo_archive_over_http_then_preprocess(http_root, demo_spec, tmp_path):
     root, base = http_root
     (root / "ppbs_demo.tar.gz").write_bytes(DEMO_ARCHIVE.read_bytes())
     raw = tmp_path / "raw"
-    download_dataset(_archive_spec(demo_spec, f"{base}/ppbs_demo.tar.gz", demo_spec["download"]["archive"]["checksum"]), raw, tmp_path / "dl", tmp_path)
+    fetch_dataset(_archive_spec(demo_spec, f"{base}/ppbs_demo.tar.gz", demo_spec["download"]["archive"]["checksum"]), raw, tmp_path / "dl", tmp_path)
     assert (raw / "ppbs_demo" / "labels_train.txt").exists()
     summary = preprocess_dataset(raw, demo_spec, tmp_path / "p.parquet", tmp_path / "r.tsv")
     assert summary["kept"] == 18
@@ -36,14 +36,14 @@ def test_checksum_mismatch_fails_cleanly(http_root, demo_spec, tmp_path):
     (root / "ppbs_demo.tar.gz").write_bytes(DEMO_ARCHIVE.read_bytes())
     raw = tmp_path / "raw"
     with pytest.raises(ChecksumError, match="ppbs_demo.tar.gz"):
-        download_dataset(_archive_spec(demo_spec, f"{base}/ppbs_demo.tar.gz", "sha256:" + "0" * 64), raw, tmp_path / "dl", tmp_path)
+        fetch_dataset(_archive_spec(demo_spec, f"{base}/ppbs_demo.tar.gz", "sha256:" + "0" * 64), raw, tmp_path / "dl", tmp_path)
     assert not raw.exists()
     assert list((tmp_path / "dl").iterdir()) == []  # no partial or unverified file left
 
 
 def test_relative_file_url_resolves_against_the_workflow(demo_spec, tmp_path):
     raw = tmp_path / "raw"
-    download_dataset(demo_spec, raw, tmp_path / "dl", DEMO_ARCHIVE.parents[1])
+    fetch_dataset(demo_spec, raw, tmp_path / "dl", DEMO_ARCHIVE.parents[1])
     assert (raw / "ppbs_demo" / "table.csv").exists()
 
 

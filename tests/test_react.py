@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from bihmf.data import preprocess_dataset, react, split_counts
-from bihmf.data.fetch import download_dataset
+from bihmf.data.fetch import fetch_dataset
 from bihmf.data.schema import read_proteins
 from bihmf.data.structure import read_chains
 
@@ -168,7 +168,7 @@ def test_download_then_preprocess_end_to_end(http_root, raw, tmp_path):
     spec = copy.deepcopy(SPEC)
     spec["download"] = {"archive": {"url": f"{base}/ProtFunct.zip", "checksum": f"sha256:{FIXTURE_SHA256}", "name": None}, "files": files}
     downloaded = tmp_path / "downloaded"
-    download_dataset(spec, downloaded, tmp_path / "dl", tmp_path)
+    fetch_dataset(spec, downloaded, tmp_path / "dl", tmp_path)
     assert (downloaded / "data" / "1hvr.A.hdf5").exists() and (downloaded / "training.txt").exists()
     report = preprocess_dataset(downloaded, spec, tmp_path / "proteins.parquet", tmp_path / "report.json")
     assert (report["entries"], report["kept"], report["dropped"]) == (11, 10, 1)

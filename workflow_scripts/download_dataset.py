@@ -1,9 +1,9 @@
-"""Glue for rule download_dataset (logic: bihmf.data.fetch.download_dataset)."""
+"""Glue for rule download_dataset (logic: bihmf.data.fetch.fetch_dataset)."""
 
 from pathlib import Path
 
-from bihmf.data.fetch import download_dataset
+from bihmf.data.fetch import fetch_dataset
 from bihmf.logs import log_to
 
 log_to(snakemake.log[0])
-download_dataset(snakemake.params.spec, Path(snakemake.output[0]), Path(snakemake.params.downloads), Path(snakemake.params.base_dir))
+fetch_dataset(snakemake.params.spec, Path(snakemake.output[0]), Path(snakemake.params.downloads), Path(snakemake.params.base_dir))

@@ -1,7 +1,7 @@
 """The download stage for a dataset: archive and/or files, then per-entry structures.
 
 Everything fetched lands first in a persistent download cache (``downloads``) where
-``bihmf.download.fetch`` verifies and resumes it; the dataset's raw folder is then assembled
+``bihmf.download.download_file`` verifies and resumes it; the dataset's raw folder is then assembled
 beside its final name and renamed into place, so a killed job never leaves a raw folder
 that looks complete.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from bihmf.download import DownloadError, fetch, file_digest, resolve_url, safe_extract
+from bihmf.download import DownloadError, download_file, file_digest, resolve_url, safe_extract
 from bihmf.io import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def _fetch_entry(pdb_id: str, templates: list[str], cache: Path) -> dict[str, st
         url = template.format(id=pdb_id.lower(), ID=pdb_id.upper())
         dest = cache / remote_name({"url": url})
         try:
-            fetch(url, dest, None, retries=3)
+            download_file(url, dest, None, retries=3)
         except DownloadError as exc:
             errors.append(str(exc))
             continue
@@ -81,7 +81,7 @@ def fetch_structures(ids: list[str], spec: dict[str, Any], cache: Path, out_dir:
     return rows
 
 
-def download_dataset(spec: dict[str, Any], raw_dir: Path, downloads: Path, base_dir: Path) -> None:
+def fetch_dataset(spec: dict[str, Any], raw_dir: Path, downloads: Path, base_dir: Path) -> None:
     """Assemble ``raw_dir`` from the dataset's download spec (see the config schema)."""
     from bihmf.data import DATASETS  # the registry imports parsers, which this module does not need
 
@@ -90,11 +90,11 @@ def download_dataset(spec: dict[str, Any], raw_dir: Path, downloads: Path, base_
     shutil.rmtree(staging, ignore_errors=True)
     if "archive" in download:
         archive = download["archive"]
-        path = fetch(resolve_url(archive["url"], base_dir), downloads / remote_name(archive), archive["checksum"])
+        path = download_file(resolve_url(archive["url"], base_dir), downloads / remote_name(archive), archive["checksum"])
         safe_extract(path, staging)
     staging.mkdir(parents=True, exist_ok=True)
     for remote in download["files"]:
-        path = fetch(resolve_url(remote["url"], base_dir), downloads / remote_name(remote), remote["checksum"])
+        path = download_file(resolve_url(remote["url"], base_dir), downloads / remote_name(remote), remote["checksum"])
         _link_or_copy(path, staging / remote_name(remote))
     if "structures" in download:
         ids = DATASETS[spec["kind"]].structure_ids(staging, spec)
