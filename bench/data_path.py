@@ -61,7 +61,8 @@ from bench.common import (
 )
 from bench.steps import batch_of, build_cache, optimizer_step, step_setup, trainable
 from bihmf.data.schema import ProteinRecord
-from bihmf.esm import EmbeddingCache, write_random_checkpoint
+from bihmf.esm import write_random_checkpoint
+from bihmf.esm_cache import EmbeddingCache
 from bihmf.models.fusion import FUSIONS, FusionContext, cached_layers
 from bihmf.models.fusion.base import ATTENTION_HEADS, JointSelfAttention
 from bihmf.models.model import reads_esm, run_combinations

@@ -58,15 +58,8 @@ from bench.common import (
     timed,
 )
 from bihmf.data.schema import ProteinRecord, write_proteins
-from bihmf.esm import (
-    EmbeddingCache,
-    embed_shard,
-    load_esm,
-    window_spans,
-    write_index,
-    write_random_checkpoint,
-)
-from bihmf.esm_cache import read_chains, shard_name
+from bihmf.esm import embed_shard, load_esm, window_spans, write_random_checkpoint
+from bihmf.esm_cache import EmbedSettings, EmbeddingCache, read_chains, shard_name, write_index
 
 NAME = "embed_vs_extract"
 TOKS_PER_BATCH = 4096  # extract.py's default --toks_per_batch; ours gets the same budget
@@ -99,10 +92,8 @@ def embed_stage(checkpoint: Path, proteins: Path, out_dir: Path, layers: list[in
     """What the Snakemake embed job (one shard) and the embed_index job run."""
     esm = schema_defaults()["esm"]
     shard = out_dir / shard_name(0, 1)
-    embed_shard(
-        checkpoint, proteins, layers, 0, 1, shard,
-        token_budget=TOKS_PER_BATCH, window=esm["window"], overlap=esm["window_overlap"], device=device,
-    )
+    settings = EmbedSettings.from_config({**esm, "token_budget": TOKS_PER_BATCH})
+    embed_shard(checkpoint, proteins, layers, 0, 1, shard, settings, device=device)
     write_index(out_dir / "index.parquet", [shard], read_chains(proteins))
 
 

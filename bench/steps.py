@@ -17,8 +17,8 @@ from torch_geometric.data import Batch
 
 from bench.common import autocast, schema_defaults
 from bihmf.data.schema import ProteinRecord, write_proteins
-from bihmf.esm import embed_shard, write_index
-from bihmf.esm_cache import read_chains, shard_name
+from bihmf.esm import embed_shard
+from bihmf.esm_cache import EmbedSettings, read_chains, shard_name, write_index
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import ProteinModel, build_model
 from bihmf.tasks import residue_binary
@@ -63,9 +63,6 @@ def build_cache(checkpoint: Path, records: list[ProteinRecord], layers: list[int
     esm = schema_defaults()["esm"]
     proteins, shard = folder / "proteins.parquet", folder / shard_name(0, 1)
     write_proteins(records, proteins)
-    embed_shard(
-        checkpoint, proteins, layers, 0, 1, shard,
-        token_budget=esm["token_budget"], window=esm["window"], overlap=esm["window_overlap"], device=torch.device("cpu"),
-    )
+    embed_shard(checkpoint, proteins, layers, 0, 1, shard, EmbedSettings.from_config(esm), device=torch.device("cpu"))
     write_index(folder / "index.parquet", [shard], read_chains(proteins))
     return folder / "index.parquet"

@@ -51,13 +51,8 @@ from bench.common import (
 )
 from bench.steps import batch_of, build_cache, optimizer_step, step_setup, trainable
 from bihmf.data.schema import ProteinRecord
-from bihmf.esm import (
-    EmbeddingCache,
-    chain_sequences,
-    embed_sequences,
-    load_esm,
-    write_random_checkpoint,
-)
+from bihmf.esm import embed_sequences, load_esm, write_random_checkpoint
+from bihmf.esm_cache import EmbedSettings, EmbeddingCache, chain_sequences
 from bihmf.models.fusion import FusionContext, cached_layers
 from bihmf.training import residue_budget_batches
 
@@ -96,13 +91,10 @@ def fair_forward(model: Any, alphabet: Any, layers: list[int], device: torch.dev
 
 def fused_forward(model: Any, alphabet: Any, layers: list[int], device: torch.device) -> Provider:
     """The embed stage's forward (``embed_sequences``) on the batch's distinct chains."""
-    esm = schema_defaults()["esm"]
+    settings = EmbedSettings.from_config(schema_defaults()["esm"])
 
     def provide(records: list[ProteinRecord]) -> list[np.ndarray]:
-        chains = embed_sequences(
-            model, alphabet, batch_chains(records), layers,
-            token_budget=esm["token_budget"], window=esm["window"], overlap=esm["window_overlap"], device=device,
-        )
+        chains = embed_sequences(model, alphabet, batch_chains(records), layers, settings, device=device)
         return per_protein(records, chains)
 
     return provide

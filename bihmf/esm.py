@@ -9,11 +9,12 @@ so the offline random-init demo model and a downloaded ``esm2_t33_650M_UR50D.pt`
 same path. Loading stays ``weights_only``: only ``argparse.Namespace`` (the type fair-esm
 stores its config in) is allow-listed.
 
-Long sequences: windows of at most ``window`` residues; each window after the first starts
-``overlap`` residues before the previous one ends, and a residue takes its embedding from the
-first window that contains it. So no residue is truncated, every residue after the first
-window sees at least ``overlap`` residues of left context, and the first ``window`` residues
-are exactly what a truncating extractor (fair-esm's ``scripts/extract.py``) returns.
+Long sequences (settings: ``bihmf.esm_cache.EmbedSettings``): windows of at most ``window``
+residues; each window after the first starts ``window_overlap`` residues before the previous
+one ends, and a residue takes its embedding from the first window that contains it. So no
+residue is truncated, every residue after the first window sees at least ``window_overlap``
+residues of left context, and the first ``window`` residues are exactly what a truncating
+extractor (fair-esm's ``scripts/extract.py``) returns.
 """
 
 from __future__ import annotations
@@ -42,9 +43,8 @@ from bihmf.download import download_file, file_digest, resolve_url
 from bihmf.esm_cache import (
     FORMAT,
     ROW_GROUP_BYTES,
-    EmbeddingCache,
+    EmbedSettings,
     cache_schema,
-    chain_sequences,
     embedding_table,
     plan_row_groups,
     read_chains,
@@ -60,8 +60,6 @@ from bihmf.esm_cache import (
 from bihmf.io import atomic_output
 
 __all__ = [
-    "EmbeddingCache",
-    "chain_sequences",
     "embed_proteins",
     "embed_sequences",
     "embed_shard",
@@ -71,7 +69,6 @@ __all__ = [
     "provide_checkpoint",
     "regression_path",
     "window_spans",
-    "write_index",
     "write_random_checkpoint",
 ]
 
@@ -127,21 +124,21 @@ def load_esm(path: Path) -> tuple[ESM2, Alphabet]:
     return model.eval(), alphabet
 
 
-def window_spans(length: int, window: int, overlap: int) -> list[tuple[int, int, int, int]]:
+def window_spans(length: int, window: int, window_overlap: int) -> list[tuple[int, int, int, int]]:
     """(window start, window end, keep start, keep end) covering ``range(length)`` exactly once.
 
-    Each window after the first starts ``overlap`` residues before the previous one ends and
-    keeps what that one did not cover (see the module docstring for why).
+    Each window after the first starts ``window_overlap`` residues before the previous one ends
+    and keeps what that one did not cover (see the module docstring for why).
     """
-    if overlap >= window:
-        raise ValueError(f"window overlap {overlap} must be smaller than the window {window}")
+    if window_overlap >= window:
+        raise ValueError(f"window overlap {window_overlap} must be smaller than the window {window}")
     spans, start, covered = [], 0, 0
     while True:
         end = min(start + window, length)
         spans.append((start, end, covered, end))
         if end == length:
             return spans
-        start, covered = end - overlap, end
+        start, covered = end - window_overlap, end
 
 
 def _attention(attn: MultiheadAttention, x: torch.Tensor, attend: torch.Tensor | None) -> torch.Tensor:
@@ -208,10 +205,8 @@ def embed_sequences(
     alphabet: Alphabet,
     sequences: dict[str, str],
     layers: list[int],
+    settings: EmbedSettings,
     *,
-    token_budget: int,
-    window: int,
-    overlap: int,
     device: torch.device,
 ) -> dict[str, np.ndarray]:
     """Per-residue float16 embeddings [L, len(layers), D] for every sequence, keyed like ``sequences``."""
@@ -220,10 +215,10 @@ def embed_sequences(
     autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
     pieces, spans = [], {}
     for key, seq in sequences.items():
-        spans[key] = window_spans(len(seq), window, overlap)
+        spans[key] = window_spans(len(seq), settings.window, settings.window_overlap)
         pieces.extend((key, i, seq[start:end]) for i, (start, end, _, _) in enumerate(spans[key]))
     outputs: dict[tuple[str, int], np.ndarray] = {}
-    for batch in _batches(pieces, token_budget):
+    for batch in _batches(pieces, settings.token_budget):
         _, _, tokens = converter([(f"{key}:{i}", seq) for key, i, seq in batch])
         with autocast:
             reps = layer_representations(model, tokens.to(device), layers)
@@ -262,10 +257,8 @@ def write_shard(
     shard: int,
     n_shards: int,
     out: Path,
+    settings: EmbedSettings,
     *,
-    token_budget: int,
-    window: int,
-    overlap: int,
     device: torch.device,
     row_group_bytes: int = ROW_GROUP_BYTES,
     part_residues: int = PART_RESIDUES,
@@ -290,13 +283,12 @@ def write_shard(
         "esm_depth": str(model.num_layers),
         "layers": json.dumps(layers),
         "dtype": "float16",
-        "window": str(window),
-        "window_overlap": str(overlap),
+        **settings.cache_metadata(),
         "shard": str(shard),
         "n_shards": str(n_shards),
     }
     schema = cache_schema(layers, model.embed_dim, metadata)
-    settings = json.dumps({**metadata, "token_budget": token_budget, "device": device.type}, sort_keys=True)
+    fingerprint = json.dumps({**metadata, "token_budget": settings.token_budget, "device": device.type}, sort_keys=True)
     keys = list(chains)
     lengths = [len(chains[key]) for key in keys]
     groups = plan_row_groups(lengths, residues_per_row_group(len(layers), model.embed_dim, row_group_bytes))
@@ -304,15 +296,13 @@ def write_shard(
     paths, embedded = [], 0
     for number, part in enumerate(plan_parts(groups, lengths, part_residues)):
         part_chains = {keys[row]: chains[keys[row]] for group in part for row in group}
-        digest = hashlib.sha256("\n".join([settings, *part_chains]).encode()).hexdigest()[:16]
+        digest = hashlib.sha256("\n".join([fingerprint, *part_chains]).encode()).hexdigest()[:16]
         paths.append(parts_dir / f"part-{number:05d}-{digest}.parquet")
         if paths[-1].exists():
             log.info("part %d: reusing %s", number, paths[-1].name)
             continue
         started = time.perf_counter()
-        embeddings = embed_sequences(
-            model, alphabet, part_chains, layers, token_budget=token_budget, window=window, overlap=overlap, device=device
-        )
+        embeddings = embed_sequences(model, alphabet, part_chains, layers, settings, device=device)
         tables = [embedding_table(schema, [keys[r] for r in group], [embeddings[keys[r]] for r in group]) for group in part]
         write_row_groups(paths[-1], schema, tables)
         embedded += len(part_chains)
@@ -334,10 +324,8 @@ def embed_shard(
     shard: int,
     n_shards: int,
     out: Path,
+    settings: EmbedSettings,
     *,
-    token_budget: int,
-    window: int,
-    overlap: int,
     device: torch.device,
     row_group_bytes: int = ROW_GROUP_BYTES,
     part_residues: int = PART_RESIDUES,
@@ -346,9 +334,8 @@ def embed_shard(
     chains = {key: seq for key, seq in read_chains(proteins).items() if shard_of(key, n_shards) == shard}
     log.info("shard %d of %d: %d distinct chains, layers %s", shard, n_shards, len(chains), layers)
     return write_shard(
-        checkpoint, chains, layers, shard, n_shards, out,
-        token_budget=token_budget, window=window, overlap=overlap, device=device,
-        row_group_bytes=row_group_bytes, part_residues=part_residues,
+        checkpoint, chains, layers, shard, n_shards, out, settings,
+        device=device, row_group_bytes=row_group_bytes, part_residues=part_residues,
     )
 
 
@@ -357,10 +344,8 @@ def embed_proteins(
     sequences: Iterable[tuple[str, str]],
     layers: list[int],
     out: Path,
+    settings: EmbedSettings,
     *,
-    token_budget: int,
-    window: int,
-    overlap: int,
     device: torch.device,
 ) -> int:
     """A complete one-shard cache whose index is ``out`` from (hash, sequence) pairs; returns how many are distinct.
@@ -370,7 +355,7 @@ def embed_proteins(
     """
     chains = dict(sequences)
     shard = out.with_name(shard_name(0, 1))
-    write_shard(checkpoint, chains, layers, 0, 1, shard, token_budget=token_budget, window=window, overlap=overlap, device=device)
+    write_shard(checkpoint, chains, layers, 0, 1, shard, settings, device=device)
     write_index(out, [shard], chains)
     return len(chains)
 

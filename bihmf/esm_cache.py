@@ -17,10 +17,11 @@ multi-chain protein is embedded chain by chain and its embedding is the concaten
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +40,36 @@ INDEX_NAME = "index.parquet"
 ROW_GROUP_BYTES = 8 * 2**20
 # Metadata every shard of one cache must share (the shard number is the only difference).
 SHARED_KEYS = ("format", "checkpoint", "checkpoint_sha256", "embed_dim", "esm_depth", "layers", "dtype", "window", "window_overlap", "n_shards")
+
+
+@dataclass(frozen=True)
+class EmbedSettings:
+    """How the embed code batches and windows sequences: one object from the config's ``esm``
+    section to the forward pass, under the config's names.
+
+    The window settings change the numbers, so every cache records them (``cache_metadata``)
+    and a later caller embedding extra chains for that cache reads them back (``from_cache``).
+    The token budget only sizes batches (batching does not change the numbers), so a cache
+    does not record it and such a caller chooses its own.
+    """
+
+    token_budget: int
+    window: int
+    window_overlap: int
+
+    @classmethod
+    def from_config(cls, esm_cfg: Mapping[str, Any]) -> EmbedSettings:
+        """From a validated config's ``esm`` section (the schema fills the defaults)."""
+        return cls(int(esm_cfg["token_budget"]), int(esm_cfg["window"]), int(esm_cfg["window_overlap"]))
+
+    @classmethod
+    def from_cache(cls, metadata: Mapping[str, str], token_budget: int) -> EmbedSettings:
+        """The window settings a cache was built with, from its metadata."""
+        return cls(token_budget, int(metadata["window"]), int(metadata["window_overlap"]))
+
+    def cache_metadata(self) -> dict[str, str]:
+        """What a cache records of these settings (Parquet metadata values are strings)."""
+        return {"window": str(self.window), "window_overlap": str(self.window_overlap)}
 
 
 def chain_sequences(sequence: str, chain_ids: Sequence[str]) -> list[tuple[str, str]]:

@@ -56,7 +56,8 @@ from bihmf.data.ligand import Ligand, read_ligand
 from bihmf.data.schema import ProteinRecord
 from bihmf.data.structure import ATOM_NAMES, ChainResidues, is_mmcif, load_structure, one_letter, read_chains
 from bihmf.download import file_digest
-from bihmf.esm import EmbeddingCache, chain_sequences, embed_sequences, load_esm, regression_path
+from bihmf.esm import embed_sequences, load_esm, regression_path
+from bihmf.esm_cache import EmbedSettings, EmbeddingCache, chain_sequences
 from bihmf.io import atomic_output, write_json_atomic
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import ProteinModel, build_model, reads_esm
@@ -301,8 +302,7 @@ class ChainEmbeddings:
             self._esm = load_esm(self.checkpoint)
         model, alphabet = self._esm
         embedded = embed_sequences(
-            model, alphabet, sequences, self.run.esm_layers, token_budget=self.token_budget,
-            window=int(self.run.esm["window"]), overlap=int(self.run.esm["window_overlap"]), device=self.device,
+            model, alphabet, sequences, self.run.esm_layers, EmbedSettings.from_cache(self.run.esm, self.token_budget), device=self.device
         )
         return {key: values.astype(np.float32) for key, values in embedded.items()}
 

@@ -35,7 +35,7 @@ from torch_geometric.data import Batch, Data
 from bihmf.data.schema import ProteinRecord, read_proteins
 from bihmf.data.structure import STANDARD_AA
 from bihmf.download import file_digest
-from bihmf.esm import EmbeddingCache
+from bihmf.esm_cache import EmbeddingCache
 from bihmf.io import atomic_output, write_json_atomic, write_text_atomic
 from bihmf.models.fusion import FusionContext
 from bihmf.models.graph import element_index

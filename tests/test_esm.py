@@ -14,8 +14,6 @@ import torch
 import bihmf.esm
 from bihmf.data.schema import ProteinRecord, sequence_hash, write_proteins
 from bihmf.esm import (
-    EmbeddingCache,
-    chain_sequences,
     embed_proteins,
     embed_sequences,
     embed_shard,
@@ -23,12 +21,11 @@ from bihmf.esm import (
     load_esm,
     regression_path,
     window_spans,
-    write_index,
 )
-from bihmf.esm_cache import read_chains, shard_name, shard_of
+from bihmf.esm_cache import EmbedSettings, EmbeddingCache, chain_sequences, file_metadata, read_chains, shard_name, shard_of, write_index
 
 CPU = torch.device("cpu")
-OPTIONS = {"token_budget": 512, "window": 1022, "overlap": 256, "device": CPU}
+SETTINGS = EmbedSettings(token_budget=512, window=1022, window_overlap=256)
 AMINO = "ACDEFGHIKLMNPQRSTVWY"
 
 
@@ -55,13 +52,13 @@ def _record(protein_id: str, chains: list[tuple[str, str]], group: str = "") -> 
     )
 
 
-def _cache(checkpoint, records, layers, out_dir, n_shards=1, **options) -> EmbeddingCache:
+def _cache(checkpoint, records, layers, out_dir, n_shards=1, settings=SETTINGS, **options) -> EmbeddingCache:
     """The workflow's embed stage in-process: every shard job, then the index job."""
     proteins = out_dir / "proteins.parquet"
     write_proteins(records, proteins)
     shards = [out_dir / shard_name(i, n_shards) for i in range(n_shards)]
     for i, shard in enumerate(shards):
-        embed_shard(checkpoint, proteins, layers, i, n_shards, shard, **{**OPTIONS, **options})
+        embed_shard(checkpoint, proteins, layers, i, n_shards, shard, settings, device=CPU, **options)
     write_index(out_dir / "index.parquet", shards, read_chains(proteins))
     return EmbeddingCache(out_dir / "index.parquet")
 
@@ -121,11 +118,11 @@ def test_long_sequence_is_windowed_not_truncated(tiny_checkpoint):
     model, alphabet = load_esm(tiny_checkpoint)
     rng = np.random.default_rng(0)
     seq = "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), 2500))
-    out = embed_sequences(model, alphabet, {"long": seq, "short": seq[:300]}, [2, 4], token_budget=4096, window=1022, overlap=256, device=CPU)
+    out = embed_sequences(model, alphabet, {"long": seq, "short": seq[:300]}, [2, 4], EmbedSettings(4096, 1022, 256), device=CPU)
     assert out["long"].shape == (2500, 2, 32) and out["long"].dtype == np.float16
     assert np.isfinite(out["long"]).all()
     # windows [0, 1022) [766, 1788) [1532, 2500): each residue comes from the first window holding it
-    alone = embed_sequences(model, alphabet, {"w0": seq[:1022], "w1": seq[766:1788], "w2": seq[1532:]}, [2, 4], token_budget=1100, window=1022, overlap=256, device=CPU)
+    alone = embed_sequences(model, alphabet, {"w0": seq[:1022], "w1": seq[766:1788], "w2": seq[1532:]}, [2, 4], EmbedSettings(1100, 1022, 256), device=CPU)
     _assert_float16_equal(out["long"][:1022], alone["w0"])
     _assert_float16_equal(out["long"][1022:1788], alone["w1"][256:])
     _assert_float16_equal(out["long"][1788:], alone["w2"][256:])
@@ -134,8 +131,8 @@ def test_long_sequence_is_windowed_not_truncated(tiny_checkpoint):
 def test_batching_does_not_change_embeddings(tiny_checkpoint):
     model, alphabet = load_esm(tiny_checkpoint)
     seqs = {"a": "MKTAYIAKQRQISFVKSHFSRQ", "b": "GSHSMRYFFTSVSRPGRGEPRFIAVGYVDDTQ", "c": "ACDE"}
-    together = embed_sequences(model, alphabet, seqs, [4], token_budget=4096, window=1022, overlap=256, device=CPU)
-    alone = embed_sequences(model, alphabet, seqs, [4], token_budget=40, window=1022, overlap=256, device=CPU)
+    together = embed_sequences(model, alphabet, seqs, [4], EmbedSettings(4096, 1022, 256), device=CPU)
+    alone = embed_sequences(model, alphabet, seqs, [4], EmbedSettings(40, 1022, 256), device=CPU)
     for key in seqs:
         np.testing.assert_allclose(together[key].astype(np.float32), alone[key].astype(np.float32), atol=2e-3)
 
@@ -143,16 +140,16 @@ def test_batching_does_not_change_embeddings(tiny_checkpoint):
 def test_cache_roundtrip_dedup_and_metadata(tiny_checkpoint, tmp_path):
     out = tmp_path / "cache.parquet"
     pairs = [("h1", "MKTAYIAKQR"), ("h2", "GSHSMRYFF"), ("h1", "MKTAYIAKQR")]
-    assert embed_proteins(tiny_checkpoint, pairs, [1, 4], out, token_budget=512, window=1022, overlap=256, device=CPU) == 2
+    assert embed_proteins(tiny_checkpoint, pairs, [1, 4], out, SETTINGS, device=CPU) == 2
     cache = EmbeddingCache(out)
     assert cache.layers == [1, 4] and cache.metadata["esm_depth"] == "4" and cache.metadata["embed_dim"] == "32"
     model, alphabet = load_esm(tiny_checkpoint)
-    direct = embed_sequences(model, alphabet, {"h2": "GSHSMRYFF"}, [1, 4], token_budget=512, window=1022, overlap=256, device=CPU)
+    direct = embed_sequences(model, alphabet, {"h2": "GSHSMRYFF"}, [1, 4], SETTINGS, device=CPU)
     np.testing.assert_array_equal(cache["h2"], direct["h2"].astype(np.float32))
     with pytest.raises(KeyError, match="no embedding for sequence hash nope"):
         cache["nope"]
     with pytest.raises(ValueError, match="layers \\[7\\] requested, model has 4 layers"):
-        embed_proteins(tiny_checkpoint, pairs, [7], tmp_path / "x.parquet", token_budget=512, window=1022, overlap=256, device=CPU)
+        embed_proteins(tiny_checkpoint, pairs, [7], tmp_path / "x.parquet", SETTINGS, device=CPU)
 
 
 def test_chain_sequences_are_runs_of_chain_ids():
@@ -167,12 +164,12 @@ def test_multi_chain_protein_is_its_chains_embedded_alone(tiny_checkpoint, tmp_p
     complex_ = _record("complex", [("H", heavy), ("L", light)])
     cache = _cache(tiny_checkpoint, [complex_], [1, 4], tmp_path)
     model, alphabet = load_esm(tiny_checkpoint)
-    alone = embed_sequences(model, alphabet, {"H": heavy, "L": light}, [1, 4], token_budget=64, window=1022, overlap=256, device=CPU)
+    alone = embed_sequences(model, alphabet, {"H": heavy, "L": light}, [1, 4], EmbedSettings(64, 1022, 256), device=CPU)
     got = cache.protein(complex_)
     assert got.shape == (65, 2, 32) and got.dtype == np.float32
     _assert_float16_equal(got, np.concatenate([alone["H"], alone["L"]]))
     # a chain differs from the same residues embedded as one sequence: ESM sees single chains
-    joined = embed_sequences(model, alphabet, {"j": heavy + light}, [4], token_budget=512, window=1022, overlap=256, device=CPU)
+    joined = embed_sequences(model, alphabet, {"j": heavy + light}, [4], SETTINGS, device=CPU)
     assert not np.allclose(got[:40, 1], joined["j"][:40, 0], atol=1e-2)
 
 
@@ -224,14 +221,14 @@ def test_killed_shard_job_resumes_to_identical_bytes(tiny_checkpoint, tmp_path, 
 
     monkeypatch.setattr(bihmf.esm, "embed_sequences", dies_on_third_part)
     with pytest.raises(RuntimeError, match="killed"):
-        embed_shard(tiny_checkpoint, proteins, [1, 4], 0, 1, out, **OPTIONS, **small)
+        embed_shard(tiny_checkpoint, proteins, [1, 4], 0, 1, out, SETTINGS, device=CPU, **small)
     parts = out.with_name(out.stem + ".parts")
     assert not out.exists() and len(list(parts.glob("part-*.parquet"))) == 2
     (parts / ".part-00002-0123456789abcdef.parquet.x1y2.tmp").write_bytes(b"PAR1 half a part")  # killed mid-write
     monkeypatch.setattr(bihmf.esm, "embed_sequences", real)
     # a different setting must not reuse those parts
-    assert embed_shard(tiny_checkpoint, proteins, [4], 0, 1, out.with_name("other.parquet"), **OPTIONS, **small) == 10
-    assert embed_shard(tiny_checkpoint, proteins, [1, 4], 0, 1, out, **OPTIONS, **small) == 6
+    assert embed_shard(tiny_checkpoint, proteins, [4], 0, 1, out.with_name("other.parquet"), SETTINGS, device=CPU, **small) == 10
+    assert embed_shard(tiny_checkpoint, proteins, [1, 4], 0, 1, out, SETTINGS, device=CPU, **small) == 6
     assert out.read_bytes() == (complete / shard_name(0, 1)).read_bytes()
     assert not parts.exists()
 
@@ -248,10 +245,24 @@ def test_reader_decodes_only_the_row_group_it_needs(tiny_checkpoint, tmp_path, m
     real = pq.ParquetFile.read_row_group
     monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, i, **kw: reads.append(i) or real(self, i, **kw))
     model, alphabet = load_esm(tiny_checkpoint)
-    direct = embed_sequences(model, alphabet, {"p5": records[5].sequence}, [2, 4], token_budget=512, window=1022, overlap=256, device=CPU)
+    direct = embed_sequences(model, alphabet, {"p5": records[5].sequence}, [2, 4], SETTINGS, device=CPU)
     _assert_float16_equal(cache.protein(records[5]), direct["p5"])
     cache.protein(records[4])  # same row group: already decoded
     assert reads == [2]
+
+
+def test_embed_settings_go_from_the_config_into_the_cache_and_back(tiny_checkpoint, tmp_path, demo_config):
+    settings = EmbedSettings.from_config({**demo_config["esm"], "window": 64, "window_overlap": 16})
+    assert settings == EmbedSettings(token_budget=4096, window=64, window_overlap=16)
+    record = _record("p0", [("A", _sequence(random.Random(6), 150))])
+    cache = _cache(tiny_checkpoint, [record], [2, 4], tmp_path, settings=settings)
+    shard = file_metadata(tmp_path / shard_name(0, 1))
+    assert {key: shard[key] for key in ("window", "window_overlap")} == {"window": "64", "window_overlap": "16"}
+    read_back = EmbedSettings.from_cache(cache.metadata, token_budget=40)
+    assert read_back == EmbedSettings(token_budget=40, window=64, window_overlap=16)
+    model, alphabet = load_esm(tiny_checkpoint)
+    direct = embed_sequences(model, alphabet, {"p0": record.sequence}, [2, 4], read_back, device=CPU)
+    _assert_float16_equal(cache.protein(record), direct["p0"])
 
 
 def test_cache_refuses_what_it_was_not_built_with(tiny_checkpoint, tmp_path):
@@ -267,7 +278,7 @@ def test_cache_refuses_what_it_was_not_built_with(tiny_checkpoint, tmp_path):
     proteins = tmp_path / "proteins.parquet"
     mixed = [tmp_path / "mixed" / shard_name(i, 2) for i in range(2)]
     for i, layers in enumerate(([2, 4], [4])):
-        embed_shard(tiny_checkpoint, proteins, layers, i, 2, mixed[i], **OPTIONS)
+        embed_shard(tiny_checkpoint, proteins, layers, i, 2, mixed[i], SETTINGS, device=CPU)
     with pytest.raises(ValueError, match=r"metadata \['layers'\] differs"):
         write_index(tmp_path / "mixed" / "index.parquet", mixed, read_chains(proteins))
     with pytest.raises(ValueError, match="1 chains have no embedding"):

@@ -29,7 +29,8 @@ from bihmf.data import preprocess_dataset
 from bihmf.data.ligand import LigandError, read_ligand
 from bihmf.data.schema import read_proteins, write_proteins
 from bihmf.data.structure import load_structure, read_chains
-from bihmf.esm import chain_sequences, embed_proteins, write_random_checkpoint
+from bihmf.esm import embed_proteins, write_random_checkpoint
+from bihmf.esm_cache import EmbedSettings, chain_sequences
 from bihmf.models.fusion import cached_layers
 from bihmf.predict import (
     TASK_OUTPUTS,
@@ -64,7 +65,7 @@ def _train(root: Path, dataset: str, spec: dict, proteins: Path, encoder: str, f
     layers = cached_layers([fusion], 2, 4, None)
     index = root / "results/embeddings" / dataset / Path(CHECKPOINT).stem / "index.parquet"
     chains = [chain for r in records for chain in chain_sequences(r.sequence, r.chain_ids)]
-    embed_proteins(root / "resources/esm" / CHECKPOINT, chains, layers, index, token_budget=4096, window=1022, overlap=256, device=torch.device("cpu"))
+    embed_proteins(root / "resources/esm" / CHECKPOINT, chains, layers, index, EmbedSettings(4096, 1022, 256), device=torch.device("cpu"))
     model = {**base_model, "hidden_dim": 16, "vector_dim": 4, "num_layers": 2, "knn": 8}
     train = {**base_train, "epochs": 2, "patience": 10, "threads": 1}
     run_spec = RunSpec(dataset, encoder, fusion, 0, spec["task"], {"num_classes": spec["num_classes"]}, spec["graph_residues"])
@@ -273,7 +274,7 @@ def test_run_mismatches_stop_before_any_file(workflow, inputs, tmp_path):
 
     short_cache = tmp_path / "cache" / "index.parquet"
     embed_proteins(workflow["root"] / "resources/esm" / CHECKPOINT, [("k", "MKV")], [4], short_cache,
-                   token_budget=64, window=1022, overlap=256, device=torch.device("cpu"))
+                   EmbedSettings(64, 1022, 256), device=torch.device("cpu"))
     run_layers = json.loads(load_run(workflow["ppbs"]).esm["layers"])
     with pytest.raises(RunError, match=re.escape(f"lacks ESM layer(s) {[layer for layer in run_layers if layer != 4]}")):
         predict(workflow["ppbs"], files, tmp_path / "b", PredictOptions(device="cpu", cache=short_cache))

@@ -15,6 +15,7 @@ import torch
 
 from bihmf.data import preprocess_dataset
 from bihmf.esm import embed_proteins
+from bihmf.esm_cache import EmbedSettings
 from bihmf.data.schema import read_proteins
 from bihmf.models.fusion import cached_layers
 from bihmf.training import NonFiniteLossError, RunSpec, lr_factor, residue_budget_batches, train_run
@@ -28,7 +29,7 @@ def demo_tables(demo_raw, demo_spec, tiny_checkpoint, tmp_path_factory):
     layers = cached_layers(["struct_only", "serial", "bihmf_local"], 2, 4, None)
     embed_proteins(
         tiny_checkpoint, [(r.seq_hash, r.sequence) for r in records], layers, out / "cache.parquet",
-        token_budget=4096, window=1022, overlap=256, device=torch.device("cpu"),
+        EmbedSettings(token_budget=4096, window=1022, window_overlap=256), device=torch.device("cpu"),
     )
     return out
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import torch
 
 from bihmf.esm import embed_shard
+from bihmf.esm_cache import EmbedSettings
 from bihmf.gpu import gpu_slot
 from bihmf.logs import log_to
 from bihmf.training import pick_device
@@ -20,8 +21,6 @@ with gpu_slot():
         int(snakemake.wildcards.shard),
         esm["shards"],
         Path(snakemake.output[0]),
-        token_budget=esm["token_budget"],
-        window=esm["window"],
-        overlap=esm["window_overlap"],
+        EmbedSettings.from_config(esm),
         device=pick_device(),
     )
