@@ -1,15 +1,27 @@
-"""The real ScanNet label files in ../shared/data/scannet parse with the published counts."""
+"""Real ScanNet label files (tests/data/scannet, copied unchanged from upstream) parse with the
+published counts."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bihmf.data.scannet import parse_origin, read_label_file, read_sample_weights
 
-SCANNET = Path(__file__).resolve().parents[2] / "shared" / "data" / "scannet"
-pytestmark = pytest.mark.skipif(not SCANNET.exists(), reason=f"real ScanNet files not present at {SCANNET}")
+ROOT = Path(__file__).resolve().parents[1]
+SCANNET = ROOT / "tests" / "data" / "scannet"
+DATASET_OF_FOLDER = {"PPBS": "ppbs", "BCE": "bce"}
+
+
+@pytest.mark.parametrize("path", sorted(SCANNET.glob("*/*")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_files_are_the_ones_the_config_downloads(path):
+    """The copies are upstream's bytes: each matches the sha256 config.yaml pins for its URL."""
+    files = yaml.safe_load((ROOT / "config.yaml").read_text())["datasets"][DATASET_OF_FOLDER[path.parent.name]]["download"]["files"]
+    pinned = [f["checksum"] for f in files if f["url"].endswith(f"/datasets/{path.parent.name}/{path.name}")]
+    assert pinned == [f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"], f"{path}: config.yaml pins {pinned}"
 
 
 @pytest.mark.parametrize(
