@@ -1,6 +1,6 @@
 """ESM-2 per-layer residue embeddings: checkpoint handling, the forward pass, the embed stage.
 
-The language model is frozen (paper.md, choice 1): it runs once in the embed stage and
+The language model is frozen (docs/paper.md, choice 1): it runs once in the embed stage and
 training reads only the cache (storage and reader: ``bihmf.esm_cache``, format and numbers:
 ``docs/esm_cache.md``).
 

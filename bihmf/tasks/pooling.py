@@ -1,6 +1,6 @@
 """Protein-level readout shared by graph tasks: mean + attention pooling over residues.
 
-paper.md choice 4: protein tasks pool the final fused residue states with both a mean (robust
+docs/paper.md choice 4: protein tasks pool the final fused residue states with both a mean (robust
 for small proteins) and a learned attention pooling (lets a few residues, e.g. an active
 site, dominate); the two are concatenated.
 """

@@ -27,7 +27,7 @@ ATTENTION_HEADS = 4
 
 
 def paired_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
-    """ESM layer k_l read at GNN depth l (paper.md choice 2): round(l * D / L), or the explicit list."""
+    """ESM layer k_l read at GNN depth l (docs/paper.md choice 2): round(l * D / L), or the explicit list."""
     if explicit is not None:
         if len(explicit) != num_gnn_layers or max(explicit) > esm_depth:
             raise ValueError(
@@ -131,7 +131,7 @@ class JointSelfAttention(nn.Module):
 
 
 class SequenceStream(nn.Module):
-    """The light sequence stream of the hierarchical fusions (paper.md choices 1-3).
+    """The light sequence stream of the hierarchical fusions (docs/paper.md choices 1-3).
 
     At GNN depth l it reads its own cached ESM layer k_l: s_l = LN(P_l(e_{k_l}) + s_{l-1}),
     with s_0 = 0. Shared by every fusion that pairs ESM layers with GNN depths.

@@ -1,6 +1,6 @@
 """Bi-HMF global fusion: joint multi-head self-attention over both streams at every depth.
 
-At every GNN depth l (paper.md choice 3, global variant):
+At every GNN depth l (docs/paper.md choice 3, global variant):
 
     s_l = LN(P_l(e_{k_l}) + s_{l-1})                 sequence stream, cached ESM layer k_l
     h_l = GNN_l(h~_{l-1})                            structure stream

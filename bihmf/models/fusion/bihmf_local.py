@@ -1,6 +1,6 @@
 """Bi-HMF local fusion: per-residue gating between the sequence and structure streams.
 
-At every GNN depth l (paper.md, choice 3; the gate equation is the paper's):
+At every GNN depth l (docs/paper.md, choice 3; the gate equation is the paper's):
 
     s_l = LN(P_l(e_{k_l}) + s_{l-1})          sequence stream, cached ESM layer k_l
     h_l = GNN_l(h~_{l-1})                     structure stream

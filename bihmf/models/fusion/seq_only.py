@@ -1,6 +1,6 @@
 """Sequence-only control: the final cached ESM layer through a residue MLP, no structure.
 
-    out_i = MLP(LN(e_{D,i}))          e_D: final ESM layer (paper.md choice 5)
+    out_i = MLP(LN(e_{D,i}))          e_D: final ESM layer (docs/paper.md choice 5)
 
 No structure encoder is kept or called, so the output does not depend on the coordinates
 (nor on ligand atoms). The encoder factory is called once, only to learn the configured

@@ -21,7 +21,7 @@ node: its message joins residue i's state after GNN layer l rather than inside t
 neighbour aggregation. Choices: mean pooling for both reads (size independent, like the
 GVP's mean aggregation), one token update per depth, separate write maps per stream.
 
-Differences from FusionProt (paper.md): FusionProt fine-tunes the pLM, its token is a real
+Differences from FusionProt (docs/paper.md): FusionProt fine-tunes the pLM, its token is a real
 pLM token that attends to the sequence through the pLM's own self-attention, and one GNN
 layer runs every 5 pLM layers, the token's state passing pLM -> GNN -> pLM through linear
 maps. Here the pLM is frozen and cached (choice 1), the sequence side is our light stream
