@@ -1,8 +1,8 @@
 """GearNet-Edge (Zhang et al., ICLR 2023): GearNet plus edge message passing on the line graph.
 
-GearNet-Edge is the variant GearNet's paper reports as its strongest and the structure
-encoder of ESM-GearNet; it follows torchdrug's ``models.GearNet`` with ``num_angle_bin=8``
-(the published GearNet-Edge configs). Every edge of GearNet's relational graph becomes a node
+GearNet-Edge is the variant GearNet's paper reports as its strongest (the released ESM-GearNet
+configs fuse ESM-2 with plain GearNet); it follows torchdrug's ``models.GearNet`` with
+``num_angle_bin=8`` as the published GearNet-Edge configs set it. Every edge of GearNet's relational graph becomes a node
 of a line graph, whose edges (a -> b) -> (b -> c) join consecutive edges and are typed by the
 angle abc in 8 bins of pi/8 (paper Sec. 3.2). Layer l:
 
