@@ -159,8 +159,8 @@ def test_gearnet_sequential_edges_follow_peptide_bonds():
     edges, relation = sequential_edges(chain_break)
     found = {(j, i, SEQUENTIAL_OFFSETS[r]) for j, i, r in zip(edges[0].tolist(), edges[1].tolist(), relation.tolist())}
     bonded = [(0, 1), (1, 2), (2, 3), (0, 2), (1, 3), (4, 5)]
-    expected = {(a, b, a - b) for a, b in bonded} | {(b, a, b - a) for a, b in bonded}
-    assert found == expected
+    expected = {(a, b, b - a) for a, b in bonded} | {(b, a, a - b) for a, b in bonded} | {(i, i, 0) for i in range(6)}
+    assert found == expected and edges.shape[1] == len(expected)
 
 
 def test_backbone_frames_are_rotations_and_undefined_without_n_or_c(graphs):

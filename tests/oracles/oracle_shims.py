@@ -63,6 +63,16 @@ def scatter_softmax(src: Tensor, index: Tensor, dim: int = -1, dim_size: int | N
     return shifted / total.gather(dim, _broadcast(index, src, dim))
 
 
+def scatter_log_softmax(src: Tensor, index: Tensor, dim: int = -1, eps: float = 1e-12,
+                        dim_size: int | None = None) -> Tensor:
+    """log of :func:`scatter_softmax`, shifted by the group maximum as the extension does."""
+    dim = dim % src.dim()
+    peak = scatter(src, index, dim, dim_size=dim_size, reduce="max")
+    shifted = src - peak.gather(dim, _broadcast(index, src, dim))
+    total = scatter(shifted.exp(), index, dim, dim_size=dim_size, reduce="sum")
+    return shifted - (total + eps).log().gather(dim, _broadcast(index, src, dim))
+
+
 def _module(name: str, **members) -> types.ModuleType:
     module = types.ModuleType(name)
     module.__dict__.update(members)
@@ -78,11 +88,37 @@ def install() -> None:
         return
     except ImportError:
         pass
-    composite = _module("torch_scatter.composite", scatter_softmax=scatter_softmax)
+    composite = _module("torch_scatter.composite", scatter_softmax=scatter_softmax,
+                        scatter_log_softmax=scatter_log_softmax)
     scatter_module = _module(
         "torch_scatter", scatter=scatter, scatter_add=_named("sum"), scatter_sum=_named("sum"),
         scatter_mean=_named("mean"), scatter_mul=_named("mul"), scatter_max=_with_argument("max"),
-        scatter_min=_with_argument("min"), scatter_softmax=scatter_softmax, composite=composite,
+        scatter_min=_with_argument("min"), scatter_softmax=scatter_softmax,
+        scatter_log_softmax=scatter_log_softmax, composite=composite,
     )
     sys.modules["torch_scatter"] = scatter_module
     sys.modules["torch_scatter.composite"] = composite
+
+
+def _unavailable(name: str):
+    def call(*args, **kwargs):
+        raise RuntimeError(f"torch_cluster.{name} is not installed here; oracle tests pass their own graphs")
+    return call
+
+
+def install_torchdrug_stand_ins() -> None:
+    """What torchdrug 0.2.1 imports but the oracle tests never run: torch_cluster (its graph
+    construction; the tests pass our edges in) and rdkit's removed ``Chem.Draw.mplCanvas``
+    (molecule drawing). Both are registered only where the real module is missing."""
+    install()
+    try:
+        import torch_cluster  # noqa: F401
+    except ImportError:
+        sys.modules["torch_cluster"] = _module(
+            "torch_cluster", knn_graph=_unavailable("knn_graph"), radius_graph=_unavailable("radius_graph")
+        )
+    import rdkit.Chem.Draw as draw
+
+    if not hasattr(draw, "mplCanvas"):
+        draw.mplCanvas = _module("rdkit.Chem.Draw.mplCanvas", Canvas=type("Canvas", (), {}))
+        sys.modules["rdkit.Chem.Draw.mplCanvas"] = draw.mplCanvas

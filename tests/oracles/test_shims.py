@@ -22,3 +22,9 @@ def test_softmax_sums_to_one_per_group():
     weights = shims.scatter_softmax(src, index, dim=0)
     totals = shims.scatter(weights, index, dim=0, reduce="sum")
     assert torch.allclose(totals, torch.ones_like(totals))
+
+
+def test_log_softmax_is_the_log_of_softmax():
+    src = torch.randn(9, 3, dtype=torch.float64) * 30
+    index = torch.tensor([0, 0, 1, 1, 1, 2, 3, 3, 3])
+    torch.testing.assert_close(shims.scatter_log_softmax(src, index, dim=0), shims.scatter_softmax(src, index, dim=0).log())

@@ -4,6 +4,7 @@
 from bihmf.models.encoders.base import EncoderState, StructureEncoder
 from bihmf.models.encoders.egnn import EGNNEncoder
 from bihmf.models.encoders.gearnet import GearNetEncoder
+from bihmf.models.encoders.gearnet_edge import GearNetEdgeEncoder
 from bihmf.models.encoders.gvp import GVPEncoder
 from bihmf.models.encoders.pronet import ProNetEncoder
 
@@ -11,6 +12,7 @@ ENCODERS: dict[str, type[StructureEncoder]] = {
     "gvp": GVPEncoder,
     "egnn": EGNNEncoder,
     "gearnet": GearNetEncoder,
+    "gearnet_edge": GearNetEdgeEncoder,
     "pronet": ProNetEncoder,
 }
 
