@@ -93,9 +93,10 @@ def _sets(raw: Any, value: Any, where: str, path: Path) -> dict[str, Any]:
         if name not in SETTABLE.get(section, ()):
             allowed = sorted(f"{s}.{n}" for s, names in SETTABLE.items() for n in names)
             raise ValueError(f"{path}: {where}: sets {key!r}, which a recipe may not set (allowed: {allowed})")
-        kinds = (int,) if key in INTEGER_KEYS else (int, float)
-        if isinstance(sets[key], bool) or not isinstance(sets[key], kinds):
-            raise ValueError(f"{path}: {where}: sets {key!r} to {sets[key]!r}, not {'an integer' if kinds == (int,) else 'a number'}")
+        integer = key in INTEGER_KEYS
+        if isinstance(sets[key], bool) or not isinstance(sets[key], int if integer else (int, float)):
+            kind = "an integer" if integer else "a number"
+            raise ValueError(f"{path}: {where}: sets {key!r} to {sets[key]!r}, not {kind}")
     return dict(sets)
 
 
@@ -181,12 +182,13 @@ def run_settings(config: dict[str, Any], explicit: dict[str, Any], dataset: str,
     model, train = copy.deepcopy(config["model"]), {**config["train"], **config["datasets"][dataset]["train"]}
     if config["recipe"] == "none" or encoder is None:
         return RunSettings(model, train, None)
-    recipe = (recipes or load_recipes()).get(benchmark_of(config, dataset), encoder)
+    benchmark = benchmark_of(config, dataset)
+    recipe = (recipes or load_recipes()).get(benchmark, encoder)
     if recipe is None:
-        return RunSettings(model, {**train, RECIPE_KEY: {"id": None, "reason": f"no published recipe for "
-                                                         f"{benchmark_of(config, dataset)}/{encoder}"}}, None)
+        return RunSettings(model, {**train, RECIPE_KEY: {"id": None, "reason": f"no recipe for {benchmark}/{encoder}"}}, None)
     applied = recipe.settings()
-    written = {"model": explicit.get("model") or {}, "train": {**(explicit.get("train") or {}), **config["datasets"][dataset]["train"]}}
+    written = {"model": explicit.get("model") or {},
+               "train": {**(explicit.get("train") or {}), **config["datasets"][dataset]["train"]}}
     overridden = sorted(f"{s}.{k}" for s, values in applied.items() for k in values if k in written[s])
     model.update({k: v for k, v in applied["model"].items() if k not in written["model"]})
     train.update({k: v for k, v in applied["train"].items() if k not in written["train"]})
@@ -198,7 +200,7 @@ def esm_layers_to_cache(config: dict[str, Any], explicit: dict[str, Any], esm_de
                         recipes: Recipes | None = None) -> list[int]:
     """ESM layers the embed stage caches: those every configured run reads. Recipes give the
     encoders different depths, and a fusion pairs each depth with its own ESM layer."""
-    recipes = recipes or (load_recipes() if config["recipe"] != "none" else None)
+    recipes = recipes or load_recipes()
     model = config["model"]
     depths = {run_settings(config, explicit, dataset, encoder, recipes).model["num_layers"]
               for dataset in config["datasets"] for encoder, _ in run_combinations(model["encoders"], model["fusions"])}

@@ -13,7 +13,7 @@ ESM_SHARDS = config["esm"]["shards"]
 # one cache per dataset: shard files from the embed jobs, and the index that training reads
 ESM_CACHE = f"results/embeddings/{{dataset}}/{ESM_NAME}"
 ESM_INDEX = f"{ESM_CACHE}/{INDEX_NAME}"
-RECIPES = load_recipes() if config["recipe"] == "published" else None
+RECIPES = load_recipes()
 ESM_LAYERS = esm_layers_to_cache(config, EXPLICIT_CONFIG, esm_depth(config["esm"]), RECIPES)
 
 
