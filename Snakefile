@@ -1,5 +1,6 @@
 # bihmf: download -> preprocess -> embed -> train -> report.
 # `snakemake all --cores 8 --resources gpu=2` (target first: --resources swallows a target after it).
+import copy
 import os
 
 from snakemake.utils import min_version, validate
@@ -15,6 +16,7 @@ if not workflow.overwrite_configfiles:
 
 
 coerce_cli_strings(config)
+EXPLICIT_CONFIG = copy.deepcopy(config)  # as written: published recipes yield to these, not to schema defaults
 validate(config, "bihmf/schemas/config.schema.yaml")
 
 

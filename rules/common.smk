@@ -3,8 +3,8 @@ import os
 
 from bihmf.esm import esm_depth
 from bihmf.esm_cache import INDEX_NAME
-from bihmf.models.fusion import cached_layers
 from bihmf.models.model import run_combinations
+from bihmf.recipes import esm_layers_to_cache, load_recipes, run_settings
 
 DATASETS = list(config["datasets"])
 ESM_NAME = config["esm"]["name"]
@@ -13,12 +13,8 @@ ESM_SHARDS = config["esm"]["shards"]
 # one cache per dataset: shard files from the embed jobs, and the index that training reads
 ESM_CACHE = f"results/embeddings/{{dataset}}/{ESM_NAME}"
 ESM_INDEX = f"{ESM_CACHE}/{INDEX_NAME}"
-ESM_LAYERS = cached_layers(
-    config["model"]["fusions"],
-    config["model"]["num_layers"],
-    esm_depth(config["esm"]),
-    config["model"]["esm_layers"],
-)
+RECIPES = load_recipes()
+ESM_LAYERS = esm_layers_to_cache(config, EXPLICIT_CONFIG, esm_depth(config["esm"]), RECIPES)
 
 
 wildcard_constraints:
@@ -28,9 +24,15 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def train_settings(dataset):
-    """Global train settings with the dataset's own overrides on top."""
-    return {**config["train"], **config["datasets"][dataset]["train"]}
+def train_settings(dataset, encoder=None):
+    """Train settings of one dataset x encoder (its recipe applied); without an encoder, what
+    every run of the dataset shares (seeds, resources)."""
+    return run_settings(config, EXPLICIT_CONFIG, dataset, encoder, RECIPES).train
+
+
+def model_settings(dataset, encoder):
+    """Model settings of one dataset x encoder: the config with the encoder's recipe applied."""
+    return run_settings(config, EXPLICIT_CONFIG, dataset, encoder, RECIPES).model
 
 
 def expected_runs(dataset):

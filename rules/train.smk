@@ -17,8 +17,8 @@ rule train:
         task=lambda wc: config["datasets"][wc.dataset]["task"],
         task_options=lambda wc: {"num_classes": config["datasets"][wc.dataset]["num_classes"]},
         graph_residues=lambda wc: config["datasets"][wc.dataset]["graph_residues"],
-        model=config["model"],
-        train=lambda wc: train_settings(wc.dataset),
+        model=lambda wc: model_settings(wc.dataset, wc.encoder),
+        train=lambda wc: train_settings(wc.dataset, wc.encoder),
     threads: lambda wc: train_settings(wc.dataset)["threads"]
     resources:
         gpu=1,

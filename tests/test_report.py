@@ -374,7 +374,9 @@ def test_published_numbers_are_sourced() -> None:
     assert gvp.values[("lba30", "test", "rmse")].value == 1.529
     assert by_name["ProNet, all-atom level"].values[("lba30", "test", "spearman")].value is None  # not given
     assert by_name["ProNet, amino-acid level"].encoder == "pronet"
-    assert not by_name["GearNet-Edge"].matched  # a different variant than our gearnet: reference row only
+    assert (by_name["GearNet-Edge"].encoder, by_name["GearNet-Edge"].fusion) == ("gearnet_edge", "struct_only")
+    assert by_name["ProNet, backbone level"].encoder == "pronet_backbone"
+    assert not by_name["ProNet, all-atom level"].matched  # a variant we do not train: reference row only
     assert by_name["Bi-HMF (paper), local gating"].values == {}  # nothing available, nothing made up
     for method in published.methods:
         assert all(v.source in published.sources for v in method.values.values())
@@ -441,7 +443,8 @@ def test_summary_table_has_paper_columns_published_rows_and_missing_cells(lba_re
     bihmf = labels.index("published: Bi-HMF (paper), local gating [3]")
     assert all(rows[bihmf][c] == "not available" for c in header[3:])
     assert labels.count("published: Bi-HMF (paper), local gating [3]") == 2  # under gvp and pronet bihmf_local
-    assert "published only: GearNet-Edge [1]" in labels and "published only: CDConv [1]" in labels
+    assert "published only: CDConv [1]" in labels
+    assert not any("GearNet-Edge" in label for label in labels)  # matched to gearnet_edge, a row not in this run
     all_atom = rows[labels.index("published only: ProNet, all-atom level [1] [2]")]
     assert all_atom["LBA 30% spearman ↑"] == "not given"
     text = summary["summary_md"].read_text()
@@ -452,6 +455,32 @@ def test_summary_table_has_paper_columns_published_rows_and_missing_cells(lba_re
     tidy = pd.read_csv(summary["summary_csv"])
     assert {"ours", "published"} == set(tidy["row"])
     assert r"\toprule" in summary["summary_tex"].read_text()
+
+
+def test_summary_puts_published_variants_under_our_trained_variants(tmp_path: Path) -> None:
+    """GearNet-Edge and ProNet's backbone level are encoders we train: their published numbers
+    sit under our rows, with the difference, instead of in the reference block."""
+    rows = [("gearnet_edge", "struct_only"), ("pronet_backbone", "struct_only"), ("gearnet", "struct_only")]
+    react = tmp_path / "react_table.csv"
+    pd.DataFrame([{"dataset": "react", "encoder": e, "fusion": f, "split": "test", "metric": "accuracy", "mean": 0.8,
+                   "std": 0.01, "n": 3, "n_runs": 3, "n_expected": 3, "status": "ok", "best": False}
+                  for e, f in rows]).to_csv(react, index=False)
+    summary = {k: tmp_path / f"summary.{k.split('_')[1]}" for k in SUMMARY_OUTPUTS}
+    write_summary_report({"react": react}, {"react": None}, rows, summary, PUBLISHED_PATH)
+    _, cells = table_cells(summary["summary_md"].read_text(), "# Summary")
+    labels = [r["row"] for r in cells]
+    edge = labels.index("published: GearNet-Edge [1]")
+    assert (cells[edge - 1]["row"], cells[edge - 1]["encoder"]) == ("ours", "gearnet_edge")
+    assert cells[edge]["React accuracy ↑"] == "0.866"
+    assert cells[edge + 1]["React accuracy ↑"] == "-0.066"  # 0.8 - 0.866
+    backbone = labels.index("published: ProNet, backbone level [1] [2]")
+    assert (cells[backbone - 1]["row"], cells[backbone - 1]["encoder"]) == ("ours", "pronet_backbone")
+    assert cells[backbone]["React accuracy ↑"] == "0.864" and cells[backbone]["LBA 30% rmse ↓"] == "1.458"
+    ours_gearnet = labels.index("ours", backbone + 1)
+    assert cells[ours_gearnet]["encoder"] == "gearnet" and cells[ours_gearnet + 1]["row"].startswith("published only:")
+    tidy = pd.read_csv(summary["summary_csv"])
+    matched = tidy[(tidy["row"] == "published") & (tidy["encoder"] == "gearnet_edge") & (tidy["metric"] == "accuracy")]
+    assert matched["published"].tolist() == [pytest.approx(0.866)] and matched["delta"].tolist() == [pytest.approx(-0.066)]
 
 
 def test_two_datasets_cannot_fill_one_benchmark() -> None:

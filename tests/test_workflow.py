@@ -40,7 +40,7 @@ def test_full_config_dag_dry_run(tmp_path):
     datasets = len(config["datasets"])
     assert datasets == 6  # react, psr, lba30, lba60, ppbs, bce
     pairs = run_combinations(config["model"]["encoders"], config["model"]["fusions"])
-    assert len(pairs) == 4 * 7 + 1  # seq_only needs no encoder: trained once
+    assert len(pairs) == 6 * 7 + 1  # seq_only needs no encoder: trained once
     runs = len(pairs) * len(config["train"]["seeds"])
     assert counts == {
         "all": 1,
