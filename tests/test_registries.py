@@ -38,6 +38,7 @@ MIRRORS: dict[tuple[str, ...], tuple[str, set[str]]] = {
 OWN_VOCABULARY: set[tuple[str, ...]] = {
     ("definitions", "label_file", "properties", "split"),
     (*DATASET, "graph_residues"),
+    ("properties", "recipe"),
 }
 
 
