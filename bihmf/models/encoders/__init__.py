@@ -6,12 +6,14 @@ from bihmf.models.encoders.egnn import EGNNEncoder
 from bihmf.models.encoders.gearnet import GearNetEncoder
 from bihmf.models.encoders.gvp import GVPEncoder
 from bihmf.models.encoders.pronet import ProNetEncoder
+from bihmf.models.encoders.pronet_backbone import ProNetBackboneEncoder
 
 ENCODERS: dict[str, type[StructureEncoder]] = {
     "gvp": GVPEncoder,
     "egnn": EGNNEncoder,
     "gearnet": GearNetEncoder,
     "pronet": ProNetEncoder,
+    "pronet_backbone": ProNetBackboneEncoder,
 }
 
 __all__ = ["ENCODERS", "EncoderState", "StructureEncoder"]
