@@ -81,15 +81,15 @@ def bessel_roots(orders: int, count: int) -> np.ndarray:
     """First ``count`` positive roots of j_l for l < ``orders`` [orders, count].
 
     Roots of j_l interlace those of j_(l-1), so each order is bracketed by the previous one's
-    roots, starting from j_0's k * pi. The roots are rounded to single precision because the
-    release stores them so; its trained filters expect those exact frequencies.
+    roots, starting from j_0's k * pi. They are returned in single precision because the
+    release keeps them so; its trained filters expect those exact frequencies.
     """
     brackets = np.arange(1, count + orders) * np.pi
     roots = [brackets[:count]]
     for order in range(1, orders):
         brackets = np.array([brentq(lambda r: spherical_jn(order, r), a, b) for a, b in zip(brackets[:-1], brackets[1:])])
         roots.append(brackets[:count])
-    return np.stack(roots).astype(np.float32).astype(np.float64)
+    return np.stack(roots).astype(np.float32)
 
 
 def legendre_without_phase(degrees: int, cos: Tensor, sin: Tensor) -> dict[tuple[int, int], Tensor]:
@@ -130,8 +130,9 @@ class SphericalBasis(nn.Module):
     def __init__(self, num_radial: int = NUM_RADIAL, num_spherical: int = NUM_SPHERICAL, cutoff: float = CUTOFF):
         super().__init__()
         roots = bessel_roots(num_spherical, num_radial)
+        # scipy evaluates j_(l+1) at the roots' single precision, as it does in the release
         norms = np.sqrt(2.0) / np.abs(np.stack([spherical_jn(l + 1, roots[l]) for l in range(num_spherical)]))
-        self.register_buffer("roots", torch.from_numpy(roots), persistent=False)
+        self.register_buffer("roots", torch.from_numpy(roots.astype(np.float64)), persistent=False)
         self.register_buffer("norms", torch.from_numpy(norms), persistent=False)
         self.num_spherical, self.cutoff = num_spherical, cutoff
 
