@@ -154,8 +154,11 @@ class SphericalBasis(nn.Module):
     def distance_angle(self, distance: Tensor, angle: Tensor, defined: Tensor) -> Tensor:
         """[E, num_spherical * num_radial]: radial_l * Y_l0(angle), the zonal harmonics."""
         radial = self.radial(distance)
-        harmonics = real_spherical_harmonics(self.num_spherical, angle, torch.zeros_like(angle))
-        return torch.cat([_angular(l, harmonics[l][0], defined).unsqueeze(-1) * radial[l] for l in range(self.num_spherical)], dim=-1)
+        p = legendre_without_phase(self.num_spherical, torch.cos(angle), torch.sin(angle).abs())
+        return torch.cat(
+            [_angular(l, _harmonic_norm(l, 0) * p[l, 0], defined).unsqueeze(-1) * radial[l] for l in range(self.num_spherical)],
+            dim=-1,
+        )
 
 
 def _angular(l: int, y: Tensor, defined: Tensor) -> Tensor:
@@ -199,7 +202,8 @@ def theta_phi(pos: Tensor, edge_index: Tensor, previous: Tensor, following: Tens
     to_j, to_prev, to_next = pos[j] - pos[i], pos[previous[i]] - pos[i], pos[following[i]] - pos[i]
     theta = torch.atan2(_cross(to_j, to_prev).norm(dim=-1), _dot(to_j, to_prev))
     plane_ref, plane_j = _cross(to_prev, to_next), _cross(to_prev, to_j)
-    phi = torch.atan2(_dot(_cross(plane_ref, plane_j), to_prev) / to_prev.norm(dim=-1), _dot(plane_ref, plane_j))
+    # floored for targets that are their own reference (ligand atoms, a one-residue protein): 0 / 0 -> 0
+    phi = torch.atan2(_dot(_cross(plane_ref, plane_j), to_prev) / to_prev.norm(dim=-1).clamp_min(1e-12), _dot(plane_ref, plane_j))
     return theta, phi
 
 
