@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from bihmf.data.ppbs import parse
 from bihmf.models.encoders import ENCODERS, StructureEncoder
 from bihmf.models.encoders.gearnet import SEQUENTIAL_OFFSETS, sequential_edges
+from bihmf.models.encoders.pronet import nearest_edges
 from bihmf.models.fusion.base import NUM_RESIDUE_TYPES
 from bihmf.models.graph import C_IDX, N_IDX, O_IDX, backbone_frames, radius_edges
 from bihmf.training import collate, protein_graph
@@ -150,6 +151,21 @@ def test_radius_edges_match_brute_force_and_stay_within_proteins():
         (j, i) for i in range(70) for j in range(70)
         if i != j and batch[i] == batch[j] and (pos[i] - pos[j]).norm() < 6.0
     }
+    assert found == expected and edges.shape[1] == len(found)
+
+
+def test_pronet_edges_keep_each_targets_nearest_sources_within_the_cutoff():
+    gen = torch.Generator().manual_seed(1)
+    pos = torch.randn(60, 3, generator=gen) * 4
+    batch = torch.cat([torch.zeros(35, dtype=torch.long), torch.ones(25, dtype=torch.long)])
+    edges = nearest_edges(pos, batch, cutoff=6.0, limit=5)
+    found = set(zip(edges[0].tolist(), edges[1].tolist()))
+    expected, most = set(), 0
+    for i in range(60):
+        near = [j for j in range(60) if j != i and batch[i] == batch[j] and (pos[i] - pos[j]).norm() < 6.0]
+        expected |= {(j, i) for j in sorted(near, key=lambda j: float((pos[i] - pos[j]).norm()))[:5]}
+        most = max(most, len(near))
+    assert most > 5, "the limit must bind somewhere"
     assert found == expected and edges.shape[1] == len(found)
 
 

@@ -7,6 +7,7 @@ from bihmf.models.encoders.gearnet import GearNetEncoder
 from bihmf.models.encoders.gearnet_edge import GearNetEdgeEncoder
 from bihmf.models.encoders.gvp import GVPEncoder
 from bihmf.models.encoders.pronet import ProNetEncoder
+from bihmf.models.encoders.pronet_backbone import ProNetBackboneEncoder
 
 ENCODERS: dict[str, type[StructureEncoder]] = {
     "gvp": GVPEncoder,
@@ -14,6 +15,7 @@ ENCODERS: dict[str, type[StructureEncoder]] = {
     "gearnet": GearNetEncoder,
     "gearnet_edge": GearNetEdgeEncoder,
     "pronet": ProNetEncoder,
+    "pronet_backbone": ProNetBackboneEncoder,
 }
 
 __all__ = ["ENCODERS", "EncoderState", "StructureEncoder"]
