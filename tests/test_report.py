@@ -412,7 +412,8 @@ def test_ambiguous_published_key_needs_the_split(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'auprc' must name exactly one column of ppbs"):
         load_published(bad)
     bad.write_text(text.replace("        auprc: {value: 0.5", "        test_70/auprc: {value: 0.5"))
-    assert load_published(bad).methods[-2].values[("ppbs", "test_70", "auprc")].value == 0.5
+    cdconv = next(m for m in load_published(bad).methods if m.name == "CDConv")
+    assert cdconv.values[("ppbs", "test_70", "auprc")].value == 0.5
 
 
 def test_summary_table_has_paper_columns_published_rows_and_missing_cells(lba_report, tmp_path: Path) -> None:
@@ -433,19 +434,20 @@ def test_summary_table_has_paper_columns_published_rows_and_missing_cells(lba_re
     assert (rows[i]["encoder"], rows[i]["fusion"]) == ("gvp", "struct_only")
     assert rows[i]["React accuracy ↑"] == "**0.600 ± 0.020 (n=2)**"
     assert rows[i]["LBA 60% rmse ↓"] == "missing" and rows[i]["BCE auprc ↑"] == "missing"
-    assert rows[i + 1]["row"] == "published: GVP-GNN [1] [2]"
+    assert rows[i + 1]["row"] == "published: GVP-GNN [1] [2] [3]"
     assert (rows[i + 1]["React accuracy ↑"], rows[i + 1]["LBA 30% rmse ↓"]) == ("0.655", "1.529")
+    assert (rows[i + 1]["MQA (PSR) spearman ↑"], rows[i + 1]["MQA (PSR) mean_spearman ↑"]) == ("0.845", "0.511")
     assert rows[i + 1]["LBA 60% rmse ↓"] == "not available"
     assert rows[i + 2]["row"] == "Δ ours − GVP-GNN"
     assert rows[i + 2]["React accuracy ↑"] == "-0.055"
     assert rows[i + 2]["LBA 30% rmse ↓"] == f"{np.mean(RMSE[('gvp', 'struct_only')]) - 1.529:+.3f}"
     assert rows[i + 2]["BCE auprc ↑"] == "—"
-    bihmf = labels.index("published: Bi-HMF (paper), local gating [3]")
+    bihmf = labels.index("published: Bi-HMF (paper), local gating [4]")
     assert all(rows[bihmf][c] == "not available" for c in header[3:])
-    assert labels.count("published: Bi-HMF (paper), local gating [3]") == 2  # under gvp and pronet bihmf_local
+    assert labels.count("published: Bi-HMF (paper), local gating [4]") == 2  # under gvp and pronet bihmf_local
     assert "published only: CDConv [1]" in labels
     assert not any("GearNet-Edge" in label for label in labels)  # matched to gearnet_edge, a row not in this run
-    all_atom = rows[labels.index("published only: ProNet, all-atom level [1] [2]")]
+    all_atom = rows[labels.index("published only: ProNet, all-atom level [1] [2] [5]")]
     assert all_atom["LBA 30% spearman ↑"] == "not given"
     text = summary["summary_md"].read_text()
     assert "Columns filled: React ← react_demo, LBA 30% ← lba30." in text
