@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: venv demo test test-oracles bench dryrun clean-demo
+.PHONY: venv demo test test-oracles bench dryrun resume clean-demo
 
 venv: $(STAMP)
 
@@ -44,6 +44,14 @@ test-oracles: $(ORACLE_STAMP)
 # every benchmark side by side; rewrites BENCHMARKS.md (about 12 minutes on 2 cores)
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# continue a local run killed hard (kill -9, OOM killer, power cut), which leaves Snakemake's
+# lock behind: ARGS are the killed command's arguments, e.g.
+#   make resume ARGS="all --cores 8 --resources gpu=2"
+# refuses while a Snakemake or one of its jobs still runs here; else unlocks and reruns
+ARGS ?= all --cores $(CORES)
+resume: $(STAMP)
+	$(BIN)/python -m bihmf.resume $(ARGS)
 
 dryrun: $(STAMP)
 	$(BIN)/snakemake all --cores 8 --resources gpu=2 --dry-run

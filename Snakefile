@@ -2,10 +2,11 @@
 # `snakemake all --cores 8 --resources gpu=2` (target first: --resources swallows a target after it).
 import copy
 import os
+from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
-from bihmf.config import coerce_cli_strings
+from bihmf.config import ConfigError, check_config, coerce_cli_strings
 
 min_version("9.19")  # profiles/*/profile.yaml needs 9.19
 
@@ -17,6 +18,10 @@ if not workflow.overwrite_configfiles:
 
 coerce_cli_strings(config)
 EXPLICIT_CONFIG = copy.deepcopy(config)  # as written: published recipes yield to these, not to schema defaults
+try:
+    check_config(config, Path("logs/config_errors.txt"))
+except ConfigError as error:  # the key and reason alone; the schema excerpts are in the file
+    raise SystemExit(str(error))
 validate(config, "bihmf/schemas/config.schema.yaml")
 
 

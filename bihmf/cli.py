@@ -52,7 +52,7 @@ def add_predict(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("files", nargs="+", type=Path, help="structure files or folders (searched for .pdb/.ent/.cif/.mmcif[.gz])")
     parser.add_argument("--run", required=True, type=Path, help="trained run folder (holds model.pt and metrics.json)")
     parser.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: %(default)s)")
-    parser.add_argument("--chains", type=_chain_list, help="chain ids to predict, comma-separated (default: every protein chain)")
+    parser.add_argument("--chains", type=_chain_list, help="chain ids to predict, comma-separated, _ for a blank id (default: every protein chain)")
     parser.add_argument("--per-chain", action="store_true", help="one protein per chain (as ppbs/react were trained) instead of one per file")
     parser.add_argument("--model", dest="model_index", type=int, default=0, help="0-based model of multi-model files (default: 0)")
     parser.add_argument(

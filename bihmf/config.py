@@ -30,16 +30,50 @@ def _with_defaults(validator_class: type) -> type:
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
+class ConfigError(ValueError):
+    """An invalid config; the message's first line names the key and the reason."""
+
+
+def _schema_errors(config: dict[str, Any]) -> list[jsonschema.ValidationError]:
+    """Schema violations of ``config`` (defaults are written into it), in key order."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    return sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+
+
+def error_line(error: jsonschema.ValidationError, limit: int = 200) -> str:
+    """``<key path>: <reason>`` on one line (long reasons, e.g. enum lists, are cut at ``limit``)."""
+    reason = " ".join(error.message.split())
+    reason = reason if len(reason) <= limit else reason[: limit - 3] + "..."
+    return f"{'/'.join(map(str, error.absolute_path)) or '<root>'}: {reason}"
+
+
+def config_error(errors: list[jsonschema.ValidationError], details: Path | None = None) -> ConfigError:
+    """One line per error, the first one first; with ``details``, the full jsonschema reports
+    (schema excerpts, 10-170 lines each) go to that file instead of the console."""
+    lines = [error_line(e) for e in errors]
+    if details is not None:
+        details.parent.mkdir(parents=True, exist_ok=True)
+        details.write_text("\n\n".join(str(e) for e in errors) + "\n")
+        lines.append(f"(schema details: {details})")
+    return ConfigError("invalid bihmf config: " + "\n  ".join(lines))
+
+
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Return a validated deep copy of ``config`` with schema defaults filled in."""
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
     filled = copy.deepcopy(config)
-    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
-    errors = sorted(validator.iter_errors(filled), key=lambda e: list(e.absolute_path))
+    errors = _schema_errors(filled)
     if errors:
-        lines = [f"  {'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors]
-        raise ValueError("invalid bihmf config:\n" + "\n".join(lines))
+        raise config_error(errors)
     return filled
+
+
+def check_config(config: dict[str, Any], details: Path) -> None:
+    """The workflow's config check, before Snakemake's ``validate`` fills the defaults: Snakemake's
+    own error starts with 10-170 lines of schema excerpt, this one with the key and the reason."""
+    errors = _schema_errors(copy.deepcopy(config))
+    if errors:
+        raise config_error(errors, details)
 
 
 def load_config(*paths: str | Path) -> dict[str, Any]:

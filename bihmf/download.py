@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import lzma
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
+import zlib
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import NoReturn
@@ -26,6 +28,8 @@ from urllib.parse import parse_qs, unquote, urljoin, urlparse
 from urllib.request import url2pathname
 
 import requests
+
+from bihmf.io import umask_mode
 
 log = logging.getLogger(__name__)
 
@@ -370,24 +374,46 @@ def safe_extract(archive: str | os.PathLike[str], dest_dir: str | os.PathLike[st
     Archives come from the internet, so every member is checked against the real state of the
     staging directory before it is written (absolute paths, ``..``, links leaving the tree,
     devices). Extraction happens beside ``dest_dir`` and is swapped in only on success, so a
-    failure never leaves a partial tree that a rerun would mistake for a finished one.
+    failure never leaves a partial tree that a rerun would mistake for a finished one. A
+    truncated or corrupt archive is an error naming the file (an unpinned checksum cannot catch
+    a download cut short). ``dest_dir`` gets the mode a plain ``mkdir`` would give it.
     """
     archive, dest_dir = Path(archive), Path(dest_dir)
     dest_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".extracting", dir=dest_dir.parent))
     try:
+        os.chmod(staging, umask_mode(0o777))  # mkdtemp makes it 0700, private to the user
         root = os.path.realpath(staging)
-        if tarfile.is_tarfile(archive):
-            _extract_tar(archive, root)
-        elif zipfile.is_zipfile(archive):
-            _extract_zip(archive, root)
-        else:
-            raise DownloadError(f"{archive}: not a tar or zip archive")
+        try:
+            if tarfile.is_tarfile(archive):
+                _extract_tar(archive, root)
+            elif zipfile.is_zipfile(archive):
+                _extract_zip(archive, root)
+            else:
+                raise DownloadError(f"{archive}: not a tar or zip archive{_truncation_hint(archive)}")
+        except (EOFError, tarfile.ReadError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise  # the disk or the folder failed (full, read-only), not the archive's content
+            raise DownloadError(
+                f"{archive}: truncated or corrupt archive ({type(exc).__name__}: {exc}); delete it to download it "
+                "again, and pin its checksum in the config so a short download is caught before extraction"
+            ) from exc
         _swap_into_place(staging, dest_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return _regular_files(dest_dir)
+
+
+ARCHIVE_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"PK\x03\x04": "zip"}
+
+
+def _truncation_hint(archive: Path) -> str:
+    """A file that starts like an archive but cannot be opened as one was most likely cut short."""
+    with archive.open("rb") as handle:
+        head = handle.read(8)
+    kind = next((name for magic, name in ARCHIVE_MAGIC.items() if head.startswith(magic)), None)
+    return f" (it starts like a {kind} file: probably a truncated download; delete it to download it again)" if kind else ""
 
 
 def _reject(archive: Path, member: str, reason: str) -> NoReturn:

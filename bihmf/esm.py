@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import logging
 import pickle
@@ -100,10 +101,22 @@ def write_random_checkpoint(path: Path, num_layers: int, embed_dim: int, attenti
         token_dropout=True,
     )
     body = {f"encoder.sentence_encoder.{k}": v for k, v in state.items() if k not in regression_keys}
-    with atomic_output(regression_path(path)) as tmp:
-        torch.save({"model": {k: state[k] for k in regression_keys}}, tmp)
+    # sorted: a set's order, and so the pickled dict's, changes with each process's hash seed
+    _save_reproducibly({"model": {k: state[k] for k in sorted(regression_keys)}}, regression_path(path))
+    _save_reproducibly({"cfg": {"model": cfg}, "model": body}, path)
+
+
+def _save_reproducibly(obj: object, path: Path) -> None:
+    """``torch.save`` with the same bytes for the same tensors wherever it is written.
+
+    Saved to a file, torch names the zip's top folder after the file, here atomic_output's random
+    temporary name, so each write hashed differently and the checkpoint sha256 in every run's
+    provenance changed from clone to clone. Saved to a buffer, the folder is always "archive".
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_output(path) as tmp:
-        torch.save({"cfg": {"model": cfg}, "model": body}, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_esm(path: Path) -> tuple[ESM2, Alphabet]:

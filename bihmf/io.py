@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,18 +23,41 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     on POSIX file systems. On any exception the temporary file is removed. ``mkstemp`` creates
     the file private (0600); the result gets the mode a plain ``open`` would give it, so results
     on a shared cluster file system stay readable by the group as the user's umask intends.
+    A writer killed with SIGKILL cannot remove its temporary file; the next write of the same
+    target removes it (:func:`remove_stale_temporaries`).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, umask_mode(0o666))
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _temporary_pattern(target: Path) -> re.Pattern[str]:
+    """Names :func:`atomic_output` gives ``target``'s temporaries: mkstemp's 8 random characters."""
+    return re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.tmp")
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Delete temporary files of ``target`` left by killed writers; return them.
+
+    Safe because one target has one writer at a time (Snakemake locks a job's outputs, and a
+    job writes each of its files from one process), so any existing temporary of this target
+    belongs to an earlier, dead attempt.
+    """
+    pattern = _temporary_pattern(target)
+    with os.scandir(target.parent) as entries:
+        stale = [Path(entry.path) for entry in entries if pattern.fullmatch(entry.name)]
+    for entry in stale:
+        entry.unlink(missing_ok=True)
+    return stale
 
 
 def _umask() -> int:
@@ -41,6 +65,11 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def umask_mode(full: int) -> int:
+    """The mode a plain create with ``full`` (0o666 file, 0o777 folder) gets under the umask."""
+    return full & ~_umask()
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

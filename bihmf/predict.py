@@ -20,7 +20,10 @@ when its sequence hash is there and from the checkpoint otherwise (with the cach
 settings), :func:`bihmf.training.protein_graph` with the run's ``graph_residues``, the model.
 A file that cannot be predicted (missing, not a structure, no protein chain, only unknown
 residues, no backbone, no pocket near its ligand) becomes an :class:`InputError` in the summary
-and the other files go on.
+and the other files go on. A protein chain is what
+:meth:`~bihmf.data.structure.ChainResidues.protein_problem` accepts (DNA/RNA chains and lone
+modified residues are not); each file's summary line lists the chains left out with the reason
+and, per predicted chain, the residues skipped for lacking a CA. A blank chain id is ``_``.
 
 LBA pockets: the amino-acid residues with any heavy atom within ``pocket_cutoff`` Å of any
 ligand heavy atom. Training pockets come with the dataset (ATOM3D ships them), so the run cannot
@@ -349,33 +352,34 @@ def pair_ligands(files: list[Path], run: TrainedRun, options: PredictOptions) ->
     return given
 
 
-def _chain_problem(chain: ChainResidues) -> str | None:
-    """Why a chain cannot be a protein chain, or None."""
-    if not len(chain):
-        return f"chain {chain.chain}: {chain.residues_without_ca} amino-acid residues, none with a CA atom (missing backbone atoms)"
-    if set(chain.sequence) == {"X"}:
-        return f"chain {chain.chain}: only unknown residues (X)"
-    return None
+BLANK_CHAIN = "_"  # how a blank chain id (common in modelled and MD files) is written on the command line
 
 
-def protein_chains(path: Path, options: PredictOptions) -> list[ChainResidues]:
-    """The chains to predict: the selection, or every chain that is a protein chain."""
-    found = read_chains(path, options.model_index)
+def chain_name(chain_id: str) -> str:
+    """A chain id as the user types and reads it: a blank one is ``_``."""
+    return chain_id if chain_id.strip() else BLANK_CHAIN
+
+
+def protein_chains(path: Path, options: PredictOptions) -> tuple[list[ChainResidues], dict[str, str]]:
+    """The chains to predict (the selection, or every protein chain), and every other chain of
+    the file with the reason it is not predicted (nucleic acid, lone modified residue, ...)."""
+    found = {chain_name(cid): chain for cid, chain in read_chains(path, options.model_index).items()}
+    problems = {name: chain.protein_problem() for name, chain in found.items()}
     if options.chains:
         absent = [c for c in options.chains if c not in found]
         if absent:
             raise InputError(f"{path}: chain(s) {absent} not found among its amino-acid chains {sorted(found)}")
         chosen = [found[c] for c in options.chains]
-        problems = [p for p in map(_chain_problem, chosen) if p]
-        if problems:
-            raise InputError(f"{path}: {'; '.join(problems)}")
-        return chosen
+        selected = [problems[c] for c in options.chains if problems[c]]
+        if selected:
+            raise InputError(f"{path}: {'; '.join(selected)}")
+        return chosen, {}
     if not found:
         raise InputError(f"{path}: no protein chain (no amino-acid residue; only hetero groups or waters)")
-    chosen = [chain for chain in found.values() if _chain_problem(chain) is None]
+    chosen = [chain for name, chain in found.items() if problems[name] is None]
     if not chosen:
-        raise InputError(f"{path}: no protein chain: {'; '.join(map(_chain_problem, found.values()))}")
-    return chosen
+        raise InputError(f"{path}: no protein chain: {'; '.join(problems.values())}")
+    return chosen, {name: problem for name, problem in problems.items() if problem}
 
 
 def protein_record(name: str, pdb_id: str, chains: list[ChainResidues]) -> ProteinRecord:
@@ -397,15 +401,14 @@ def protein_record(name: str, pdb_id: str, chains: list[ChainResidues]) -> Prote
     )
 
 
-def file_records(path: Path, name: str, options: PredictOptions) -> list[ProteinRecord]:
+def file_records(path: Path, name: str, chains: list[ChainResidues], options: PredictOptions) -> list[ProteinRecord]:
     """One record per file, or one per chain with ``per_chain``."""
-    chains = protein_chains(path, options)
     groups = [[chain] for chain in chains] if options.per_chain else [chains]
     for group in groups:
         if not any(np.isfinite(c.coords[:, BACKBONE]).all(axis=(1, 2)).any() for c in group):
             raise InputError(f"{path}: missing backbone atoms: no residue of chain(s) {[c.chain for c in group]} has N, CA and C")
     return [
-        protein_record(f"{name}_{group[0].chain}" if options.per_chain else name, name, group) for group in groups
+        protein_record(f"{name}_{chain_name(group[0].chain)}" if options.per_chain else name, name, group) for group in groups
     ]
 
 
@@ -489,6 +492,8 @@ class FileOutcome:
     residues: int = 0
     chains_from_cache: int = 0
     chains_embedded: int = 0
+    residues_without_ca: dict[str, int] = field(default_factory=dict)  # per predicted chain: skipped, no CA
+    skipped_chains: dict[str, str] = field(default_factory=dict)  # chain -> why it is not a protein chain
     outputs: list[str] = field(default_factory=list)
 
 
@@ -606,7 +611,9 @@ class Predictor:
 
     def file_rows(self, path: Path, name: str, ligand_path: Path | None, outcome: FileOutcome) -> list[dict[str, Any]]:
         """Table rows of one file (InputError and other ValueErrors name the file's problem)."""
-        records = file_records(path, name, self.options)
+        chains, outcome.skipped_chains = protein_chains(path, self.options)
+        outcome.residues_without_ca = {chain_name(c.chain): c.residues_without_ca for c in chains}
+        records = file_records(path, name, chains, self.options)
         if ligand_path is not None:
             ligand = read_ligand(ligand_path)
             cutoff = self.options.pocket_cutoff

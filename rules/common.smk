@@ -1,9 +1,11 @@
 # Shared names and input functions; all logic lives in the bihmf package.
 import os
+from pathlib import Path
 
 from bihmf.esm import esm_depth
 from bihmf.esm_cache import INDEX_NAME
 from bihmf.models.model import run_combinations
+from bihmf.predict import expand_inputs
 from bihmf.recipes import esm_layers_to_cache, load_recipes, run_settings
 
 DATASETS = list(config["datasets"])
@@ -91,3 +93,14 @@ def report_outputs():
     figures = [f"{name}.{ext}" for name in ("metrics", "heatmap", "curves", "cost") for ext in ("png", "pdf")]
     summary = [f"{REPORT_DIR}/summary.{ext}" for ext in ("md", "html", "tex", "csv")]
     return expand(f"{REPORT_DIR}/{{dataset}}_{{kind}}", dataset=DATASETS, kind=per_dataset + figures) + summary
+
+
+def predict_request():
+    """(run folder, structure files) of target predict; a clear error when --config lacks them."""
+    if not config["predict_run"] or not config["predict_in"]:
+        raise ValueError("target predict needs --config predict_run=<run folder> predict_in=<structure folder, file or [list]>")
+    given = [config["predict_in"]] if isinstance(config["predict_in"], str) else config["predict_in"]
+    files = expand_inputs([Path(p) for p in given])
+    if not files:
+        raise ValueError(f"predict_in={config['predict_in']}: no structure files (.pdb/.ent/.cif/.mmcif, optionally .gz)")
+    return config["predict_run"], [str(f) for f in files]

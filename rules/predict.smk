@@ -1,22 +1,10 @@
 # Batch predictions with a trained run (logic: bihmf.predict, the `bihmf predict` command):
 #   snakemake predict --cores 2 --config predict_run=results/runs/<dataset>/<encoder>/<fusion>/seed<k> predict_in=<folder or file>
 # A run of this workflow that is not trained yet is trained first (its files are this rule's inputs).
-from pathlib import Path
-
-from bihmf.predict import METRICS_FILE, MODEL_FILE, SUMMARY_FILE, expand_inputs
+# predict_request() (the run folder and structure files asked for) is in rules/common.smk.
+from bihmf.predict import METRICS_FILE, MODEL_FILE, SUMMARY_FILE
 
 PREDICT_OUT = config["predict_out"]
-
-
-def predict_request():
-    """(run folder, structure files) of target predict; a clear error when --config lacks them."""
-    if not config["predict_run"] or not config["predict_in"]:
-        raise ValueError("target predict needs --config predict_run=<run folder> predict_in=<structure folder, file or [list]>")
-    given = [config["predict_in"]] if isinstance(config["predict_in"], str) else config["predict_in"]
-    files = expand_inputs([Path(p) for p in given])
-    if not files:
-        raise ValueError(f"predict_in={config['predict_in']}: no structure files (.pdb/.ent/.cif/.mmcif, optionally .gz)")
-    return config["predict_run"], [str(f) for f in files]
 
 
 rule predict:

@@ -211,6 +211,57 @@ def test_chain_selection_and_one_protein_per_chain(workflow, inputs, tmp_path):
     assert "chain(s) ['Z'] not found among its amino-acid chains ['A', 'B', 'C']" in missing["files"][0]["error"]
 
 
+def _dna_complex(out: Path) -> Path:
+    """173D (d(GAAGCTTC) duplex, chains A/B, with actinomycin D peptides C/D) as PDB, from MMTF."""
+    import warnings
+
+    from Bio.PDB import PDBIO
+    from Bio.PDB.mmtf import MMTFParser
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        structure = MMTFParser.get_structure(str(_mda_data() / "173D.mmtf"))
+    writer = PDBIO()
+    writer.set_structure(structure)
+    writer.save(str(out))
+    return out
+
+
+def test_dna_lone_modified_residue_blank_chain_and_ca_less_residues_are_reported(workflow, inputs, demo_structures, tmp_path):
+    dna = _dna_complex(tmp_path / "173d.pdb")
+    hvr = gzip.decompress((demo_structures / "1hvr.pdb1.gz").read_bytes()).decode().splitlines(keepends=True)
+    cso = tmp_path / "cso.pdb"  # 1HVR's S-hydroxycysteine A 67 alone: one residue, no polypeptide
+    cso.write_text("".join(line for line in hvr if line.startswith("HETATM") and line[17:26] == "CSO A  67") + "END\n")
+    blank = tmp_path / "blank.pdb"  # 4E43 chain A with a blank chain id, as modelled files have, and residue 10 without CA
+    blank.write_text(
+        "".join(
+            line[:21] + " " + line[22:]
+            for line in inputs["plain"].read_text().splitlines(keepends=True)
+            if line.startswith("ATOM") and line[21] == "A" and not (line[22:26].strip() == "10" and line[12:16] == " CA ")
+        )
+        + "END\n"
+    )
+    options = PredictOptions(device="cpu", structures=False)
+    summary = predict(workflow["ppbs"], [dna, cso, blank], tmp_path / "all", options)
+    lines = {Path(f["file"]).name: f for f in summary["files"]}
+    assert lines["173d.pdb"]["status"] == "ok"
+    assert lines["173d.pdb"]["skipped_chains"] == {c: f"chain {c}: nucleic acid (8 nucleotides), not a protein chain" for c in "AB"}
+    assert lines["173d.pdb"]["residues_without_ca"] == {"C": 1, "D": 1}  # the phenoxazone (PXZ) of each peptide
+    assert lines["cso.pdb"]["status"] == "failed"
+    assert "no protein chain: chain A: 1 amino-acid residue(s) with no peptide bond" in lines["cso.pdb"]["error"]
+    assert lines["blank.pdb"]["status"] == "ok" and lines["blank.pdb"]["residues_without_ca"] == {"_": 1}
+    table = pd.read_csv(tmp_path / "all" / "predictions.csv", keep_default_na=False)
+    assert 10 not in table.loc[table["file"] == str(blank), "resnum"].tolist()
+
+    chosen = predict(workflow["ppbs"], [dna, blank], tmp_path / "chosen", PredictOptions(device="cpu", structures=False, chains=("A", "_")))
+    errors = [f["error"] for f in chosen["files"]]
+    assert "chain(s) ['_'] not found" in errors[0] and "chain(s) ['A'] not found" not in errors[0]
+    dna_only = predict(workflow["ppbs"], [dna], tmp_path / "dna", PredictOptions(device="cpu", structures=False, chains=("A",)))
+    assert dna_only["files"][0]["error"] == f"{dna}: chain A: nucleic acid (8 nucleotides), not a protein chain"
+    blank_only = predict(workflow["ppbs"], [blank], tmp_path / "blank", PredictOptions(device="cpu", structures=False, chains=("_",)))
+    assert blank_only["files"][0]["status"] == "ok" and blank_only["files"][0]["residues"] == len(read_chains(blank)[" "])
+
+
 def test_protein_classes_with_probabilities_through_python_m(workflow, inputs, tmp_path):
     out = tmp_path / "out"
     result = subprocess.run(

@@ -48,6 +48,36 @@ def size_differences(counts: dict[str, int], published: dict[str, int]) -> dict[
     }
 
 
+def duplicate_ids(records: list[ProteinRecord]) -> list[str]:
+    """protein_ids held by more than one record: each must name one protein (the bootstrap groups by it)."""
+    counts = Counter(record.protein_id for record in records)
+    return sorted(pid for pid, n in counts.items() if n > 1)
+
+
+REQUIRED_SPLITS = ("train", "val", "test")  # what training needs (bihmf.training)
+
+
+def empty_splits(records: list[ProteinRecord], reports: list[EntryReport]) -> dict[str, list[EntryReport]]:
+    """Splits with no kept protein: each required split, and every split or test/val subset that
+    had entries before the drops; value: the split's dropped entries (empty: none were listed)."""
+    def key(split: str, subset: str) -> str:
+        return f"{split}_{subset}" if subset else split
+
+    kept = set(split_counts(records))
+    listed = {r.split for r in reports} | {key(r.split, r.subset) for r in reports}
+    return {
+        name: [r for r in reports if r.status != "kept" and name in (r.split, key(r.split, r.subset))]
+        for name in sorted(set(REQUIRED_SPLITS) | listed)
+        if name not in kept
+    }
+
+
+def _entry_list(entries: list[EntryReport], limit: int = 5) -> str:
+    shown = "; ".join(f"{r.protein_id} ({r.reason})" for r in entries[:limit])
+    more = f"; ... and {len(entries) - limit} more" if len(entries) > limit else ""
+    return shown + more if entries else "no entry was listed for it"
+
+
 def build_report(records: list[ProteinRecord], reports: list[EntryReport], published: dict[str, int]) -> dict[str, Any]:
     """The preprocess report: totals, split sizes against the published ones, and every
     dropped, repaired or label-mismatched entry with its reason."""
@@ -76,11 +106,18 @@ def preprocess_dataset(raw_dir: Path, spec: dict[str, Any], proteins_out: Path, 
     """Parse a downloaded dataset into the protein table and ``preprocess_report.json``.
 
     Dropped entries are listed with reasons and counted; a split whose size differs from the
-    published one is a logged warning with the difference. The stage fails only when nothing
-    at all could be parsed (the report is written first, so the reasons are on disk).
+    published one is a logged warning with the difference, an emptied test/val subset a loud
+    one. The stage fails when nothing could be parsed or when train, val or test is empty (so no
+    embedding or training is spent on a dataset that cannot be evaluated); the report, with
+    ``empty_splits``, is written first, so the reasons are on disk.
     """
     records, reports = DATASETS[spec["kind"]].parse(raw_dir, spec)
+    duplicates = duplicate_ids(records)
+    if duplicates:
+        raise ValueError(f"{raw_dir}: protein_id(s) {duplicates[:10]} name more than one protein; the parser must keep ids unique")
     report = build_report(records, reports, spec["published_sizes"])
+    emptied = empty_splits(records, reports)
+    report["empty_splits"] = {name: [r.protein_id for r in entries] for name, entries in emptied.items()}
     write_json_atomic(report_out, report)
     for entry in report["noteworthy_entries"]:
         if entry["status"] != "kept":
@@ -90,6 +127,16 @@ def preprocess_dataset(raw_dir: Path, spec: dict[str, Any], proteins_out: Path, 
     log.info("split counts: %s", report["split_counts"])
     if not records:
         raise ValueError(f"{raw_dir}: no protein could be parsed ({report['dropped']} dropped; see {report_out})")
+    for name, entries in emptied.items():
+        if name not in REQUIRED_SPLITS:
+            log.warning("SPLIT %s IS EMPTY: its metrics will be missing; dropped: %s", name, _entry_list(entries))
+    required = {name: entries for name, entries in emptied.items() if name in REQUIRED_SPLITS}
+    if required:
+        raise ValueError(
+            f"{raw_dir}: split(s) {sorted(required)} have no protein, training needs train, val and test; "
+            + " | ".join(f"{name}: {_entry_list(entries)}" for name, entries in required.items())
+            + f" (all reasons: {report_out})"
+        )
     write_proteins(records, proteins_out)
     log.info("kept %d of %d entries (%d dropped, %d repaired)", report["kept"], report["entries"], report["dropped"], report["repaired"])
     return report

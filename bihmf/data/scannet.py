@@ -16,6 +16,11 @@ is counted per protein in the preprocess report:
 * structure residue with no label row -> label -1 (ignored by loss and metrics);
 * label row with no structure residue -> dropped from the protein, counted;
 * amino-acid mismatch -> label -1, counted (never shifted onto a neighbour).
+
+An origin can head several entries (NMR entries appear more than once, with different
+labels). Each entry stays a protein of its own, as in ScanNet, where table rows (weights) match
+entries by position; the second and later ones get ``#2``, ``#3``... appended to their
+``protein_id`` (never two rows with one id: the bootstrap groups by it), listed in the report.
 """
 
 from __future__ import annotations
@@ -173,13 +178,16 @@ def build_record(
     for name in chain_names:
         if name not in chains:
             raise StructureError(f"chain {name} not in structure (chains: {','.join(sorted(chains))})")
+        problem = chains[name].protein_problem()
+        if problem:
+            raise StructureError(problem)
         rows = [row for row in entry.rows if row.chain == name]
         parts.append((chains[name], align_chain(chains[name], rows, report)))
     report.label_rows = len(entry.rows)
     report.label_rows_without_residue += sum(1 for row in entry.rows if row.chain not in chain_names)
     report.structure_residues = sum(len(chain) for chain, _ in parts)
     return ProteinRecord(
-        protein_id=entry.origin,
+        protein_id=report.protein_id,
         pdb_id=pdb_id,
         split=split,
         subset=subset,
@@ -215,11 +223,17 @@ def parse_dataset(
     structure_dir = raw_dir / spec["structure_dir"]
     records, reports = [], []
     chains_cache: dict[tuple[Path, int], dict[str, ChainResidues]] = {}
+    seen: dict[str, list[str]] = {}  # origin -> "file:line" of each of its entries
     for label_file in spec["label_files"]:
         entries = read_label_file(raw_dir / label_file["file"])
         weights = _weights(raw_dir, spec, label_file, len(entries))
         for entry, weight in zip(entries, weights):
-            report = EntryReport(entry.origin, label_file["split"], label_file["subset"])
+            places = seen.setdefault(entry.origin, [])
+            places.append(f"{label_file['file']}:{entry.line}")
+            protein_id = entry.origin if len(places) == 1 else f"{entry.origin}#{len(places)}"
+            report = EntryReport(protein_id, label_file["split"], label_file["subset"])
+            if len(places) > 1:
+                report.repairs = f"duplicate entry id {entry.origin} (first at {places[0]}); kept as {protein_id}"
             reports.append(report)
             try:
                 pdb_id, model, _ = parse_origin(entry.origin)
