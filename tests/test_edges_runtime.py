@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bihmf.data.fetch import download_dataset
+from bihmf.data.fetch import fetch_dataset
 from bihmf.download import DownloadError
 from bihmf.esm import regression_path, write_random_checkpoint
 from bihmf.io import write_text_atomic
@@ -89,14 +89,14 @@ def test_truncated_unpinned_archive_is_an_error_naming_the_file(demo_spec, tmp_p
     archive = tmp_path / Path(source).name
     archive.write_bytes(data[: len(data) // 2])  # a download cut short; no checksum to catch it
     with pytest.raises(DownloadError, match=rf"{Path(source).name}: .*truncated.*delete it to download it again"):
-        download_dataset(_archive_spec(demo_spec, archive), tmp_path / "raw", tmp_path / "dl", tmp_path)
+        fetch_dataset(_archive_spec(demo_spec, archive), tmp_path / "raw", tmp_path / "dl", tmp_path)
     assert not (tmp_path / "raw").exists()
 
 
 def test_extracted_raw_folder_gets_the_umask_mode(demo_spec, tmp_path):
     previous = os.umask(0o022)
     try:
-        download_dataset(_archive_spec(demo_spec, ROOT / "demo" / "ppbs_demo.tar.gz"), tmp_path / "raw", tmp_path / "dl", tmp_path)
+        fetch_dataset(_archive_spec(demo_spec, ROOT / "demo" / "ppbs_demo.tar.gz"), tmp_path / "raw", tmp_path / "dl", tmp_path)
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "raw").stat().st_mode) == 0o755
