@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from bihmf.models.encoders.egnn import OFFSET_FEATURES, EGNNEncoder, EGNNLayer
 from bihmf.models.fusion.base import NUM_RESIDUE_TYPES
@@ -19,9 +20,12 @@ WIDTH = 8
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _layer(seed: int = 0, update_coords: bool = True) -> EGNNLayer:
+def _layer(seed: int = 0) -> EGNNLayer:
+    """Coordinate steps of trained size (the authors start phi_x near zero)."""
     torch.manual_seed(seed)
-    return EGNNLayer(WIDTH, OFFSET_FEATURES, dropout=0.0, update_coords=update_coords).double().eval()
+    layer = EGNNLayer(WIDTH, OFFSET_FEATURES, dropout=0.0, update_coords=True).double().eval()
+    nn.init.normal_(layer.phi_x[-1].weight, std=0.1)
+    return layer
 
 
 def _orthogonal(seed: int, reflect: bool) -> torch.Tensor:
@@ -109,6 +113,8 @@ def test_features_invariant_and_coordinates_equivariant_on_a_real_complex(comple
     reflection the layers are run on the prepared state with reflected coordinates."""
     torch.manual_seed(0)
     encoder = EGNNEncoder(NUM_RESIDUE_TYPES, WIDTH, 0, num_layers=3, knn=8, dropout=0.0).double().eval()
+    for layer in encoder.layers[:-1]:
+        nn.init.normal_(layer.phi_x[-1].weight, std=0.1)  # trained-size steps: the coordinates really move
     transform = _orthogonal(5, reflect)
     shift = torch.tensor([25.0, -40.0, 7.5], dtype=torch.float64)
     eye, origin = torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)

@@ -8,7 +8,10 @@ Layer l, the paper's Eqs. (3)-(6), over the edges j -> i of the graph:
     h_i    <- phi_h(h_i, m_i)                                        (6)
 
 with the MLPs of the paper's appendix: phi_e = Linear-SiLU-Linear-SiLU, phi_x = Linear-SiLU-
-Linear to one scalar, phi_h = Linear-SiLU-Linear plus the residual h_i. ``h`` only ever sees
+Linear to one scalar, phi_h = Linear-SiLU-Linear plus the residual h_i. As in the authors' code
+(vgsatorras/egnn), phi_x's last layer has no bias and starts near zero (Xavier, gain 0.001), so
+the first steps keep the input geometry, and a linear map of h (their ``embedding_out``) follows
+the last layer. ``h`` only ever sees
 distances, so it is invariant and is the ``state.s`` fusion reads; the coordinates ``x``
 (residue CA rows, then ligand atoms) rotate and reflect with the input and live in
 ``state.extra["x"]``.
@@ -50,6 +53,13 @@ from bihmf.models.graph import (
 OFFSET_FEATURES = 16
 
 
+def _small_linear(width: int) -> nn.Linear:
+    """phi_x's output layer as the authors initialise it: coordinate steps start near zero."""
+    layer = nn.Linear(width, 1, bias=False)
+    nn.init.xavier_uniform_(layer.weight, gain=0.001)
+    return layer
+
+
 class EGNNLayer(nn.Module):
     """One equivariant graph convolutional layer (EGCL), Eqs. (3)-(6)."""
 
@@ -58,7 +68,7 @@ class EGNNLayer(nn.Module):
         self.phi_e = nn.Sequential(
             nn.Linear(2 * width + 1 + edge_features, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU()
         )
-        self.phi_x = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 1)) if update_coords else None
+        self.phi_x = nn.Sequential(nn.Linear(width, width), nn.SiLU(), _small_linear(width)) if update_coords else None
         self.phi_h = nn.Sequential(nn.Linear(2 * width, width), nn.SiLU(), nn.Linear(width, width))
         self.dropout = nn.Dropout(dropout)
 
@@ -77,7 +87,8 @@ class EGNNLayer(nn.Module):
 
 
 class EGNNEncoder(StructureEncoder):
-    """EGNN over the CA (+ ligand atom) kNN graph, stepped layer by layer for fusion."""
+    """EGNN over the CA (+ ligand atom) kNN graph, stepped layer by layer for fusion; the last
+    layer ends with the linear readout."""
 
     def __init__(self, input_dim: int, width: int, vector_dim: int, num_layers: int, knn: int, dropout: float):
         super().__init__()
@@ -87,6 +98,7 @@ class EGNNEncoder(StructureEncoder):
         self.layers = nn.ModuleList(
             [EGNNLayer(width, OFFSET_FEATURES, dropout, update_coords=depth < num_layers - 1) for depth in range(num_layers)]
         )
+        self.readout = nn.Linear(width, width)
 
     def prepare(self, graph: Any, node_input: Tensor) -> EncoderState:
         residues = graph.coords.shape[0]
@@ -110,4 +122,6 @@ class EGNNEncoder(StructureEncoder):
         residues = state.s.shape[0]
         h = torch.cat([state.s, extra["ligand_h"]])
         h, x = self.layers[depth](h, extra["x"], extra["edge_index"], extra["edge_attr"])
+        if depth == self.num_layers - 1:
+            h = self.readout(h)
         return EncoderState(s=h[:residues], extra={**extra, "x": x, "ligand_h": h[residues:]})
