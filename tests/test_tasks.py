@@ -80,7 +80,9 @@ def _train(task_name, records, targets, options, steps=100):
 def test_graph_classification_fits_real_proteins(demo_graphs):
     records = demo_graphs[:8]
     targets = [i % 3 for i in range(len(records))]
-    losses, metrics = _train("graph_classification", records, targets, {"num_classes": 3})
+    # GVP-GNN's readout (LayerNorm + ReLU GVP) makes 3 classes from width-16 features take
+    # about 100 steps to fall to 10 %; 150 leave a margin
+    losses, metrics = _train("graph_classification", records, targets, {"num_classes": 3}, steps=150)
     assert losses[-1] < 0.1 * losses[0]
     assert metrics["accuracy"] == 1.0
 

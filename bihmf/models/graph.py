@@ -92,16 +92,21 @@ def backbone_dihedrals(coords: Tensor, chain_break: Tensor) -> Tensor:
 
 
 def orientation_vectors(coords: Tensor, chain_break: Tensor) -> Tensor:
-    """Forward / backward CA directions and the ideal side-chain direction [N, 3, 3]."""
+    """Forward / backward CA directions and the side-chain direction [N, 3, 3].
+
+    The side-chain direction is GVP-GNN's (Jing et al.): the tetrahedral direction opposite the
+    bisector of CA->N and CA->C, tilted along their plane normal.
+    """
     ca = coords[:, CA_IDX]
     forward = torch.zeros_like(ca)
     backward = torch.zeros_like(ca)
     if ca.shape[0] > 1:
         step = normalize(ca[1:] - ca[:-1]) * (~chain_break[:-1]).unsqueeze(-1)
         forward[:-1], backward[1:] = step, -step
-    b = ca - coords[:, N_IDX]
-    c = coords[:, C_IDX] - ca
-    side = normalize(-0.58273431 * torch.cross(b, c, dim=-1) + 0.56802827 * b - 0.54067466 * c)
+    to_c, to_n = normalize(coords[:, C_IDX] - ca), normalize(coords[:, N_IDX] - ca)
+    bisector = normalize(to_c + to_n)
+    normal = normalize(torch.cross(to_c, to_n, dim=-1))
+    side = -bisector * math.sqrt(1.0 / 3.0) - normal * math.sqrt(2.0 / 3.0)
     return torch.stack([forward, backward, side], dim=1)
 
 

@@ -1,35 +1,34 @@
 """EGNN (Satorras, Hoogeboom & Welling, ICML 2021): E(n)-equivariant message passing on CA atoms.
 
-Layer l, paper Eqs. (3)-(6), over the edges j -> i of a fixed CA kNN graph:
+Layer l, the paper's Eqs. (3)-(6), over the edges j -> i of the graph:
 
-    m_ij    = phi_e(h_i, h_j, RBF(||x_i - x_j||), a_ij)                       (3)
-    x_i    <- x_i + 1/|N(i)| * sum_j (x_i - x_j) / (||x_i - x_j|| + 1) * phi_x(m_ij)   (4)
-    m_i     = sum_j m_ij                                                     (5)
-    h_i    <- h_i + phi_h(h_i, m_i)                                          (6)
+    m_ij    = phi_e(h_i, h_j, ||x_i - x_j||^2, a_ij)                  (3)
+    x_i    <- x_i + C * sum_{j != i} (x_i - x_j) * phi_x(m_ij)        (4)
+    m_i     = sum_{j != i} m_ij                                      (5)
+    h_i    <- phi_h(h_i, m_i)                                        (6)
 
-``h`` only ever sees distances, so it is invariant and is the ``state.s`` fusion reads; the
-coordinates ``x`` rotate with the input and live in ``state.extra["x"]`` (residue CA rows,
-then ligand atoms). Documented choices, where the paper leaves room or is unstable at protein
-scale:
+with the MLPs of the paper's appendix: phi_e = Linear-SiLU-Linear-SiLU, phi_x = Linear-SiLU-
+Linear to one scalar, phi_h = Linear-SiLU-Linear plus the residual h_i. As in the authors' code
+(vgsatorras/egnn), phi_x's last layer has no bias and starts near zero (Xavier, gain 0.001), so
+the first steps keep the input geometry, and a linear map of h (their ``embedding_out``) follows
+the last layer. ``h`` only ever sees
+distances, so it is invariant and is the ``state.s`` fusion reads; the coordinates ``x``
+(residue CA rows, then ligand atoms) rotate and reflect with the input and live in
+``state.extra["x"]``.
 
-* graph: the paper's fully connected graph is O(N^2); we use the CA kNN graph (k = ``knn``)
-  built once from the input coordinates, as ProteinWorkshop's EGNN does; distances are
-  recomputed from the updated coordinates in every layer;
-* the squared distance of Eq. (3) is fed as an RBF expansion of the distance: raw squared
-  distances in Å^2 (up to a few hundred) saturate the MLP;
-* Eq. (4) normalises the difference by ||x_i - x_j|| + 1 and averages over neighbours
-  (C = 1/|N(i)|; the authors' code offers both normalisation and mean aggregation), so a
-  step is bounded by |phi_x| whatever the distances and coordinates cannot blow up with depth;
-* Eq. (6) is the residual form of the authors' code, without normalisation: a LayerNorm
-  after the residual (LN(h_i + phi_h)) let the summed messages, which share a large common
-  component, swamp each residue's own state; at lr 1e-2 every residue then collapsed to the
-  same features and a memorisation run on 8 PPBS proteins sat at the base-rate loss;
-* edge attributes a_ij: sinusoidal encoding of the sequence offset (0 when a ligand atom is
-  an endpoint), as in the GVP encoder; node inputs: fusion's features plus sin/cos of the
-  backbone dihedrals (all invariant);
-* the last layer does not update coordinates: nothing reads them afterwards, and an unused
-  phi_x would be a parameter without gradient.
+Graph and M: the paper connects all M nodes and sets C = 1/(M - 1), one over the number of
+terms j != i of the sum. A protein's complete graph is O(N^2), so the graph here is the CA (+
+ligand atom) kNN graph built once from the input coordinates (k = ``knn``); the sums run over
+a node's k neighbours, never over the node itself, and M - 1 is that neighbour count (k, or
+every other node of a protein smaller than k + 1). Squared distances are recomputed from the
+updated coordinates in every layer, in Å^2 as the coordinates are in Å.
 
+Edge attributes a_ij: a sinusoidal encoding of the sequence offset (0 when a ligand atom is an
+endpoint), as in the GVP encoder; node inputs: fusion's features plus sin/cos of the backbone
+dihedrals (all invariant), embedded linearly, ligand atoms by element type. Two additions the
+paper does not have and that leave its function unchanged in evaluation: dropout (the encoders'
+``dropout`` setting) on phi_h's output before the residual, and no coordinate update in the last
+layer, whose coordinates nothing reads (its phi_x would be a parameter without gradient).
 ``vector_dim`` is unused (EGNN carries one coordinate per node, no vector channels).
 """
 
@@ -48,43 +47,48 @@ from bihmf.models.graph import (
     chain_breaks,
     knn_edges,
     positional_encoding,
-    rbf,
     residue_and_ligand_nodes,
 )
 
-RBF_COUNT = 16
 OFFSET_FEATURES = 16
 
 
-def _mlp(inputs: int, width: int, outputs: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(inputs, width), nn.SiLU(), nn.Linear(width, outputs))
+def _small_linear(width: int) -> nn.Linear:
+    """phi_x's output layer as the authors initialise it: coordinate steps start near zero."""
+    layer = nn.Linear(width, 1, bias=False)
+    nn.init.xavier_uniform_(layer.weight, gain=0.001)
+    return layer
 
 
 class EGNNLayer(nn.Module):
-    """One E(n)-equivariant graph convolution, Eqs. (3)-(6)."""
+    """One equivariant graph convolutional layer (EGCL), Eqs. (3)-(6)."""
 
-    def __init__(self, width: int, dropout: float, update_coords: bool):
+    def __init__(self, width: int, edge_features: int, dropout: float, update_coords: bool):
         super().__init__()
-        self.edge_mlp = nn.Sequential(_mlp(2 * width + RBF_COUNT + OFFSET_FEATURES, width, width), nn.SiLU())
-        self.coord_mlp = _mlp(width, width, 1) if update_coords else None
-        self.node_mlp = _mlp(2 * width, width, width)
+        self.phi_e = nn.Sequential(
+            nn.Linear(2 * width + 1 + edge_features, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU()
+        )
+        self.phi_x = nn.Sequential(nn.Linear(width, width), nn.SiLU(), _small_linear(width)) if update_coords else None
+        self.phi_h = nn.Sequential(nn.Linear(2 * width, width), nn.SiLU(), nn.Linear(width, width))
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, h: Tensor, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> tuple[Tensor, Tensor]:
+        """``edge_index`` row 0 = source j, row 1 = target i; self-pairs must not be listed."""
         src, dst = edge_index
         diff = x[dst] - x[src]  # x_i - x_j
-        dist = diff.norm(dim=-1, keepdim=True)
-        m = self.edge_mlp(torch.cat([h[dst], h[src], rbf(dist.squeeze(-1), RBF_COUNT), edge_attr], dim=-1))
-        if self.coord_mlp is not None:
-            shift = diff / (dist + 1.0) * self.coord_mlp(m)
-            x = x + scatter(shift, dst, dim=0, dim_size=x.shape[0], reduce="mean")
+        squared = (diff * diff).sum(-1, keepdim=True)
+        m = self.phi_e(torch.cat([h[dst], h[src], squared, edge_attr], dim=-1))
+        if self.phi_x is not None:
+            terms = scatter(diff * self.phi_x(m), dst, dim=0, dim_size=x.shape[0], reduce="sum")
+            others = scatter(torch.ones_like(squared), dst, dim=0, dim_size=x.shape[0], reduce="sum")
+            x = x + terms / others.clamp(min=1.0)  # C = 1 / (M - 1)
         m_i = scatter(m, dst, dim=0, dim_size=h.shape[0], reduce="sum")
-        h = h + self.dropout(self.node_mlp(torch.cat([h, m_i], dim=-1)))
-        return h, x
+        return h + self.dropout(self.phi_h(torch.cat([h, m_i], dim=-1))), x
 
 
 class EGNNEncoder(StructureEncoder):
-    """EGNN over the CA (+ ligand atom) kNN graph, stepped layer by layer for fusion."""
+    """EGNN over the CA (+ ligand atom) kNN graph, stepped layer by layer for fusion; the last
+    layer ends with the linear readout."""
 
     def __init__(self, input_dim: int, width: int, vector_dim: int, num_layers: int, knn: int, dropout: float):
         super().__init__()
@@ -92,8 +96,9 @@ class EGNNEncoder(StructureEncoder):
         self.node_in = nn.Linear(input_dim + 6, width)
         self.ligand_in = nn.Embedding(OTHER_ELEMENT + 1, width)
         self.layers = nn.ModuleList(
-            [EGNNLayer(width, dropout, update_coords=depth < num_layers - 1) for depth in range(num_layers)]
+            [EGNNLayer(width, OFFSET_FEATURES, dropout, update_coords=depth < num_layers - 1) for depth in range(num_layers)]
         )
+        self.readout = nn.Linear(width, width)
 
     def prepare(self, graph: Any, node_input: Tensor) -> EncoderState:
         residues = graph.coords.shape[0]
@@ -117,4 +122,6 @@ class EGNNEncoder(StructureEncoder):
         residues = state.s.shape[0]
         h = torch.cat([state.s, extra["ligand_h"]])
         h, x = self.layers[depth](h, extra["x"], extra["edge_index"], extra["edge_attr"])
+        if depth == self.num_layers - 1:
+            h = self.readout(h)
         return EncoderState(s=h[:residues], extra={**extra, "x": x, "ligand_h": h[residues:]})
