@@ -59,7 +59,7 @@ from bihmf.esm import (
     write_random_checkpoint,
 )
 from bihmf.models.fusion import FusionContext, cached_layers
-from bihmf.training import residue_budget_batches
+from bihmf.batching import residue_budget_batches
 
 NAME = "train_step"
 Provider = Callable[[list[ProteinRecord]], list[np.ndarray]]  # a batch's proteins -> float32 [N, slots, D] each

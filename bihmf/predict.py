@@ -61,7 +61,9 @@ from bihmf.io import atomic_output, write_json_atomic
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import ProteinModel, build_model, reads_esm
 from bihmf.tasks import graph_regression
-from bihmf.training import RunSpec, collate, pick_device, protein_graph, residue_budget_batches, residue_mask
+from bihmf.batching import collate, protein_graph, residue_budget_batches, residue_mask
+from bihmf.gpu import pick_device
+from bihmf.run import RunSpec
 
 log = logging.getLogger(__name__)
 

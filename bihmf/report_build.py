@@ -20,7 +20,7 @@ from bihmf.report_format import MISSING, NOT_AVAILABLE, NOT_GIVEN, Block, Table,
 from bihmf.report_paper import benchmark_of_datasets, load_published, ours_frame, summary_notes, summary_table
 from bihmf.report_plots import bars_figure, cost_figure, curves_figure, heatmap_figure, read_curves, save_figure
 from bihmf.report_stats import BIHMF_FUSIONS, Predictions, StatsSettings, compare, comparison_table, read_predictions
-from bihmf.training import TEST_PREDICTIONS
+from bihmf.run import TEST_PREDICTIONS_FILE as TEST_PREDICTIONS
 
 log = logging.getLogger(__name__)
 

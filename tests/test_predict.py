@@ -42,7 +42,9 @@ from bihmf.predict import (
     output_names,
     predict,
 )
-from bihmf.training import RunSpec, collate, protein_graph, train_run
+from bihmf.batching import collate, protein_graph
+from bihmf.run import RunSpec
+from bihmf.training import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = "esm2_t4_predict_random.pt"
