@@ -41,8 +41,6 @@ MODEL_FILE = "model.pt"
 CURVE_FILE = "curve.csv"
 TEST_PREDICTIONS_FILE = "test_predictions.parquet"
 LAST_CHECKPOINT = "last.pt"
-# what a finished training job leaves, by the names the train rule gives its outputs
-TRAIN_OUTPUTS = {"metrics": METRICS_FILE, "model": MODEL_FILE, "curve": CURVE_FILE, "predictions": TEST_PREDICTIONS_FILE}
 PREDICTION_KEYS = ("protein_id", "subset")  # columns of test_predictions.parquet that are not task outputs
 # provenance that `bihmf predict` rebuilds the model's inputs from
 REQUIRED_PROVENANCE = ("esm_cache", "ligand_atoms", "esm_checkpoint_sha256", "packages", "train_config")
