@@ -3,7 +3,9 @@
 # A run of this workflow that is not trained yet is trained first (its files are this rule's inputs).
 from pathlib import Path
 
-from bihmf.predict import METRICS_FILE, MODEL_FILE, SUMMARY_FILE, expand_inputs
+from bihmf.predict import SUMMARY_FILE
+from bihmf.predict.structures import expand_inputs
+from bihmf.run import METRICS_FILE, MODEL_FILE
 
 PREDICT_OUT = config["predict_out"]
 
