@@ -67,10 +67,6 @@ class RunFolder:
 
     path: Path
 
-    @classmethod
-    def of(cls, root: Path, dataset: str, encoder: str, fusion: str, seed: int) -> RunFolder:
-        return cls(Path(root) / RUN_DIR.format(dataset=dataset, encoder=encoder, fusion=fusion, seed=seed))
-
     @property
     def metrics(self) -> Path:
         return self.path / METRICS_FILE
