@@ -66,7 +66,7 @@ from bihmf.esm_cache import EmbeddingCache
 from bihmf.models.fusion import FUSIONS, FusionContext, cached_layers
 from bihmf.models.fusion.base import ATTENTION_HEADS, JointSelfAttention
 from bihmf.models.model import reads_esm, run_combinations
-from bihmf.training import collate, protein_graph, residue_budget_batches
+from bihmf.batching import collate, protein_graph, residue_budget_batches
 
 NAME = "data_path"
 FULL_DEPTH = ESM_SHAPES["t33"]["num_layers"]  # the full benchmark's ESM: esm2_t33_650M

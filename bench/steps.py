@@ -22,7 +22,7 @@ from bihmf.esm_cache import EmbedSettings, read_chains, shard_name, write_index
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import ProteinModel, build_model
 from bihmf.tasks import residue_binary
-from bihmf.training import collate, protein_graph
+from bihmf.batching import collate, protein_graph
 
 TASK = "residue_binary"  # PPBS's task: a loss on every residue, the heaviest head per protein
 

@@ -54,7 +54,7 @@ from bihmf.data.schema import ProteinRecord
 from bihmf.esm import embed_sequences, load_esm, write_random_checkpoint
 from bihmf.esm_cache import EmbedSettings, EmbeddingCache, chain_sequences
 from bihmf.models.fusion import FusionContext, cached_layers
-from bihmf.training import residue_budget_batches
+from bihmf.batching import residue_budget_batches
 
 NAME = "train_step"
 Provider = Callable[[list[ProteinRecord]], list[np.ndarray]]  # a batch's proteins -> float32 [N, slots, D] each

@@ -15,9 +15,8 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
-
-from bihmf.predict import TABLE_FORMATS, PredictOptions, RunError, esm_default, predict
+from bihmf.predict import SUMMARY_FILE, TABLE_FORMATS, PredictOptions, RunError, predict
+from bihmf.predict.options import esm_default
 
 USAGE_ERROR = 2
 
@@ -38,20 +37,9 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def add_predict(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "predict",
-        help="predict on your own PDB/mmCIF structures with a trained run",
-        description=(
-            "Apply a trained run (results/runs/<dataset>/<encoder>/<fusion>/seed<k>) to PDB/mmCIF files "
-            "(gzip allowed) or folders of them. The run decides the model, the ESM checkpoint and layers "
-            "and the graphs; outputs: predictions table, summary.json and, for per-residue tasks, "
-            "B-factor structure copies and plots."
-        ),
-    )
-    parser.add_argument("files", nargs="+", type=Path, help="structure files or folders (searched for .pdb/.ent/.cif/.mmcif[.gz])")
-    parser.add_argument("--run", required=True, type=Path, help="trained run folder (holds model.pt and metrics.json)")
-    parser.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: %(default)s)")
+def add_predict_options(parser: argparse.ArgumentParser) -> None:
+    """The choices a prediction takes beyond the run, the files and the output folder
+    (also what the workflow's ``predict_args`` may hold)."""
     parser.add_argument("--chains", type=_chain_list, help="chain ids to predict, comma-separated, _ for a blank id (default: every protein chain)")
     parser.add_argument("--per-chain", action="store_true", help="one protein per chain (as ppbs/react were trained) instead of one per file")
     parser.add_argument("--model", dest="model_index", type=int, default=0, help="0-based model of multi-model files (default: 0)")
@@ -67,13 +55,28 @@ def add_predict(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--token-budget", type=int, default=esm_default("token_budget"), help="tokens per ESM batch (default: %(default)s)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA when present")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
+
+
+def add_predict(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict on your own PDB/mmCIF structures with a trained run",
+        description=(
+            "Apply a trained run (results/runs/<dataset>/<encoder>/<fusion>/seed<k>) to PDB/mmCIF files "
+            "(gzip allowed) or folders of them. The run decides the model, the ESM checkpoint and layers "
+            "and the graphs; outputs: predictions table, summary.json and, for per-residue tasks, "
+            "B-factor structure copies and plots."
+        ),
+    )
+    parser.add_argument("files", nargs="+", type=Path, help="structure files or folders (searched for .pdb/.ent/.cif/.mmcif[.gz])")
+    parser.add_argument("--run", required=True, type=Path, help="trained run folder (holds model.pt and metrics.json)")
+    parser.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: %(default)s)")
+    add_predict_options(parser)
     parser.set_defaults(handler=run_predict)
 
 
-def run_predict(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    options = PredictOptions(
+def options_of(args: argparse.Namespace) -> PredictOptions:
+    return PredictOptions(
         chains=args.chains,
         per_chain=args.per_chain,
         model_index=args.model_index,
@@ -85,15 +88,26 @@ def run_predict(args: argparse.Namespace) -> int:
         cache=args.cache,
         token_budget=args.token_budget,
         device=args.device,
+        threads=args.threads,
     )
+
+
+def predict_options(argv: Sequence[str]) -> PredictOptions:
+    """Options from command-line words (the workflow's ``predict_args``); a bad word exits with usage."""
+    parser = argparse.ArgumentParser(prog="bihmf predict (predict_args)")
+    add_predict_options(parser)
+    return options_of(parser.parse_args(argv))
+
+
+def run_predict(args: argparse.Namespace) -> int:
     try:
-        summary = predict(args.run, args.files, args.out, options)
+        summary = predict(args.run, args.files, args.out, options_of(args))
     except RunError as exc:
         log.error("%s", exc)
         return USAGE_ERROR
     for line in summary["files"]:
         print(f"ok      {line['file']}: {line['proteins']} protein(s), {line['residues']} residues" if line["status"] == "ok" else f"FAILED  {line['error']}")
-    print(f"{summary['succeeded']} succeeded, {summary['failed']} failed; predictions: {summary['predictions']}; summary: {args.out / 'summary.json'}")
+    print(f"{summary['succeeded']} succeeded, {summary['failed']} failed; predictions: {summary['predictions']}; summary: {args.out / SUMMARY_FILE}")
     return 0 if summary["failed"] == 0 else 1
 
 

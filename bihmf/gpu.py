@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+
 log = logging.getLogger(__name__)
 
 DEFAULT_LOCK_DIR = Path(".snakemake") / "gpu-locks"
@@ -84,3 +86,12 @@ def gpu_slot(num_gpus: int | None = None, lock_dir: Path = DEFAULT_LOCK_DIR, pol
                 handle.close()
             return
         time.sleep(poll_s + random.random() * poll_s)
+
+
+def pick_device() -> torch.device:
+    """CUDA when a GPU is visible (after :func:`gpu_slot` has chosen it), else the CPU."""
+    if torch.cuda.is_available():
+        log.info("device: cuda (%s)", torch.cuda.get_device_name(0))
+        return torch.device("cuda")
+    log.info("device: cpu (no CUDA device visible; training on CPU)")
+    return torch.device("cpu")

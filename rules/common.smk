@@ -5,8 +5,9 @@ from pathlib import Path
 from bihmf.esm import esm_depth
 from bihmf.esm_cache import INDEX_NAME
 from bihmf.models.model import run_combinations
-from bihmf.predict import expand_inputs
+from bihmf.predict.structures import expand_inputs
 from bihmf.recipes import esm_layers_to_cache, load_recipes, run_settings
+from bihmf.run import METRICS_FILE, RUN_DIR
 
 DATASETS = list(config["datasets"])
 ESM_NAME = config["esm"]["name"]
@@ -48,7 +49,6 @@ def expected_runs(dataset):
 
 # report stage: which run files a report reads, and its report() outputs
 REPORT_DIR = "results/report"
-RUN_DIR = "results/runs/{dataset}/{encoder}/{fusion}/seed{seed}"
 
 
 def report_runs(dataset):
@@ -56,7 +56,7 @@ def report_runs(dataset):
     runs = expected_runs(dataset)
     if not config["report"]["partial"]:
         return runs
-    return [run for run in runs if os.path.exists(run_file(dataset, run, "metrics.json"))]
+    return [run for run in runs if os.path.exists(run_file(dataset, run, METRICS_FILE))]
 
 
 def run_file(dataset, run, name):

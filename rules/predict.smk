@@ -2,7 +2,8 @@
 #   snakemake predict --cores 2 --config predict_run=results/runs/<dataset>/<encoder>/<fusion>/seed<k> predict_in=<folder or file>
 # A run of this workflow that is not trained yet is trained first (its files are this rule's inputs).
 # predict_request() (the run folder and structure files asked for) is in rules/common.smk.
-from bihmf.predict import METRICS_FILE, MODEL_FILE, SUMMARY_FILE
+from bihmf.predict import SUMMARY_FILE
+from bihmf.run import METRICS_FILE, MODEL_FILE
 
 PREDICT_OUT = config["predict_out"]
 

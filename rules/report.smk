@@ -1,14 +1,15 @@
 # Report stage: per dataset, tables + statistics + figures from every run; then one summary
 # table in the paper's layout. `snakemake --report report.html` collects the report() outputs.
-from bihmf.report import split_order
-from bihmf.report_paper import PUBLISHED_PATH
+from bihmf.report.aggregate import split_order
+from bihmf.run import CURVE_FILE, TEST_PREDICTIONS_FILE
+from bihmf.report.paper import PUBLISHED_PATH
 
 
 rule report:
     input:
-        metrics=report_inputs("metrics.json"),
-        curves=report_inputs("curve.csv"),
-        predictions=report_inputs("test_predictions.parquet"),
+        metrics=report_inputs(METRICS_FILE),
+        curves=report_inputs(CURVE_FILE),
+        predictions=report_inputs(TEST_PREDICTIONS_FILE),
         benchmarks=report_benchmarks,
         cache=ESM_INDEX,
     output:

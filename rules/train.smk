@@ -1,12 +1,16 @@
+from bihmf.run import CURVE_FILE, MODEL_FILE, TEST_PREDICTIONS_FILE
+from bihmf.tasks import task_options
+
+
 rule train:
     input:
         proteins="results/data/{dataset}/proteins.parquet",
         cache=ESM_INDEX,
     output:
-        metrics="results/runs/{dataset}/{encoder}/{fusion}/seed{seed}/metrics.json",
-        model="results/runs/{dataset}/{encoder}/{fusion}/seed{seed}/model.pt",
-        curve="results/runs/{dataset}/{encoder}/{fusion}/seed{seed}/curve.csv",
-        predictions="results/runs/{dataset}/{encoder}/{fusion}/seed{seed}/test_predictions.parquet",
+        metrics=f"{RUN_DIR}/{METRICS_FILE}",
+        model=f"{RUN_DIR}/{MODEL_FILE}",
+        curve=f"{RUN_DIR}/{CURVE_FILE}",
+        predictions=f"{RUN_DIR}/{TEST_PREDICTIONS_FILE}",
     conda:
         "../envs/bihmf.yaml"
     log:
@@ -15,7 +19,7 @@ rule train:
         "benchmarks/train/{dataset}/{encoder}/{fusion}/seed{seed}.tsv"
     params:
         task=lambda wc: config["datasets"][wc.dataset]["task"],
-        task_options=lambda wc: {"num_classes": config["datasets"][wc.dataset]["num_classes"]},
+        task_options=lambda wc: task_options(config["datasets"][wc.dataset]),
         graph_residues=lambda wc: config["datasets"][wc.dataset]["graph_residues"],
         model=lambda wc: model_settings(wc.dataset, wc.encoder),
         train=lambda wc: train_settings(wc.dataset, wc.encoder),

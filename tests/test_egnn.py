@@ -14,7 +14,7 @@ from torch import nn
 from bihmf.models.encoders.egnn import OFFSET_FEATURES, EGNNEncoder, EGNNLayer
 from bihmf.models.fusion.base import NUM_RESIDUE_TYPES
 from bihmf.models.graph import knn_edges
-from bihmf.training import collate, protein_graph
+from bihmf.batching import collate, protein_graph
 
 WIDTH = 8
 pytestmark = pytest.mark.usefixtures("single_thread")

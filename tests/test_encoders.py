@@ -16,7 +16,7 @@ from bihmf.models.encoders.gearnet import SEQUENTIAL_OFFSETS, sequential_edges
 from bihmf.models.encoders.pronet import nearest_edges
 from bihmf.models.fusion.base import NUM_RESIDUE_TYPES
 from bihmf.models.graph import C_IDX, N_IDX, O_IDX, backbone_frames, radius_edges
-from bihmf.training import collate, protein_graph
+from bihmf.batching import collate, protein_graph
 
 SIZES = {"width": 16, "vector_dim": 4, "num_layers": 3, "knn": 8, "dropout": 0.0}
 CPU = torch.device("cpu")

@@ -12,7 +12,7 @@ from bihmf.data.ppbs import parse
 from bihmf.models.encoders import StructureEncoder
 from bihmf.models.fusion import FUSIONS, FusionContext
 from bihmf.models.model import build_model
-from bihmf.training import collate, protein_graph
+from bihmf.batching import collate, protein_graph
 
 ESM_DIM, ESM_DEPTH = 16, 6
 # Layer 3 is cached but unpaired for 3 GNN layers ([2, 4, 6]), so a fusion reading a layer it

@@ -13,7 +13,7 @@ from bihmf.data.ppbs import parse
 from bihmf.models.fusion import FUSIONS, FusionContext, cached_layers, paired_layers
 from bihmf.models.graph import knn_edges
 from bihmf.models.model import build_model
-from bihmf.training import collate, protein_graph
+from bihmf.batching import collate, protein_graph
 
 ESM_DIM, ESM_DEPTH = 16, 6
 CONTEXT = FusionContext(esm_dim=ESM_DIM, cache_layers=(2, 4, 6), esm_depth=ESM_DEPTH)

@@ -32,18 +32,14 @@ from bihmf.data.structure import load_structure, read_chains
 from bihmf.esm import embed_proteins, write_random_checkpoint
 from bihmf.esm_cache import EmbedSettings, chain_sequences
 from bihmf.models.fusion import cached_layers
-from bihmf.predict import (
-    TASK_OUTPUTS,
-    ChainEmbeddings,
-    PredictOptions,
-    RunError,
-    build_trained_model,
-    expand_inputs,
-    load_run,
-    output_names,
-    predict,
-)
-from bihmf.training import RunSpec, collate, protein_graph, train_run
+from bihmf.predict import PredictOptions, RunError, predict
+from bihmf.predict.embeddings import ChainEmbeddings
+from bihmf.predict.structures import expand_inputs, output_names
+from bihmf.predict.trained import build_trained_model, load_run
+from bihmf.tasks import TASKS
+from bihmf.batching import collate, protein_graph
+from bihmf.run import RunSpec
+from bihmf.training import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = "esm2_t4_predict_random.pt"
@@ -303,7 +299,7 @@ def test_ligand_pocket_prediction_equals_the_model_on_its_training_record(workfl
     esm, _, _ = ChainEmbeddings(run, CPU, torch.device("cpu")).proteins([record])
     batch = collate([protein_graph(record, esm[0], "pocket")], torch.device("cpu"))
     with torch.no_grad():
-        expected = TASK_OUTPUTS["graph_regression"](model(batch), batch, model.head)[0]
+        expected = TASKS["graph_regression"].outputs(model(batch), batch, model.head)[0]
     assert (row["residues"], row["graph_residues"], row["ligand_atoms"]) == (len(record.sequence), (record.labels == 1).sum(), len(record.ligand_elems))
     assert row["prediction"] == pytest.approx(expected, abs=1e-5)
 

@@ -17,7 +17,7 @@ from bihmf.config import SCHEMA_PATH, load_config, validate_config
 from bihmf.models.fusion import FUSIONS, cached_layers
 from bihmf.models.model import NO_ENCODER
 from bihmf.recipes import RECIPE_KEY, RECIPES_PATH, REQUIRED, esm_layers_to_cache, load_recipes, run_settings
-from bihmf.report_paper import load_published
+from bihmf.report.paper import load_published
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,14 +20,15 @@ import pytest
 from scipy import stats
 
 from bihmf.config import load_config
-from bihmf.report import load_runs, read_run, split_order, summarise
-from bihmf.report_build import (
+from bihmf.report.aggregate import load_runs, split_order, summarise
+from bihmf.report.build import (
     DATASET_OUTPUTS, SUMMARY_OUTPUTS, DatasetReport, run_predictions, write_dataset_report, write_summary_report,
 )
-from bihmf.report_format import Cell, Table, page_html, to_latex, to_markdown
-from bihmf.report_paper import PUBLISHED_PATH, benchmark_of_datasets, load_published
-from bihmf.report_plots import relative_gain
-from bihmf.report_stats import StatsSettings, _resample, bootstrap_metrics, compare
+from bihmf.report.format import Cell, Table, page_html, to_latex, to_markdown
+from bihmf.report.paper import PUBLISHED_PATH, benchmark_of_datasets, load_published
+from bihmf.report.plots import relative_gain
+from bihmf.report.stats import StatsSettings, _resample, bootstrap_metrics, compare
+from bihmf.run import read_record
 from bihmf.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -510,7 +511,7 @@ def test_bad_metrics_file_names_file_and_key(lba_tree: DatasetReport, mutate, ma
     mutate(run)
     bad.write_text(json.dumps(run))
     with pytest.raises(ValueError, match=match) as err:
-        read_run(bad)
+        read_record(bad)
     assert str(bad) in str(err.value)
 
 
@@ -529,7 +530,7 @@ def test_duplicate_wrong_dataset_and_wrong_task_are_errors(lba_tree: DatasetRepo
     broken = tmp_path / "broken.json"
     broken.write_text("{")
     with pytest.raises(ValueError, match="broken.json: not valid JSON"):
-        read_run(broken)
+        read_record(broken)
 
 
 def test_bootstrap_refuses_runs_tested_on_different_proteins(ppbs_tree: DatasetReport, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from bihmf.models.fusion import FusionContext
 from bihmf.models.model import build_model
 from bihmf.tasks import TASKS
 from bihmf.tasks.metrics import METRICS, average_ranks, group_mean
-from bihmf.training import collate, protein_graph
+from bihmf.batching import collate, protein_graph
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -18,7 +18,9 @@ from bihmf.esm import embed_proteins
 from bihmf.esm_cache import EmbedSettings
 from bihmf.data.schema import read_proteins
 from bihmf.models.fusion import cached_layers
-from bihmf.training import NonFiniteLossError, RunSpec, lr_factor, residue_budget_batches, train_run
+from bihmf.batching import residue_budget_batches
+from bihmf.run import RunSpec, read_record
+from bihmf.training import NonFiniteLossError, lr_factor, train_run
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,8 @@ def test_fusion_training_lowers_the_loss_and_writes_outputs(demo_tables, cfgs, t
     losses = [float(line.split(",")[1]) for line in curve[1:]]
     assert losses[-1] < losses[0]
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved == json.loads(json.dumps(result))
+    assert saved == json.loads(json.dumps(result.as_json()))
+    assert read_record(tmp_path / "metrics.json") == result
     assert set(saved["metrics"]) == {"val", "test", "test_70", "test_homology"}
     for split in saved["metrics"].values():
         assert all(np.isfinite(v) and 0 <= v <= 1 for v in split.values())
@@ -66,7 +69,7 @@ def test_fusion_training_lowers_the_loss_and_writes_outputs(demo_tables, cfgs, t
 def test_same_seed_same_metrics(demo_tables, cfgs, tmp_path):
     first = _run(demo_tables, tmp_path / "a", cfgs, fusion="serial", seed=3)
     second = _run(demo_tables, tmp_path / "b", cfgs, fusion="serial", seed=3)
-    assert first["metrics"] == second["metrics"]
+    assert first.metrics == second.metrics
     assert (tmp_path / "a" / "curve.csv").read_text().split("seconds")[0] == (tmp_path / "b" / "curve.csv").read_text().split("seconds")[0]
 
 
@@ -95,7 +98,8 @@ def test_non_finite_loss_stops_with_a_clear_error(demo_tables, cfgs, tmp_path, m
 RUN_SCRIPT = """
 import json, sys
 from pathlib import Path
-from bihmf.training import RunSpec, train_run
+from bihmf.run import RunSpec
+from bihmf.training import train_run
 args = json.loads(sys.argv[1])
 train_run(RunSpec("ppbs_demo", "gvp", "bihmf_local", 0, "residue_binary"), Path(args["proteins"]), Path(args["cache"]),
           args["model"], args["train"], Path(args["out"]))
@@ -131,9 +135,9 @@ def test_sigkilled_run_resumes_to_identical_metrics(demo_tables, cfgs, tmp_path)
     assert not (out / "metrics.json").exists()
 
     resumed = _run(demo_tables, out, (model_cfg, train_cfg))
-    assert resumed["provenance"]["resumed"] is True
-    assert resumed["metrics"] == reference["metrics"]
-    assert resumed["best_epoch"] == reference["best_epoch"]
+    assert resumed.provenance["resumed"] is True
+    assert resumed.metrics == reference.metrics
+    assert resumed.best_epoch == reference.best_epoch
     strip = lambda text: [line.rsplit(",", 1)[0] for line in text.splitlines()]  # drop the seconds column
     assert strip((out / "curve.csv").read_text()) == strip((tmp_path / "reference" / "curve.csv").read_text())
 
@@ -142,7 +146,7 @@ def test_checkpoint_of_another_config_is_not_resumed(demo_tables, cfgs, tmp_path
     model_cfg, train_cfg = cfgs
     _run(demo_tables, tmp_path, (model_cfg, {**train_cfg, "epochs": 2}))
     result = _run(demo_tables, tmp_path, (model_cfg, {**train_cfg, "epochs": 2, "lr": 1e-3}))
-    assert result["provenance"]["resumed"] is False
+    assert result.provenance["resumed"] is False
 
 
 def test_warmup_then_cosine_schedule():

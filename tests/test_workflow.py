@@ -14,8 +14,9 @@ import pandas as pd
 
 from bihmf.config import load_config
 from bihmf.models.model import run_combinations
-from bihmf.report import is_metric
-from bihmf.report_stats import evaluate_rows, read_predictions, split_rows
+from bihmf.report.stats import evaluate_rows, split_rows
+from bihmf.run import read_test_predictions
+from bihmf.tasks.metrics import is_metric
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +122,7 @@ def test_demo_workflow_runs_end_to_end(tmp_path):
             assert all(0 <= v <= 1 for name, v in values.items() if name in bounded)
             assert all(-1 <= v <= 1 for name, v in values.items() if name.endswith(("pearson", "spearman", "kendall")))
             # the per-protein test predictions the bootstrap resamples reproduce the run's test metrics
-            predictions = read_predictions(metrics_path.parent / "test_predictions.parquet")
+            predictions = read_test_predictions(metrics_path.parent / "test_predictions.parquet")
             for split in (s for s in metrics if s.startswith("test")):
                 again = evaluate_rows(run["task"], split_rows(predictions, split))
                 for name, value in metrics[split].items():

@@ -6,9 +6,8 @@ import torch
 
 from bihmf.esm import embed_shard
 from bihmf.esm_cache import EmbedSettings
-from bihmf.gpu import gpu_slot
+from bihmf.gpu import gpu_slot, pick_device
 from bihmf.logs import log_to
-from bihmf.training import pick_device
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

@@ -1,10 +1,10 @@
-"""Glue for rule report (logic: bihmf.report_build.write_dataset_report)."""
+"""Glue for rule report (logic: bihmf.report.build.write_dataset_report)."""
 
 from pathlib import Path
 
 from bihmf.logs import log_to
-from bihmf.report_build import DATASET_OUTPUTS, DatasetReport, write_dataset_report
-from bihmf.report_stats import StatsSettings
+from bihmf.report.build import DATASET_OUTPUTS, DatasetReport, write_dataset_report
+from bihmf.report.stats import StatsSettings
 
 log_to(snakemake.log[0])
 write_dataset_report(

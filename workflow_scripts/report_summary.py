@@ -1,9 +1,9 @@
-"""Glue for rule report_summary (logic: bihmf.report_build.write_summary_report)."""
+"""Glue for rule report_summary (logic: bihmf.report.build.write_summary_report)."""
 
 from pathlib import Path
 
 from bihmf.logs import log_to
-from bihmf.report_build import SUMMARY_OUTPUTS, write_summary_report
+from bihmf.report.build import SUMMARY_OUTPUTS, write_summary_report
 
 log_to(snakemake.log[0])
 write_summary_report(

@@ -4,7 +4,8 @@ from pathlib import Path
 
 from bihmf.gpu import gpu_slot
 from bihmf.logs import log_to
-from bihmf.training import RunSpec, train_run
+from bihmf.run import RunSpec
+from bihmf.training import train_run
 
 log_to(snakemake.log[0])
 wc = snakemake.wildcards

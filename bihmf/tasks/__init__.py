@@ -6,9 +6,14 @@
 ``predictions(output, graph, head)`` what evaluation keeps of a batch (numpy)
 ``evaluate(parts) -> dict``          metrics over a split's batches
 ``SELECTION_METRIC``                 validation metric maximised by early stopping
+``OPTIONS``                          dataset config keys the head needs (passed as ``task_options``)
+``PER_RESIDUE``                      whether predictions are per residue (else per protein)
+``outputs(output, graph, head)``     what ``bihmf predict`` reports, one value per protein
+``output_columns(value)``            that value as prediction-table columns (per residue if PER_RESIDUE)
 """
 
 from types import ModuleType
+from typing import Any
 
 from bihmf.tasks import graph_classification, graph_regression, residue_binary
 
@@ -17,3 +22,8 @@ TASKS: dict[str, ModuleType] = {
     "graph_classification": graph_classification,
     "graph_regression": graph_regression,
 }
+
+
+def task_options(dataset_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The options the dataset's task declares, with the dataset's values."""
+    return {key: dataset_cfg[key] for key in TASKS[dataset_cfg["task"]].OPTIONS}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -12,6 +13,8 @@ from bihmf.tasks.metrics import accuracy
 from bihmf.tasks.pooling import GraphHead
 
 SELECTION_METRIC = "accuracy"
+OPTIONS = ("num_classes",)
+PER_RESIDUE = False
 
 
 class Head(GraphHead):
@@ -39,3 +42,16 @@ def predictions(logits: Tensor, graph: Any, head: nn.Module) -> dict[str, np.nda
 
 def evaluate(parts: list[dict[str, np.ndarray]]) -> dict[str, float]:
     return {"accuracy": accuracy(np.concatenate([p["label"] for p in parts]), np.concatenate([p["pred"] for p in parts]))}
+
+
+def outputs(logits: Tensor, graph: Any, head: nn.Module) -> list[np.ndarray]:
+    """Class probabilities, one row per protein."""
+    return list(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+
+
+def output_columns(probabilities: np.ndarray) -> dict[str, Any]:
+    return {
+        "predicted_class": int(probabilities.argmax()),
+        "probability": float(probabilities.max()),
+        **{f"p_{k}": float(p) for k, p in enumerate(probabilities)},
+    }

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 SELECTION_METRIC = "spearman"
 POOLED = ("rmse", "pearson", "spearman", "kendall")
 PER_GROUP = ("pearson", "spearman", "kendall")
+OPTIONS: tuple[str, ...] = ()
+PER_RESIDUE = False
 
 
 class Head(GraphHead):
@@ -56,6 +58,15 @@ def predictions(output: Tensor, graph: Any, head: nn.Module) -> dict[str, Any]:
         "label": graph.target.cpu().numpy(),
         "group": list(graph.group),
     }
+
+
+def outputs(output: Tensor, graph: Any, head: nn.Module) -> list[float]:
+    """Values in the target's units (the head's training standardisation undone), one per protein."""
+    return predictions(output, graph, head)["pred"].tolist()
+
+
+def output_columns(value: float) -> dict[str, Any]:
+    return {"prediction": float(value)}
 
 
 def _defined(compute: Callable[[], Any]) -> Any:

@@ -197,3 +197,13 @@ def group_mean(name: str, y_true: ArrayLike, y_pred: ArrayLike, groups: list[str
         raise ValueError(f"{GROUP_MEAN_PREFIX}{name} undefined: no group has 2+ members with varying values")
     return float(np.mean(values)), len(values)
 
+
+
+def is_metric(name: str) -> bool:
+    """A registered metric (or its per-group mean); counts such as ``n_groups`` describe a
+    metric and are kept beside the metrics, not as one."""
+    return name.removeprefix(GROUP_MEAN_PREFIX) in METRICS
+
+
+def higher_is_better(metric: str) -> bool:
+    return METRICS[metric.removeprefix(GROUP_MEAN_PREFIX)].higher_is_better

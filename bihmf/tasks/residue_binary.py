@@ -16,6 +16,9 @@ from torch import Tensor, nn
 
 from bihmf.tasks.metrics import METRICS
 
+OPTIONS: tuple[str, ...] = ()
+PER_RESIDUE = True
+
 
 class Head(nn.Module):
     """MLP on each residue's final state -> one logit."""
@@ -56,6 +59,16 @@ def evaluate(parts: list[dict[str, np.ndarray]], metric_names: tuple[str, ...] =
     label = np.concatenate([p["label"] for p in parts])
     weight = np.concatenate([p["weight"] for p in parts])
     return {name: float(METRICS[name].fn(label, score, sample_weight=weight)) for name in metric_names}
+
+
+def outputs(logits: Tensor, graph: Any, head: nn.Module) -> list[np.ndarray]:
+    """Binding/epitope probability of every residue (labelled or not), one array per protein."""
+    scores = torch.sigmoid(logits.float()).cpu().numpy()
+    return np.split(scores, graph.ptr[1:-1].cpu().numpy())
+
+
+def output_columns(score: float) -> dict[str, Any]:
+    return {"score": float(score)}
 
 
 SELECTION_METRIC = "auprc"

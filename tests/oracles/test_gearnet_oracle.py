@@ -93,7 +93,7 @@ from bihmf.models.encoders import ENCODERS, StructureEncoder  # noqa: E402
 from bihmf.models.encoders.gearnet_edge import GearNetEdgeEncoder  # noqa: E402
 from bihmf.models.fusion.base import NUM_RESIDUE_TYPES  # noqa: E402
 from bihmf.models.graph import residue_and_ligand_nodes  # noqa: E402
-from bihmf.training import collate, protein_graph  # noqa: E402
+from bihmf.batching import collate, protein_graph  # noqa: E402
 
 CPU = torch.device("cpu")
 CASES = [(variant, kind, training) for variant in ("gearnet", "gearnet_edge") for kind in ("chains", "complexes") for training in (False, True)]

@@ -39,7 +39,7 @@ from torch import nn
 from bihmf.data.ppbs import parse
 from bihmf.models.encoders.gvp import EDGE_SCALARS, LIGAND_TYPES, NODE_VECTORS, GVP, GVPConvLayer, GVPEncoder, GVPLayerNorm
 from bihmf.models.fusion.base import NUM_RESIDUE_TYPES
-from bihmf.training import collate, protein_graph
+from bihmf.batching import collate, protein_graph
 
 REFERENCE_FILE = Path("proteinworkshop") / "models" / "graph_encoders" / "layers" / "gvp.py"
 ATOM3D = (F.relu, None)

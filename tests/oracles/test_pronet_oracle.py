@@ -41,7 +41,7 @@ from bihmf.data.ppbs import parse
 from bihmf.models.encoders import ENCODERS
 from bihmf.models.encoders.pronet import SphericalBasis
 from bihmf.models.graph import C_IDX, CA_IDX, N_IDX, backbone_dihedrals, chain_breaks
-from bihmf.training import collate, protein_graph
+from bihmf.batching import collate, protein_graph
 
 AA_TYPES = 26  # the release's residue vocabulary
 WIDTH, BLOCKS = 128, 4

@@ -22,6 +22,17 @@ FUSIONS: dict[str, type[Fusion]] = {
 }
 
 
+def bihmf_fusions() -> tuple[str, ...]:
+    """The Bi-HMF fusions, in registry order."""
+    return tuple(name for name, cls in FUSIONS.items() if cls.is_bihmf)
+
+
+def reference_fusion() -> str:
+    """The one fusion the others' gains are measured against."""
+    (name,) = (name for name, cls in FUSIONS.items() if cls.is_reference)
+    return name
+
+
 def cached_layers(fusions: list[str], num_gnn_layers: int, esm_depth: int, explicit: list[int] | None) -> list[int]:
     """ESM layers the embed stage must cache: every layer the configured fusions read, plus the final one."""
     layers = {esm_depth}
@@ -30,4 +41,4 @@ def cached_layers(fusions: list[str], num_gnn_layers: int, esm_depth: int, expli
     return sorted(layers)
 
 
-__all__ = ["FUSIONS", "Fusion", "FusionContext", "cached_layers", "paired_layers"]
+__all__ = ["FUSIONS", "Fusion", "FusionContext", "bihmf_fusions", "cached_layers", "paired_layers", "reference_fusion"]

@@ -60,11 +60,15 @@ class Fusion(nn.Module):
     """Base class; subclasses implement ``forward(graph) -> [N, width]`` and ``esm_layers``.
 
     ``uses_structure = False`` marks a fusion that builds no structure encoder: the benchmark
-    trains it once per dataset (encoder ``none``), not once per encoder.
+    trains it once per dataset (encoder ``none``), not once per encoder. ``is_bihmf`` marks the
+    method under test (the report compares each such row with the best other row);
+    ``is_reference`` the structure-only model whose scores the report's gains are measured from.
     """
 
     width: int
     uses_structure: bool = True
+    is_bihmf: bool = False
+    is_reference: bool = False
 
     @staticmethod
     def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:

@@ -40,6 +40,8 @@ from bihmf.models.fusion.base import (
 
 
 class BiHMFGlobal(Fusion):
+    is_bihmf = True
+
     def __init__(self, encoder_factory: EncoderFactory, context: FusionContext):
         super().__init__()
         self.encoder = encoder_factory(NUM_RESIDUE_TYPES)

@@ -43,6 +43,8 @@ class LocalGate(nn.Module):
 
 
 class BiHMFLocal(Fusion):
+    is_bihmf = True
+
     def __init__(self, encoder_factory: EncoderFactory, context: FusionContext):
         super().__init__()
         self.encoder = encoder_factory(NUM_RESIDUE_TYPES)

@@ -10,6 +10,8 @@ from bihmf.models.fusion.base import NUM_RESIDUE_TYPES, EncoderFactory, Fusion, 
 
 
 class StructOnly(Fusion):
+    is_reference = True
+
     def __init__(self, encoder_factory: EncoderFactory, context: FusionContext):
         super().__init__()
         self.encoder = encoder_factory(NUM_RESIDUE_TYPES)

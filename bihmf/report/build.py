@@ -12,19 +12,16 @@ from pathlib import Path
 import pandas as pd
 
 from bihmf.io import write_text_atomic
-from bihmf.report import (
-    Run, RunKey, load_runs, missing_runs, results_table, row_counts, summarise, tidy_csv,
-)
-from bihmf.report_costs import read_cache_info, run_table
-from bihmf.report_format import MISSING, NOT_AVAILABLE, NOT_GIVEN, Block, Table, page_html, page_markdown, to_latex
-from bihmf.report_paper import benchmark_of_datasets, load_published, ours_frame, summary_notes, summary_table
-from bihmf.report_plots import bars_figure, cost_figure, curves_figure, heatmap_figure, read_curves, save_figure
-from bihmf.report_stats import BIHMF_FUSIONS, Predictions, StatsSettings, compare, comparison_table, read_predictions
-from bihmf.training import TEST_PREDICTIONS
+from bihmf.report.aggregate import load_runs, missing_runs, results_table, row_counts, summarise, tidy_csv
+from bihmf.report.costs import read_cache_info, run_table
+from bihmf.report.format import MISSING, NOT_AVAILABLE, NOT_GIVEN, Block, Table, page_html, page_markdown, to_latex
+from bihmf.report.paper import benchmark_of_datasets, load_published, ours_frame, summary_notes, summary_table
+from bihmf.report.plots import bars_figure, cost_figure, curves_figure, heatmap_figure, read_curves, save_figure
+from bihmf.report.stats import BIHMF_FUSIONS, StatsSettings, compare, comparison_table
+from bihmf.run import Predictions, RunKey, RunRecord, read_test_predictions
 
 log = logging.getLogger(__name__)
 
-CURVE = "curve.csv"
 DATASET_OUTPUTS = (
     "table_md", "table_html", "table_tex", "table_csv", "stats_csv", "runs_csv",
     "bars_png", "bars_pdf", "heatmap_png", "heatmap_pdf", "curves_png", "curves_pdf", "cost_png", "cost_pdf",
@@ -52,7 +49,7 @@ def _check_outputs(outputs: Mapping[str, Path], names: Sequence[str]) -> None:
         raise ValueError(f"report outputs lack {absent}; expected keys {list(names)}")
 
 
-def _runs(spec: DatasetReport) -> list[Run]:
+def _runs(spec: DatasetReport) -> list[RunRecord]:
     if len(spec.benchmarks) != len(spec.metrics):
         raise ValueError(f"{spec.dataset}: {len(spec.metrics)} metrics files but {len(spec.benchmarks)} benchmark files")
     runs = load_runs(spec.metrics, spec.dataset)
@@ -62,11 +59,11 @@ def _runs(spec: DatasetReport) -> list[Run]:
     return runs
 
 
-def run_predictions(run: Run) -> Predictions | None:
+def run_predictions(run: RunRecord) -> Predictions | None:
     """The run's saved test predictions; None for a run trained before they were saved, whose
     single-seed comparisons then say "no test predictions saved" instead of failing."""
-    path = run.path.parent / TEST_PREDICTIONS
-    return read_predictions(path) if path.exists() else None
+    path = run.folder.test_predictions
+    return read_test_predictions(path) if path.exists() else None
 
 
 def _cells_without_value(summary: pd.DataFrame) -> list[str]:
@@ -75,7 +72,7 @@ def _cells_without_value(summary: pd.DataFrame) -> list[str]:
     return [f"{r.encoder}/{r.fusion} {r.split} {r.metric} ({r.n} of {r.n_runs} runs)" for r in short.itertuples()]
 
 
-def _auxiliary_note(runs: Sequence[Run]) -> list[str]:
+def _auxiliary_note(runs: Sequence[RunRecord]) -> list[str]:
     """Counts reported beside metrics (PSR: targets behind each per-target mean), as ranges."""
     values: dict[str, list[float]] = {}
     for run in runs:
@@ -85,7 +82,7 @@ def _auxiliary_note(runs: Sequence[Run]) -> list[str]:
             for key, v in values.items()]
 
 
-def dataset_page(spec: DatasetReport, runs: Sequence[Run], summary: pd.DataFrame, results: Table,
+def dataset_page(spec: DatasetReport, runs: Sequence[RunRecord], summary: pd.DataFrame, results: Table,
                  comparisons: Table) -> list[Block]:
     """The dataset's page: what was aggregated, what is missing, the two tables."""
     missing = missing_runs(runs, spec.expected)
@@ -154,7 +151,7 @@ def write_dataset_report(spec: DatasetReport, outputs: Mapping[str, Path]) -> No
     write_text_atomic(outputs["stats_csv"], comparisons.assign(dataset=spec.dataset).to_csv(index=False))
     write_text_atomic(outputs["runs_csv"], costs.to_csv(index=False))
 
-    curves = read_curves(runs, {r.key: r.path.parent / CURVE for r in runs})
+    curves = read_curves(runs, {r.key: r.folder.curve for r in runs})
     figures = {
         "bars": bars_figure(runs, pairs, spec.splits, spec.dataset),
         "heatmap": heatmap_figure(summary, spec.task, spec.dataset),

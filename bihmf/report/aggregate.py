@@ -8,57 +8,19 @@ finished shows up as a "missing" row or cell instead of silently vanishing from 
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bihmf.report_format import MISSING, UNDEFINED, Cell, Table, mean_std
-from bihmf.tasks.metrics import GROUP_MEAN_PREFIX, METRICS
+from bihmf.report.format import MISSING, UNDEFINED, Cell, Table, mean_std
+from bihmf.run import RunKey, RunRecord, read_record
+from bihmf.tasks.metrics import GROUP_MEAN_PREFIX, METRICS, higher_is_better
 
-RunKey = tuple[str, str, int]  # encoder, fusion, seed
 Row = tuple[str, str]  # encoder, fusion
 SUMMARY_COLUMNS = ["encoder", "fusion", "split", "metric", "mean", "std", "n", "n_runs", "n_expected", "status", "best"]
-
-
-@dataclass(frozen=True)
-class Run:
-    """One finished training run as read from its ``metrics.json``."""
-
-    path: Path
-    dataset: str
-    encoder: str
-    fusion: str
-    seed: int
-    task: str
-    metrics: dict[str, dict[str, float | None]]  # split -> registered metric -> value (None: undefined)
-    auxiliary: dict[str, float]  # "<split> <key>" -> numbers beside the metrics, e.g. PSR's n_groups
-    best_epoch: int | None
-    epochs_run: int | None
-    provenance: dict[str, Any]
-
-    @property
-    def key(self) -> RunKey:
-        return (self.encoder, self.fusion, self.seed)
-
-    @property
-    def label(self) -> str:
-        return f"{self.encoder}/{self.fusion} seed {self.seed}"
-
-
-def is_metric(name: str) -> bool:
-    """A table column is a registered metric (or its per-group mean); counts such as
-    ``n_groups`` describe a metric and are kept beside the metrics, not as a column."""
-    return name.removeprefix(GROUP_MEAN_PREFIX) in METRICS
-
-
-def higher_is_better(metric: str) -> bool:
-    return METRICS[metric.removeprefix(GROUP_MEAN_PREFIX)].higher_is_better
 
 
 def metric_rank(metric: str) -> tuple[int, int]:
@@ -79,67 +41,14 @@ def split_order(dataset_cfg: dict[str, Any]) -> list[str]:
     return ["val", "test", *(f"test_{s}" for s in dict.fromkeys(subsets))]
 
 
-def _finite(value: Any, where: str, path: Path) -> float:
-    """A diverged run must fail the report (naming file and key), not average into it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{path}: value at {where} is not a finite number: {value!r}")
-    return float(value)
-
-
-def _required(run: dict[str, Any], key: str, kind: type, path: Path) -> Any:
-    if key not in run:
-        raise ValueError(f"{path}: missing required key {key!r}")
-    value = run[key]
-    if not isinstance(value, kind) or isinstance(value, bool) or (kind is str and not value):
-        raise ValueError(f"{path}: key {key!r} must be a non-empty {kind.__name__}, got {value!r}")
-    return value
-
-
-def _split_values(split: str, values: Any, path: Path) -> tuple[dict[str, float | None], dict[str, float]]:
-    if not isinstance(values, dict) or not values:
-        raise ValueError(f"{path}: key metrics.{split} must be a non-empty mapping of metric -> value")
-    metrics: dict[str, float | None] = {}
-    auxiliary: dict[str, float] = {}
-    for name, value in values.items():
-        where = f"metrics.{split}.{name}"
-        if is_metric(name):
-            metrics[name] = None if value is None else _finite(value, where, path)
-        else:
-            auxiliary[f"{split} {name}"] = _finite(value, where, path)
-    return metrics, auxiliary
-
-
-def read_run(path: Path) -> Run:
-    """Parse and validate one ``metrics.json``; every error names the file and the key."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
-    ident = {key: _required(raw, key, str, path) for key in ("dataset", "encoder", "fusion", "task")}
-    seed = _required(raw, "seed", int, path)
-    splits = _required(raw, "metrics", dict, path)
-    if not splits:
-        raise ValueError(f"{path}: key 'metrics' must be a non-empty mapping of split -> metrics")
-    metrics: dict[str, dict[str, float | None]] = {}
-    auxiliary: dict[str, float] = {}
-    for split, values in splits.items():
-        metrics[split], aux = _split_values(split, values, path)
-        auxiliary.update(aux)
-    return Run(path=path, seed=seed, metrics=metrics, auxiliary=auxiliary, best_epoch=raw.get("best_epoch"),
-               epochs_run=raw.get("epochs_run"), provenance=raw.get("provenance", {}), **ident)
-
-
-def load_runs(paths: Iterable[Path], dataset: str | None = None) -> list[Run]:
+def load_runs(paths: Iterable[Path], dataset: str | None = None) -> list[RunRecord]:
     """Read every run; the same (encoder, fusion, seed) twice is an error, because a stale copy
     would otherwise count as an extra seed. With ``dataset`` given, a run of another dataset is
     an error too (it would land in the wrong table)."""
-    runs: list[Run] = []
+    runs: list[RunRecord] = []
     origin: dict[RunKey, Path] = {}
     for path in map(Path, paths):
-        run = read_run(path)
+        run = read_record(path)
         if dataset is not None and run.dataset != dataset:
             raise ValueError(f"{path}: run of dataset {run.dataset!r} given to the report of {dataset!r}")
         if run.key in origin:
@@ -149,14 +58,14 @@ def load_runs(paths: Iterable[Path], dataset: str | None = None) -> list[Run]:
     return runs
 
 
-def metric_frame(runs: Sequence[Run]) -> pd.DataFrame:
+def metric_frame(runs: Sequence[RunRecord]) -> pd.DataFrame:
     """Long format, one row per run, split and metric; an undefined value is NaN (kept, so a
     cell can say "undefined" rather than "missing")."""
     records = [
         {"encoder": r.encoder, "fusion": r.fusion, "seed": r.seed, "split": split, "metric": metric,
          "value": np.nan if value is None else value}
         for r in runs
-        for split, values in r.metrics.items()
+        for split, values in r.scores.items()
         for metric, value in values.items()
     ]
     return pd.DataFrame.from_records(records, columns=["encoder", "fusion", "seed", "split", "metric", "value"])
@@ -180,7 +89,7 @@ def _best(values: pd.Series, metric: str) -> pd.Series:
     return pd.Series(np.isclose(values, best, rtol=0.0, atol=1e-12), index=values.index)
 
 
-def row_counts(runs: Sequence[Run], expected: Sequence[RunKey]) -> list[tuple[str, str, int, int]]:
+def row_counts(runs: Sequence[RunRecord], expected: Sequence[RunKey]) -> list[tuple[str, str, int, int]]:
     """(encoder, fusion, finished runs, expected runs) per table row: configured rows in order,
     then rows of runs the config no longer lists (they are reported, not hidden)."""
     expected_n: dict[Row, int] = {}
@@ -193,7 +102,7 @@ def row_counts(runs: Sequence[Run], expected: Sequence[RunKey]) -> list[tuple[st
     return [(e, f, finished.get((e, f), 0), expected_n.get((e, f), 0)) for e, f in rows]
 
 
-def summarise(runs: Sequence[Run], expected: Sequence[RunKey], splits: Sequence[str]) -> pd.DataFrame:
+def summarise(runs: Sequence[RunRecord], expected: Sequence[RunKey], splits: Sequence[str]) -> pd.DataFrame:
     """Mean, sample std (ddof=1) and seed count per row × (split, metric), tidy.
 
     ``status`` is ``ok``, ``missing`` (no finished run reported this cell) or ``undefined``
@@ -258,7 +167,7 @@ def results_table(summary: pd.DataFrame, rows: Sequence[tuple[str, str, int, int
     return table
 
 
-def missing_runs(runs: Sequence[Run], expected: Sequence[RunKey]) -> list[RunKey]:
+def missing_runs(runs: Sequence[RunRecord], expected: Sequence[RunKey]) -> list[RunKey]:
     present = {r.key for r in runs}
     return [key for key in expected if key not in present]
 

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from bihmf.report import higher_is_better, is_metric
-from bihmf.report_format import MISSING, NOT_AVAILABLE, NOT_GIVEN, UNDEFINED, Cell, Table, mean_std, number
+from bihmf.report.format import MISSING, NOT_AVAILABLE, NOT_GIVEN, UNDEFINED, Cell, Table, mean_std, number
+from bihmf.tasks.metrics import higher_is_better, is_metric
 
-PUBLISHED_PATH = Path(__file__).parent / "data" / "published.yaml"
+PUBLISHED_PATH = Path(__file__).parents[1] / "data" / "published.yaml"
 UNITS = {None: 1.0, "fraction": 1.0, "percent": 0.01}  # factor onto our metrics' scale
 NO_DIFFERENCE = "—"
 Column = tuple[str, str, str]  # benchmark, split, metric

@@ -17,21 +17,21 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from scipy import stats
 
+from bihmf.models.fusion import bihmf_fusions
 from bihmf.models.model import NO_ENCODER
-from bihmf.report import Run, higher_is_better, is_metric, metric_frame, shown_columns
-from bihmf.report_format import Cell, Table, number
+from bihmf.report.aggregate import metric_frame, shown_columns
+from bihmf.report.format import Cell, Table, number
+from bihmf.run import PREDICTION_KEYS, Predictions, RunRecord
 from bihmf.tasks import TASKS
+from bihmf.tasks.metrics import higher_is_better, is_metric
 
-BIHMF_FUSIONS = ("bihmf_local", "bihmf_global")
-ROW_KEYS = ("protein_id", "subset")  # columns of test_predictions.parquet that are not task outputs
+BIHMF_FUSIONS = bihmf_fusions()
 STATS_COLUMNS = [
     "encoder", "fusion", "split", "metric", "baseline_encoder", "baseline_fusion", "test", "n", "delta",
     "ci_low", "ci_high", "p_value", "better", "significant", "note",
@@ -47,18 +47,6 @@ class StatsSettings:
     @classmethod
     def from_config(cls, report_cfg: dict[str, Any]) -> StatsSettings:
         return cls(int(report_cfg["bootstrap_samples"]), float(report_cfg["confidence"]), int(report_cfg["seed"]))
-
-
-Predictions = dict[str, np.ndarray]  # one run's test rows: protein_id, subset and the task's outputs
-
-
-def read_predictions(path: Path) -> Predictions:
-    """A run's ``test_predictions.parquet`` as column arrays; a missing column is an error naming the file."""
-    table = pq.read_table(path)
-    absent = [c for c in ROW_KEYS if c not in table.column_names]
-    if absent:
-        raise ValueError(f"{path}: test predictions lack column(s) {absent}")
-    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
 
 
 def split_rows(predictions: Predictions, split: str) -> Predictions:
@@ -84,7 +72,7 @@ def _quiet_tasks() -> Iterator[None]:
 
 def evaluate_rows(task: str, rows: Predictions) -> dict[str, float]:
     """The task's own metrics on a set of prediction rows (undefined ones left out)."""
-    part = {name: values for name, values in rows.items() if name not in ROW_KEYS}
+    part = {name: values for name, values in rows.items() if name not in PREDICTION_KEYS}
     if "group" in part:
         part["group"] = part["group"].tolist()
     try:
@@ -179,7 +167,7 @@ def best_baseline(summary: pd.DataFrame, encoder: str, split: str, metric: str) 
 class _Resampled:
     """One run's metrics on a test split: on all its proteins, and on each bootstrap resample."""
 
-    run: Run
+    run: RunRecord
     point: dict[str, float]
     samples: dict[str, np.ndarray]
     proteins: np.ndarray
@@ -188,7 +176,7 @@ class _Resampled:
 class _Bootstrapper:
     """Bootstrap arrays per (run, split), computed once and shared by every comparison using them."""
 
-    def __init__(self, runs: Sequence[Run], predictions: Callable[[Run], Predictions | None], settings: StatsSettings):
+    def __init__(self, runs: Sequence[RunRecord], predictions: Callable[[RunRecord], Predictions | None], settings: StatsSettings):
         self.runs = {r.key: r for r in runs}
         self.predictions = predictions
         self.settings = settings
@@ -256,7 +244,7 @@ def _flag(value: Any) -> bool:
     return isinstance(value, (bool, np.bool_)) and bool(value)
 
 
-def compare(runs: Sequence[Run], summary: pd.DataFrame, predictions: Callable[[Run], Predictions | None],
+def compare(runs: Sequence[RunRecord], summary: pd.DataFrame, predictions: Callable[[RunRecord], Predictions | None],
             settings: StatsSettings) -> pd.DataFrame:
     """One row per Bi-HMF row × test column: the best baseline, the test used and its result."""
     long = metric_frame(runs)

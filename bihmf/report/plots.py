@@ -19,13 +19,16 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from bihmf.io import atomic_output
+from bihmf.models.fusion import reference_fusion
 from bihmf.models.model import NO_ENCODER
-from bihmf.report import Run, column_header, higher_is_better, is_test_split, metric_frame, ordered_columns
+from bihmf.report.aggregate import column_header, is_test_split, metric_frame, ordered_columns
+from bihmf.run import RunRecord
 from bihmf.tasks import TASKS
+from bihmf.tasks.metrics import higher_is_better
 
 matplotlib.use("Agg")  # report jobs run headless (cluster nodes, CI)
 
-BASELINE = "struct_only"
+BASELINE = reference_fusion()
 PANEL = (3.6, 3.0)  # inches per panel
 NO_VALUE = "no value"  # heatmap cell without a finished run, a defined metric or a baseline
 LOG_SPAN = 10.0  # a cost axis goes logarithmic once its values span more than a decade
@@ -67,7 +70,7 @@ def _orders(rows: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
     return list(dict.fromkeys(e for e, _ in rows)), list(dict.fromkeys(f for _, f in rows))
 
 
-def bars_figure(runs: Sequence[Run], rows: Sequence[tuple[str, str]], splits: Sequence[str], dataset: str) -> Figure:
+def bars_figure(runs: Sequence[RunRecord], rows: Sequence[tuple[str, str]], splits: Sequence[str], dataset: str) -> Figure:
     """Grouped bars per test column: x = fusion, hue = encoder, whisker = sd, dots = seeds.
 
     Panels follow the tables: a row per test split (configured order), a column per metric
@@ -157,7 +160,7 @@ def heatmap_figure(summary: pd.DataFrame, task: str, dataset: str) -> Figure:
     return fig
 
 
-def read_curves(runs: Sequence[Run], curve_paths: dict[tuple[str, str, int], Path]) -> pd.DataFrame:
+def read_curves(runs: Sequence[RunRecord], curve_paths: dict[tuple[str, str, int], Path]) -> pd.DataFrame:
     """All runs' ``curve.csv`` in one long frame (encoder, fusion, seed, epoch, quantity, value)."""
     frames = []
     for run in runs:
@@ -205,7 +208,7 @@ COST_AXES = (
 )
 
 
-def cost_figure(costs: pd.DataFrame, runs: Sequence[Run], rows: Sequence[tuple[str, str]], task: str, dataset: str) -> Figure:
+def cost_figure(costs: pd.DataFrame, runs: Sequence[RunRecord], rows: Sequence[tuple[str, str]], task: str, dataset: str) -> Figure:
     """Test selection metric against each cost axis; a point per encoder × fusion, bars = sd."""
     metric = TASKS[task].SELECTION_METRIC
     long = metric_frame(runs)

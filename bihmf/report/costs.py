@@ -18,7 +18,7 @@ import pandas as pd
 
 from bihmf.esm_cache import file_metadata
 from bihmf.models.fusion import FUSIONS
-from bihmf.report import Run, RunKey
+from bihmf.run import RunKey, RunRecord
 
 MIB = 2**20
 HOUR = 3600.0
@@ -55,7 +55,7 @@ def read_benchmark(path: Path) -> dict[str, float]:
     return {"bench_wall_s": values["s"], "bench_cpu_s": values["cpu_time"], "bench_max_rss_mb": values["max_rss"]}
 
 
-def esm_layers_read(run: Run, cache: CacheInfo) -> int:
+def esm_layers_read(run: RunRecord, cache: CacheInfo) -> int:
     """Cached ESM layers the run's fusion reads (its model config decides the pairing)."""
     if run.fusion not in FUSIONS:
         raise ValueError(f"{run.path}: fusion {run.fusion!r} is not registered (known: {sorted(FUSIONS)})")
@@ -72,7 +72,7 @@ def compute_hours(device: str, bench: Mapping[str, float], wall_seconds: float) 
     return bench.get("bench_cpu_s", math.nan) / HOUR, "CPU-hours"
 
 
-def run_table(runs: Sequence[Run], benchmarks: Mapping[RunKey, Path], cache: CacheInfo) -> pd.DataFrame:
+def run_table(runs: Sequence[RunRecord], benchmarks: Mapping[RunKey, Path], cache: CacheInfo) -> pd.DataFrame:
     """One row per run: identity, training outcome, cost and provenance (hashes, versions)."""
     records = []
     for run in runs:
