@@ -4,7 +4,7 @@ import copy
 import os
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 from bihmf.config import ConfigError, check_config, coerce_cli_strings
 
@@ -18,11 +18,10 @@ if not workflow.overwrite_configfiles:
 
 coerce_cli_strings(config)
 EXPLICIT_CONFIG = copy.deepcopy(config)  # as written: published recipes yield to these, not to schema defaults
-try:
-    check_config(config, Path("logs/config_errors.txt"))
+try:  # validated, defaults filled in (bihmf/schemas/config.schema.yaml)
+    config.update(check_config(config, Path("logs/config_errors.txt")))
 except ConfigError as error:  # the key and reason alone; the schema excerpts are in the file
     raise SystemExit(str(error))
-validate(config, "bihmf/schemas/config.schema.yaml")
 
 
 report: "report/workflow.rst"

@@ -1,7 +1,10 @@
-"""Config loading with the same schema and default-filling semantics as Snakemake's validate().
+"""Config loading: one schema, one validator (defaults filled in), for the workflow and the library.
 
-The workflow validates with ``snakemake.utils.validate``; tests and library users call
-:func:`load_config`, so both see identical defaults from one schema file.
+The workflow (`Snakefile`, :func:`check_config`) and tests / library users (:func:`load_config`)
+go through the same validator, so both see identical defaults from one schema file. The
+schema's choice lists of dataset kinds, tasks, encoders and fusions are not written in the file:
+each such list is marked ``x-registry: <name>`` and filled from that registry when the schema is
+loaded, so a new encoder, fusion, task or dataset kind is one module plus one registry line.
 """
 
 from __future__ import annotations
@@ -14,6 +17,35 @@ import jsonschema
 import yaml
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
+
+
+def registries() -> dict[str, list[str]]:
+    """The registries the schema's ``x-registry`` choice lists name (imported on use: the model
+    and data packages are heavier than config loading and import nothing from here)."""
+    from bihmf.data import DATASETS
+    from bihmf.models.encoders import ENCODERS
+    from bihmf.models.fusion import FUSIONS
+    from bihmf.tasks import TASKS
+
+    return {"datasets": list(DATASETS), "tasks": list(TASKS), "encoders": list(ENCODERS), "fusions": list(FUSIONS)}
+
+
+def _fill_registries(node: Any, names: dict[str, list[str]]) -> Any:
+    """Give every ``x-registry`` subschema the ``enum`` of its registry's names, in place."""
+    if isinstance(node, dict):
+        if "x-registry" in node:
+            node["enum"] = names[node["x-registry"]]
+        for value in node.values():
+            _fill_registries(value, names)
+    elif isinstance(node, list):
+        for value in node:
+            _fill_registries(value, names)
+    return node
+
+
+def load_schema() -> dict[str, Any]:
+    """The config schema with its registry-backed choice lists filled in."""
+    return _fill_registries(yaml.safe_load(SCHEMA_PATH.read_text()), registries())
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -36,8 +68,7 @@ class ConfigError(ValueError):
 
 def _schema_errors(config: dict[str, Any]) -> list[jsonschema.ValidationError]:
     """Schema violations of ``config`` (defaults are written into it), in key order."""
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    validator = _with_defaults(jsonschema.Draft202012Validator)(load_schema())
     return sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
 
 
@@ -68,12 +99,15 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     return filled
 
 
-def check_config(config: dict[str, Any], details: Path) -> None:
-    """The workflow's config check, before Snakemake's ``validate`` fills the defaults: Snakemake's
-    own error starts with 10-170 lines of schema excerpt, this one with the key and the reason."""
-    errors = _schema_errors(copy.deepcopy(config))
+def check_config(config: dict[str, Any], details: Path) -> dict[str, Any]:
+    """The workflow's config, validated with defaults filled in. Unlike Snakemake's ``validate``,
+    whose error starts with 10-170 lines of schema excerpt, the error names the key and the
+    reason first and leaves the excerpts in ``details``."""
+    filled = copy.deepcopy(config)
+    errors = _schema_errors(filled)
     if errors:
         raise config_error(errors, details)
+    return filled
 
 
 def load_config(*paths: str | Path) -> dict[str, Any]:
