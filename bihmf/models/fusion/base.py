@@ -95,7 +95,8 @@ class StreamStates(NamedTuple):
 
 
 class BidirectionalFusion(Fusion):
-    """A fusion whose sequence and structure streams receive from each other at every depth.
+    """A fusion whose sequence and structure streams receive from each other at every depth
+    (docs/paper.md, choice 6).
 
     Every update one stream receives from the other goes through ``to_seq`` / ``to_struct``, so
     the one-way ablations are this same code with one stream's update switched off: with
