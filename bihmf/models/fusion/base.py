@@ -101,9 +101,9 @@ class BidirectionalFusion(Fusion):
     Every update one stream receives from the other goes through ``to_seq`` / ``to_struct``, so
     the one-way ablations are this same code with one stream's update switched off: with
     ``seq_to_struct`` the sequence stream never adds anything and runs exactly as it would
-    without a structure (and the reverse for ``struct_to_seq``). The fusion still computes what
-    the switched-off stream would have received, so its parameters, their initialisation and the
-    receiving stream's arithmetic are those of the two-way model of the same seed.
+    without a structure (and the reverse for ``struct_to_seq``). The fusion keeps every module of
+    the two-way model, so one seed gives the same initial weights in all three directions and a
+    one-way run differs from its two-way run only in the switched-off update.
     """
 
     directional = True
