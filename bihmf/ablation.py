@@ -216,8 +216,13 @@ def _subset_errors(where: str, config: dict[str, Any], ablation: Ablation) -> li
 
 
 def _variant_errors(where: str, ablation: Ablation, variant: Variant) -> list[str]:
+    if variant.name == DEFAULT_VARIANT:
+        return [f"{where}: {DEFAULT_VARIANT!r} names the main runs every ablation is compared with; call the variant otherwise"]
     if variant.esm is None and not variant.model:
         return [f"{where}: the variant overrides nothing (give esm or model settings)"]
+    axes = sorted({"encoders", "fusions"} & set(variant.model))
+    if axes:
+        return [f"{where}: model.{'/'.join(axes)} are the ablation's own keys (encoders, fusions), not a variant's setting"]
     direction = variant.model.get("fusion_direction", "both")
     one_way = [f for f in ablation.fusions if direction != "both" and not getattr(FUSIONS[f], "directional", False)]
     if one_way:
