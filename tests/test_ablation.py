@@ -78,6 +78,8 @@ def test_the_sequence_stream_reads_the_pairing_of_its_context() -> None:
     ([_entry(variants=[{"name": "x", "modle": {}}])], "ablations/0/variants/0: Additional properties are not allowed ('modle'"),
     ([_entry(variants=[{"name": "x", "model": {"hiden_dim": 8}}])],
      "ablations/0/variants/0 (abl/x): model: Additional properties are not allowed ('hiden_dim'"),
+    ([_entry(fusions=["bihmf_local", "serial"], variants=[{"name": "x", "model": {"fusion_direction": "struct_to_seq"}}])],
+     "(abl/x): model.fusion_direction=struct_to_seq needs bidirectional fusions; ['serial'] are not"),
     ([_entry(variants=[{"name": "x", "model": {"layer_pairing": "first"}}])], "(abl/x): model/layer_pairing: 'first' is not one of"),
     ([_entry(variants=[{"name": "x", "model": {"fusions": ["token"]}}])],
      "(abl/x): model.fusions are the ablation's own keys"),
@@ -115,13 +117,15 @@ def test_one_model_written_twice_with_its_defaults_is_one_model() -> None:
 
 # --- expansion -----------------------------------------------------------------------------------
 
-def test_the_demo_ablation_expands_into_readable_run_folders() -> None:
+def test_the_demo_ablations_expand_into_readable_run_folders() -> None:
     config = load_config(ROOT / "config" / "demo.yaml")
-    (run,) = all_ablation_runs(config)
+    run, one_way = all_ablation_runs(config)
     assert run.folder == "results/ablations/esm_size/t12/ppbs_demo/gvp/bihmf_local/seed0"
+    assert one_way.folder == "results/ablations/direction/one_way/ppbs_demo/gvp/bihmf_local/seed0"
     assert run.folder == ABLATION_RUN_DIR.format(**vars(run))
-    assert default_runs(config, ablations(config)[0]) == [("ppbs_demo", "gvp", "bihmf_local", 0)]
-    (ablation,) = ablations(config)
+    ablation, direction = ablations(config)
+    assert default_runs(config, ablation) == default_runs(config, direction) == [("ppbs_demo", "gvp", "bihmf_local", 0)]
+    assert run_provenance(one_way, direction.variants[0])["overrides"] == {"model.fusion_direction": "seq_to_struct"}
     assert run_provenance(run, ablation.variants[0]) == {"name": "esm_size", "variant": "t12", "overrides": {
         "esm.name": "esm2_t12_demo_random", "esm.random_init.num_layers": 12, "esm.random_init.embed_dim": 96,
         "esm.random_init.attention_heads": 4, "esm.random_init.seed": 0}}
@@ -137,6 +141,7 @@ def test_the_ablation_config_is_the_full_config_plus_its_ablations() -> None:
     size = by_name["esm_size"]
     assert [variant_esm(ablation, v)["name"] for v in size.variants] == ["esm2_t6_8M_UR50D", "esm2_t12_35M_UR50D", "esm2_t30_150M_UR50D"]
     assert len(ablation_runs(ablation, size)) == 3 * 2 * 3 * 3  # variants x datasets x fusions x seeds
+    assert len(ablation_runs(ablation, by_name["direction"])) == 2 * 2 * 3 * 3
     assert len(ablation_runs(ablation, by_name["layer_pairing"])) == 1 * 2 * 3 * 3
 
 

@@ -76,11 +76,11 @@ def test_ablation_config_adds_exactly_the_variant_jobs(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     extra_models = len(esm_models(config)) - 1
     extra_caches = len(cache_layers(config, config)) - len(config["datasets"])
-    assert (len(runs), extra_models, extra_caches) == (72, 3, 6)  # t6/t12/t30 on react and ppbs
-    expected = {**_main_jobs(config), "train_ablation": 72}
+    assert (len(runs), extra_models, extra_caches) == (108, 3, 6)  # t6/t12/t30 on react and ppbs
+    expected = {**_main_jobs(config), "train_ablation": 108}
     expected.pop("all")
     for rule, extra in (("esm_checkpoint", extra_models), ("embed", extra_caches), ("embed_index", extra_caches),
-                        ("total", extra_models + 2 * extra_caches + 72 - 1)):
+                        ("total", extra_models + 2 * extra_caches + 108 - 1)):
         expected[rule] += extra
     assert _job_counts(result.stdout) == expected
 
