@@ -130,12 +130,15 @@ def report_outputs():
 def ablation_run_files(ablation, name):
     """Input-function factory (rule ablation_report): one file of every variant run of the
     ablation (``ablation`` may be the pattern "{ablation}"), after the main runs they are
-    compared with (the variant "default")."""
+    compared with (the variant "default"); with report.partial only the finished ones."""
 
     def files(wc):
         entry = ABLATIONS[ablation.format(**dict(wc.items()))]
-        main = [run_file(dataset, (encoder, fusion, seed), name) for dataset, encoder, fusion, seed in default_runs(config, entry)]
-        return main + [f"{run.folder}/{name}" for run in ablation_runs(config, entry)]
+        main = [RUN_DIR.format(dataset=d, encoder=e, fusion=f, seed=s) for d, e, f, s in default_runs(config, entry)]
+        folders = main + [run.folder for run in ablation_runs(config, entry)]
+        if config["report"]["partial"]:
+            folders = [folder for folder in folders if os.path.exists(f"{folder}/{METRICS_FILE}")]
+        return [f"{folder}/{name}" for folder in folders]
 
     return files
 

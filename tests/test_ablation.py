@@ -183,9 +183,10 @@ def test_a_variant_run_reads_its_own_cache_and_records_its_identity(tmp_path) ->
     config = _demo_with(copy.deepcopy(load_config(ROOT / "config" / "demo.yaml")["ablations"][0]), _entry(name="pairing"))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     run = f"results/ablations/esm_size/t12/ppbs_demo/gvp/bihmf_local/seed0/{METRICS_FILE}"
+    last = f"results/ablations/pairing/last/ppbs_demo/gvp/bihmf_local/seed0/{METRICS_FILE}"
     main_cache = f"results/embeddings/ppbs_demo/esm2_t6_demo_random/{INDEX_NAME}"
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", run, main_cache, "--snakefile", str(ROOT / "Snakefile"), "--directory",
+        [sys.executable, "-m", "snakemake", run, last, "--snakefile", str(ROOT / "Snakefile"), "--directory",
          str(tmp_path), "--cores", "2", "--configfile", str(tmp_path / "config.yaml"), "--config",
          "train={'epochs': 1}"],
         capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=900,
@@ -196,4 +197,8 @@ def test_a_variant_run_reads_its_own_cache_and_records_its_identity(tmp_path) ->
                                                     ablations(validate_config(config))[0].variants[0])
     assert (provenance["esm_cache"]["esm_depth"], provenance["esm_cache"]["embed_dim"]) == ("12", "96")
     assert json.loads(provenance["esm_cache"]["layers"]) == [4, 8, 12]
-    assert json.loads(file_metadata(tmp_path / main_cache)["layers"]) == [2, 4, 5, 6]  # the main runs' evenly layers and the variant's last ones
+    assert json.loads(file_metadata(tmp_path / main_cache)["layers"]) == [2, 4, 5, 6]
+    # the last-layers run read the main model's cache, which holds its layers 4, 5, 6 too
+    pairing = json.loads((tmp_path / last).read_text())["provenance"]
+    assert pairing["model_config"]["layer_pairing"] == "last" and pairing["esm_cache"]["checkpoint"] == "esm2_t6_demo_random.pt"
+    assert pairing["ablation"]["overrides"] == {"model.layer_pairing": "last"}  # the main runs' evenly layers and the variant's last ones

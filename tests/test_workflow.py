@@ -104,13 +104,14 @@ def test_config_override_selects_a_subset(tmp_path):
 
 
 def test_partial_report_trains_nothing(tmp_path):
-    """report.partial builds the report from finished runs only: no training job in the DAG."""
-    result = _snakemake(
-        ["all", "--cores", "1", "--dry-run", "--quiet", "rules", "--config", "report={'partial': True}"], tmp_path
-    )
+    """report.partial builds the reports from finished runs only: no training job in the DAG,
+    neither of the main runs nor of the ablation variants (config/ablation.yaml has both)."""
+    result = _snakemake(["all", "--cores", "1", "--dry-run", "--quiet", "rules", "--configfile",
+                         str(ROOT / "config" / "ablation.yaml"), "--config", "report={'partial': True}"], tmp_path)
     assert result.returncode == 0, result.stderr
     jobs = _job_counts(result.stdout)
-    assert "train" not in jobs and jobs["report"] == 6 and jobs["report_summary"] == 1
+    assert "train" not in jobs and "train_ablation" not in jobs
+    assert jobs["report"] == 6 and jobs["report_summary"] == 1 and jobs["ablation_report"] == 3
 
 
 def test_invalid_config_is_rejected(tmp_path):
