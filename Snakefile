@@ -40,3 +40,4 @@ rule all:
     default_target: True
     input:
         report_outputs(),
+        ablation_report_outputs(),

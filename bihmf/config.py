@@ -90,24 +90,47 @@ def config_error(errors: list[jsonschema.ValidationError], details: Path | None 
     return ConfigError("invalid bihmf config: " + "\n  ".join(lines))
 
 
-def validate_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Return a validated deep copy of ``config`` with schema defaults filled in."""
+def _ablation_problems(config: dict[str, Any]) -> list[str]:
+    """Problems of a schema-valid ``ablations`` block, one line each. Every variant's override
+    is merged into the main esm/model settings and checked by the same schema as they are; a
+    variant's own checkpoint / random_init gets its schema defaults filled in (so two spellings of
+    one model compare equal). Then what no schema sees (:func:`bihmf.ablation.ablation_errors`)."""
+    from bihmf.ablation import Variant, ablation_errors, variant_esm, variant_model
+
+    lines: list[str] = []
+    for index, entry in enumerate(config["ablations"]):
+        for position, raw in enumerate(entry["variants"]):
+            variant = Variant(raw["name"], raw.get("esm"), raw.get("model", {}))
+            merged = {"esm": variant_esm(config, variant), "model": variant_model(config, variant)}
+            errors = _schema_errors(merged)
+            where = f"ablations/{index}/variants/{position} ({entry['name']}/{raw['name']})"
+            lines += [f"{where}: {error_line(e)}" for e in errors]
+            if not errors and variant.esm is not None:
+                raw["esm"].update({key: merged["esm"][key] for key in ("checkpoint", "random_init") if key in raw["esm"]})
+    return lines or ablation_errors(config)
+
+
+def _validated(config: dict[str, Any], details: Path | None) -> dict[str, Any]:
     filled = copy.deepcopy(config)
     errors = _schema_errors(filled)
     if errors:
-        raise config_error(errors)
+        raise config_error(errors, details)
+    problems = _ablation_problems(filled)
+    if problems:
+        raise ConfigError("invalid bihmf config: " + "\n  ".join(problems))
     return filled
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Return a validated deep copy of ``config`` with schema defaults filled in."""
+    return _validated(config, None)
 
 
 def check_config(config: dict[str, Any], details: Path) -> dict[str, Any]:
     """The workflow's config, validated with defaults filled in. Unlike Snakemake's ``validate``,
     whose error starts with 10-170 lines of schema excerpt, the error names the key and the
     reason first and leaves the excerpts in ``details``."""
-    filled = copy.deepcopy(config)
-    errors = _schema_errors(filled)
-    if errors:
-        raise config_error(errors, details)
-    return filled
+    return _validated(config, details)
 
 
 def load_config(*paths: str | Path) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from bihmf.models.fusion import cached_layers
+from bihmf.config import deep_merge
+from bihmf.models.fusion import cached_layers, paired_layers
 from bihmf.models.model import run_combinations
 
 RECIPES_PATH = Path(__file__).parent / "data" / "recipes.yaml"
@@ -196,12 +197,32 @@ def run_settings(config: dict[str, Any], explicit: dict[str, Any], dataset: str,
     return RunSettings(model, train, recipe)
 
 
+def variant_settings(config: dict[str, Any], explicit: dict[str, Any], dataset: str, encoder: str | None,
+                     model_override: dict[str, Any], recipes: Recipes | None = None) -> RunSettings:
+    """Settings of one run of an ablation variant: its model override counts as written config,
+    so it beats the encoder's recipe exactly as ``--config model=...`` would."""
+    override = {"model": model_override}
+    return run_settings(deep_merge(config, override), deep_merge(explicit, override), dataset, encoder, recipes)
+
+
+def layer_choice(model: dict[str, Any], esm_depth: int) -> list[int] | None:
+    """The explicit layer list the fusions' ``esm_layers`` read: model.esm_layers, or a pairing
+    other than the default spelled out (None = evenly, their own rule)."""
+    if model["esm_layers"] is not None or model["layer_pairing"] == "evenly":
+        return model["esm_layers"]
+    return paired_layers(model["num_layers"], esm_depth, None, model["layer_pairing"])
+
+
+def run_esm_layers(model: dict[str, Any], fusion: str, esm_depth: int) -> list[int]:
+    """ESM layers one run needs cached: those its fusion reads at its depth and pairing, and the last."""
+    return cached_layers([fusion], model["num_layers"], esm_depth, layer_choice(model, esm_depth))
+
+
 def esm_layers_to_cache(config: dict[str, Any], explicit: dict[str, Any], esm_depth: int,
                         recipes: Recipes | None = None) -> list[int]:
-    """ESM layers the embed stage caches: those every configured run reads. Recipes give the
-    encoders different depths, and a fusion pairs each depth with its own ESM layer."""
+    """ESM layers every configured main run reads. Recipes give the encoders different depths,
+    and a fusion pairs each depth with its own ESM layer."""
     recipes = recipes or load_recipes()
     model = config["model"]
-    depths = {run_settings(config, explicit, dataset, encoder, recipes).model["num_layers"]
-              for dataset in config["datasets"] for encoder, _ in run_combinations(model["encoders"], model["fusions"])}
-    return sorted(set().union(*(cached_layers(model["fusions"], depth, esm_depth, model["esm_layers"]) for depth in depths)))
+    return sorted({layer for dataset in config["datasets"] for encoder, fusion in run_combinations(model["encoders"], model["fusions"])
+                   for layer in run_esm_layers(run_settings(config, explicit, dataset, encoder, recipes).model, fusion, esm_depth)})

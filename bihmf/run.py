@@ -36,6 +36,8 @@ from bihmf.tasks.metrics import is_metric
 
 RUNS_DIR = ("results", "runs")  # relative to the workflow folder
 RUN_DIR = "results/runs/{dataset}/{encoder}/{fusion}/seed{seed}"
+# a run of an ablation variant (bihmf/ablation.py): same files, one folder per ablation and variant
+ABLATION_RUN_DIR = "results/ablations/{ablation}/{variant}/{dataset}/{encoder}/{fusion}/seed{seed}"
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.pt"
 CURVE_FILE = "curve.csv"
@@ -268,6 +270,7 @@ class TrainedRun:
             cache_layers=tuple(self.esm_layers),
             esm_depth=int(self.esm["esm_depth"]),
             explicit_layers=self.model_cfg["esm_layers"],
+            pairing=self.model_cfg.get("layer_pairing", "evenly"),  # runs from before the option read evenly
         )
 
     @property

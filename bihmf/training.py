@@ -206,6 +206,7 @@ def _fusion_context(cache: EmbeddingCache, model_cfg: dict[str, Any]) -> FusionC
         cache_layers=tuple(cache.layers),
         esm_depth=int(cache.metadata["esm_depth"]),
         explicit_layers=model_cfg["esm_layers"],
+        pairing=model_cfg.get("layer_pairing", "evenly"),
     )
 
 
@@ -456,8 +457,10 @@ def train_run(
     model_cfg: dict[str, Any],
     train_cfg: dict[str, Any],
     out_dir: Path,
+    extra_provenance: dict[str, Any] | None = None,
 ) -> RunRecord:
     """Train one run and write its folder: metrics, best-epoch model, curve, test predictions.
+    ``extra_provenance`` joins metrics.json's provenance (an ablation variant's identity).
 
     After every epoch the full training state goes to ``last.pt``; a rerun of a killed job
     continues from it and ends with the same metrics as an uninterrupted run.
@@ -473,7 +476,7 @@ def train_run(
     record = RunRecord(
         path=folder.metrics, dataset=spec.dataset, encoder=spec.encoder, fusion=spec.fusion, seed=spec.seed, task=spec.task,
         metrics=metrics, best_epoch=progress.best_epoch, epochs_run=len(progress.curve),
-        provenance=_provenance(trainer, data, model_cfg, started, resumed),
+        provenance={**_provenance(trainer, data, model_cfg, started, resumed), **(extra_provenance or {})},
     )
     write_model(folder.model, SavedModel(spec, model_cfg, progress.best_state, progress.best_epoch))
     write_curve(folder.curve, progress.curve)

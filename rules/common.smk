@@ -1,23 +1,27 @@
 # Shared names and input functions; all logic lives in the bihmf package.
 import os
+import re
 from pathlib import Path
 
-from bihmf.esm import esm_depth
+from bihmf.ablation import AblationRun, ablation_runs, ablations, cache_layers, default_runs, esm_models
+from bihmf.ablation import run_provenance, variant_esm, variant_run_settings
 from bihmf.esm_cache import INDEX_NAME
 from bihmf.models.model import run_combinations
 from bihmf.predict.structures import expand_inputs
-from bihmf.recipes import esm_layers_to_cache, load_recipes, run_settings
-from bihmf.run import METRICS_FILE, RUN_DIR
+from bihmf.recipes import load_recipes, run_settings
+from bihmf.run import ABLATION_RUN_DIR, METRICS_FILE, RUN_DIR
 
 DATASETS = list(config["datasets"])
-ESM_NAME = config["esm"]["name"]
-ESM_CHECKPOINT = f"resources/esm/{ESM_NAME}.pt"
-ESM_SHARDS = config["esm"]["shards"]
-# one cache per dataset: shard files from the embed jobs, and the index that training reads
-ESM_CACHE = f"results/embeddings/{{dataset}}/{ESM_NAME}"
-ESM_INDEX = f"{ESM_CACHE}/{INDEX_NAME}"
+ESM_NAME = config["esm"]["name"]  # the main model; ablation variants may add others
+ESM_MODELS = esm_models(config)  # name -> esm settings: one checkpoint and one cache per dataset each
+ESM_CHECKPOINT = "resources/esm/{esm}.pt"
+# one cache per dataset and ESM model: shard files from the embed jobs, and the index that training reads
+ESM_CACHE = "results/embeddings/{dataset}/{esm}"
+ESM_INDEX = f"results/embeddings/{{dataset}}/{ESM_NAME}/{INDEX_NAME}"  # the main model's, read by the main runs
 RECIPES = load_recipes()
-ESM_LAYERS = esm_layers_to_cache(config, EXPLICIT_CONFIG, esm_depth(config["esm"]), RECIPES)
+# (dataset, ESM model) -> the layers its cache holds: the union of what every run reading it needs
+ESM_LAYERS = cache_layers(config, EXPLICIT_CONFIG, RECIPES)
+ABLATIONS = {ablation.name: ablation for ablation in ablations(config)}
 
 
 wildcard_constraints:
@@ -25,6 +29,15 @@ wildcard_constraints:
     encoder="[A-Za-z0-9_]+",
     fusion="[A-Za-z0-9_]+",
     seed=r"\d+",
+    esm="|".join(map(re.escape, ESM_MODELS)),
+    ablation="[a-z0-9_]+",
+    variant="[a-z0-9_]+",
+
+
+def esm_shards(wc):
+    """Shard files of one (dataset, ESM model) cache."""
+    count = ESM_MODELS[wc.esm]["shards"]
+    return [f"results/embeddings/{wc.dataset}/{wc.esm}/shard-{shard}-of-{count}.parquet" for shard in range(count)]
 
 
 def train_settings(dataset, encoder=None):
@@ -36,6 +49,25 @@ def train_settings(dataset, encoder=None):
 def model_settings(dataset, encoder):
     """Model settings of one dataset x encoder: the config with the encoder's recipe applied."""
     return run_settings(config, EXPLICIT_CONFIG, dataset, encoder, RECIPES).model
+
+
+def ablation_run(wc):
+    """The variant run of one train_ablation job."""
+    return AblationRun(wc.ablation, wc.variant, wc.dataset, wc.encoder, wc.fusion, int(wc.seed))
+
+
+def variant_index(wc):
+    """The cache a variant run reads: its dataset's, of the variant's ESM model."""
+    variant = ABLATIONS[wc.ablation].variant(wc.variant)
+    return f"results/embeddings/{wc.dataset}/{variant_esm(config, variant)['name']}/{INDEX_NAME}"
+
+
+def variant_settings_of(wc):
+    return variant_run_settings(config, EXPLICIT_CONFIG, ablation_run(wc), RECIPES)
+
+
+def variant_provenance(wc):
+    return run_provenance(ablation_run(wc), ABLATIONS[wc.ablation].variant(wc.variant))
 
 
 def expected_runs(dataset):
@@ -93,6 +125,27 @@ def report_outputs():
     figures = [f"{name}.{ext}" for name in ("metrics", "heatmap", "curves", "cost") for ext in ("png", "pdf")]
     summary = [f"{REPORT_DIR}/summary.{ext}" for ext in ("md", "html", "tex", "csv")]
     return expand(f"{REPORT_DIR}/{{dataset}}_{{kind}}", dataset=DATASETS, kind=per_dataset + figures) + summary
+
+
+def ablation_run_files(ablation, name):
+    """Input-function factory (rule ablation_report): one file of every variant run of the
+    ablation (``ablation`` may be the pattern "{ablation}"), after the main runs they are
+    compared with (the variant "default"); with report.partial only the finished ones."""
+
+    def files(wc):
+        entry = ABLATIONS[ablation.format(**dict(wc.items()))]
+        main = [RUN_DIR.format(dataset=d, encoder=e, fusion=f, seed=s) for d, e, f, s in default_runs(config, entry)]
+        folders = main + [run.folder for run in ablation_runs(config, entry)]
+        if config["report"]["partial"]:
+            folders = [folder for folder in folders if os.path.exists(f"{folder}/{METRICS_FILE}")]
+        return [f"{folder}/{name}" for folder in folders]
+
+    return files
+
+
+def ablation_report_outputs():
+    """Every ablation's report: one table (Markdown, CSV, HTML) and one figure each."""
+    return expand(f"{REPORT_DIR}/ablations/{{ablation}}.{{ext}}", ablation=list(ABLATIONS), ext=("md", "csv", "html", "png"))
 
 
 def predict_request():

@@ -20,9 +20,9 @@ rule esm_checkpoint:
     conda:
         "../envs/bihmf.yaml"
     log:
-        f"logs/esm_checkpoint/{ESM_NAME}.log",
+        "logs/esm_checkpoint/{esm}.log",
     params:
-        esm=config["esm"],
+        esm=lambda wc: ESM_MODELS[wc.esm],
         downloads="resources/downloads",
         base_dir=workflow.basedir,
     script:

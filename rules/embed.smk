@@ -4,16 +4,17 @@ rule embed:
         checkpoint=rules.esm_checkpoint.output.model,
         regression=rules.esm_checkpoint.output.regression,
     output:
-        f"{ESM_CACHE}/shard-{{shard}}-of-{ESM_SHARDS}.parquet",
+        f"{ESM_CACHE}/shard-{{shard}}-of-{{shards}}.parquet",
     wildcard_constraints:
         shard=r"\d+",
+        shards=r"\d+",
     conda:
         "../envs/bihmf.yaml"
     log:
-        f"logs/embed/{{dataset}}/{ESM_NAME}/shard-{{shard}}-of-{ESM_SHARDS}.log",
+        "logs/embed/{dataset}/{esm}/shard-{shard}-of-{shards}.log",
     params:
-        layers=ESM_LAYERS,
-        esm=config["esm"],
+        layers=lambda wc: ESM_LAYERS[(wc.dataset, wc.esm)],
+        esm=lambda wc: ESM_MODELS[wc.esm],
     threads: 2
     resources:
         gpu=1,
@@ -24,13 +25,13 @@ rule embed:
 rule embed_index:
     input:
         proteins="results/data/{dataset}/proteins.parquet",
-        shards=expand(f"{ESM_CACHE}/shard-{{shard}}-of-{ESM_SHARDS}.parquet", shard=range(ESM_SHARDS), allow_missing=True),
+        shards=esm_shards,
     output:
-        ESM_INDEX,
+        f"{ESM_CACHE}/{INDEX_NAME}",
     localrule: True
     conda:
         "../envs/bihmf.yaml"
     log:
-        f"logs/embed/{{dataset}}/{ESM_NAME}/index.log",
+        "logs/embed/{dataset}/{esm}/index.log",
     script:
         "../workflow_scripts/embed_index.py"

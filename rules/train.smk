@@ -31,3 +31,23 @@ rule train:
         runtime=lambda wc: train_settings(wc.dataset)["runtime_min"],
     script:
         "../workflow_scripts/train.py"
+
+
+# a run of an ablation variant: the same job with the variant's settings, ESM cache and folder
+use rule train as train_ablation with:
+    input:
+        proteins="results/data/{dataset}/proteins.parquet",
+        cache=variant_index,
+    output:
+        metrics=f"{ABLATION_RUN_DIR}/{METRICS_FILE}",
+        model=f"{ABLATION_RUN_DIR}/{MODEL_FILE}",
+        curve=f"{ABLATION_RUN_DIR}/{CURVE_FILE}",
+        predictions=f"{ABLATION_RUN_DIR}/{TEST_PREDICTIONS_FILE}",
+    log:
+        "logs/train/ablations/{ablation}/{variant}/{dataset}/{encoder}/{fusion}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train/ablations/{ablation}/{variant}/{dataset}/{encoder}/{fusion}/seed{seed}.tsv"
+    params:
+        model=lambda wc: variant_settings_of(wc).model,
+        train=lambda wc: variant_settings_of(wc).train,
+        ablation=variant_provenance,

@@ -28,6 +28,7 @@ RAW_SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
 
 DATASET = ("properties", "datasets", "additionalProperties", "properties")
 MODEL = ("properties", "model", "properties")
+ABLATION = ("properties", "ablations", "items", "properties")
 
 # schema path of a registry-backed choice list -> the registry it must equal
 REGISTRY_LISTS: dict[tuple[str, ...], list[str]] = {
@@ -35,11 +36,14 @@ REGISTRY_LISTS: dict[tuple[str, ...], list[str]] = {
     (*DATASET, "task"): list(TASKS),
     (*MODEL, "encoders", "items"): list(ENCODERS),
     (*MODEL, "fusions", "items"): list(FUSIONS),
+    (*ABLATION, "encoders", "items"): list(ENCODERS),
+    (*ABLATION, "fusions", "items"): list(FUSIONS),
 }
 
 # enums written in the file: their own vocabulary, no registry holds these names
 OWN_VOCABULARY: set[tuple[str, ...]] = {
     ("definitions", "label_file", "properties", "split"),
+    (*MODEL, "layer_pairing"),
     (*DATASET, "graph_residues"),
     ("properties", "recipe"),
     (*DATASET, "train", "propertyNames"),
@@ -91,7 +95,7 @@ def test_one_registry_line_makes_an_encoder_configurable(tmp_path, monkeypatch):
     config = tmp_path / "config.yaml"
     config.write_text((ROOT / "config" / "demo.yaml").read_text() + "\n")
     override = tmp_path / "override.yaml"
-    override.write_text("model: {encoders: [my_encoder]}\n")
+    override.write_text("model: {encoders: [my_encoder]}\nablations: []\n")  # the demo's ablations train gvp
     with pytest.raises(ConfigError, match=r"^invalid bihmf config: model/encoders/0: 'my_encoder' is not one of"):
         load_config(config, override)
     monkeypatch.setitem(encoders.ENCODERS, "my_encoder", ENCODERS["gvp"])

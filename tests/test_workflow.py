@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import yaml
+
+from bihmf.ablation import all_ablation_runs, cache_layers, esm_models
 from bihmf.config import load_config
 from bihmf.models.model import run_combinations
 from bihmf.report.stats import evaluate_rows, split_rows
@@ -28,22 +31,15 @@ def _snakemake(args: list[str], workdir: Path) -> subprocess.CompletedProcess:
     return subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True, env=env, timeout=900)
 
 
-def test_full_config_dag_dry_run(tmp_path):
-    """The documented workstation command, on config.yaml: every stage appears with its job count."""
-    result = _snakemake(["all", "--cores", "8", "--resources", "gpu=2", "--dry-run", "--quiet", "rules"], tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    counts = {}
-    for line in result.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
-    config = load_config(ROOT / "config.yaml")
+def _job_counts(stdout: str) -> dict[str, int]:
+    return {parts[0]: int(parts[1]) for parts in map(str.split, stdout.splitlines()) if len(parts) == 2 and parts[1].isdigit()}
+
+
+def _main_jobs(config: dict) -> dict[str, int]:
+    """Jobs of target all on a config without ablations: every stage with its count."""
     datasets = len(config["datasets"])
-    assert datasets == 6  # react, psr, lba30, lba60, ppbs, bce
-    pairs = run_combinations(config["model"]["encoders"], config["model"]["fusions"])
-    assert len(pairs) == 6 * 7 + 1  # seq_only needs no encoder: trained once
-    runs = len(pairs) * len(config["train"]["seeds"])
-    assert counts == {
+    runs = len(run_combinations(config["model"]["encoders"], config["model"]["fusions"])) * len(config["train"]["seeds"])
+    return {
         "all": 1,
         "download_dataset": datasets,
         "esm_checkpoint": 1,
@@ -57,6 +53,46 @@ def test_full_config_dag_dry_run(tmp_path):
     }
 
 
+def test_full_config_dag_dry_run(tmp_path):
+    """The documented workstation command, on config.yaml: every stage appears with its job count."""
+    result = _snakemake(["all", "--cores", "8", "--resources", "gpu=2", "--dry-run", "--quiet", "rules"], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = load_config(ROOT / "config.yaml")
+    assert len(config["datasets"]) == 6  # react, psr, lba30, lba60, ppbs, bce
+    pairs = run_combinations(config["model"]["encoders"], config["model"]["fusions"])
+    assert len(pairs) == 6 * 7 + 1  # seq_only needs no encoder: trained once
+    assert _job_counts(result.stdout) == _main_jobs(config)
+
+
+def test_ablation_config_adds_exactly_the_variant_jobs(tmp_path):
+    """config/ablation.yaml = config.yaml + ablations: the main DAG plus, per variant, its runs;
+    per new ESM model one checkpoint and one cache per dataset it is used on; one report per
+    ablation. Nothing else."""
+    config = load_config(ROOT / "config" / "ablation.yaml")
+    result = _snakemake(["all", "--cores", "8", "--dry-run", "--quiet", "rules", "--configfile",
+                         str(ROOT / "config" / "ablation.yaml")], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs, reports = len(all_ablation_runs(config)), len(config["ablations"])
+    extra_models = len(esm_models(config)) - 1
+    extra_caches = len(cache_layers(config, config)) - len(config["datasets"])
+    assert (runs, reports, extra_models, extra_caches) == (108, 3, 3, 6)  # t6/t12/t30 on react and ppbs
+    expected = {**_main_jobs(config), "train_ablation": runs, "ablation_report": reports}
+    for rule, extra in (("esm_checkpoint", extra_models), ("embed", extra_caches), ("embed_index", extra_caches),
+                        ("total", extra_models + 2 * extra_caches + runs + reports)):
+        expected[rule] += extra
+    assert _job_counts(result.stdout) == expected
+
+
+def test_a_bad_ablation_stops_the_workflow_with_its_reason(tmp_path):
+    bad = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    bad["ablations"][0]["variants"][0]["esm"]["name"] = "esm2_t6_demo_random"  # the main model's name, other shape
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    result = _snakemake(["all", "--cores", "1", "--dry-run", "--configfile", str(tmp_path / "bad.yaml")], tmp_path)
+    assert result.returncode != 0
+    assert "ablations/0/variants/0 (esm_size/t12): esm.name 'esm2_t6_demo_random' has other settings than in the main esm" in (
+        result.stdout + result.stderr)
+
+
 def test_config_override_selects_a_subset(tmp_path):
     result = _snakemake(
         ["all", "--cores", "1", "--dry-run", "--quiet", "rules", "--config", "train={'seeds': [0]}"], tmp_path
@@ -68,13 +104,14 @@ def test_config_override_selects_a_subset(tmp_path):
 
 
 def test_partial_report_trains_nothing(tmp_path):
-    """report.partial builds the report from finished runs only: no training job in the DAG."""
-    result = _snakemake(
-        ["all", "--cores", "1", "--dry-run", "--quiet", "rules", "--config", "report={'partial': True}"], tmp_path
-    )
+    """report.partial builds the reports from finished runs only: no training job in the DAG,
+    neither of the main runs nor of the ablation variants (config/ablation.yaml has both)."""
+    result = _snakemake(["all", "--cores", "1", "--dry-run", "--quiet", "rules", "--configfile",
+                         str(ROOT / "config" / "ablation.yaml"), "--config", "report={'partial': True}"], tmp_path)
     assert result.returncode == 0, result.stderr
-    jobs = {parts[0]: int(parts[1]) for parts in map(str.split, result.stdout.splitlines()) if len(parts) == 2 and parts[1].isdigit()}
-    assert "train" not in jobs and jobs["report"] == 6 and jobs["report_summary"] == 1
+    jobs = _job_counts(result.stdout)
+    assert "train" not in jobs and "train_ablation" not in jobs
+    assert jobs["report"] == 6 and jobs["report_summary"] == 1 and jobs["ablation_report"] == 3
 
 
 def test_invalid_config_is_rejected(tmp_path):

@@ -19,6 +19,8 @@ spec = RunSpec(
     graph_residues=snakemake.params.graph_residues,
 )
 train_cfg = {**snakemake.params.train, "threads": snakemake.threads}
+# rule train_ablation (a variant run) adds the variant's identity; a main run has no such param
+ablation = getattr(snakemake.params, "ablation", None)
 with gpu_slot():
     train_run(
         spec,
@@ -27,4 +29,5 @@ with gpu_slot():
         snakemake.params.model,
         train_cfg,
         Path(snakemake.output.metrics).parent,
+        extra_provenance={"ablation": ablation} if ablation else None,
     )

@@ -26,15 +26,28 @@ EncoderFactory = Callable[[int], StructureEncoder]  # node-input width -> encode
 ATTENTION_HEADS = 4
 
 
-def paired_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
-    """ESM layer k_l read at GNN depth l (docs/paper.md choice 2): round(l * D / L), or the explicit list."""
+LAYER_PAIRINGS = ("evenly", "last")  # model.layer_pairing (the schema's enum)
+
+
+def paired_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None,
+                  pairing: str = "evenly") -> list[int]:
+    """ESM layer k_l read at GNN depth l (docs/paper.md choice 2). An explicit list wins; else
+    ``evenly`` spreads the L depths over the D ESM layers, round(l * D / L), and ``last`` reads
+    the last L layers D-L+1..D (the ablation of whether early ESM layers help at all)."""
     if explicit is not None:
         if len(explicit) != num_gnn_layers or max(explicit) > esm_depth:
             raise ValueError(
                 f"model.esm_layers={explicit} must list {num_gnn_layers} layers, each <= the ESM depth {esm_depth}"
             )
         return list(explicit)
-    return [int(l * esm_depth / num_gnn_layers + 0.5) for l in range(1, num_gnn_layers + 1)]
+    if pairing == "evenly":
+        return [int(l * esm_depth / num_gnn_layers + 0.5) for l in range(1, num_gnn_layers + 1)]
+    if pairing == "last":
+        if num_gnn_layers > esm_depth:
+            raise ValueError(f"model.layer_pairing=last: {num_gnn_layers} GNN layers need at least as many ESM layers, "
+                             f"the ESM has {esm_depth}")
+        return list(range(esm_depth - num_gnn_layers + 1, esm_depth + 1))
+    raise ValueError(f"model.layer_pairing={pairing!r}: expected one of {list(LAYER_PAIRINGS)}")
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,7 @@ class FusionContext:
     cache_layers: tuple[int, ...]  # layer number of each slot of graph.esm [N, slots, D]
     esm_depth: int
     explicit_layers: list[int] | None = None
+    pairing: str = "evenly"  # model.layer_pairing, used where explicit_layers is None
 
     def slot(self, layer: int) -> int:
         if layer not in self.cache_layers:
@@ -200,7 +214,7 @@ class SequenceStream(nn.Module):
 
     def __init__(self, context: FusionContext, num_gnn_layers: int, width: int):
         super().__init__()
-        layers = paired_layers(num_gnn_layers, context.esm_depth, context.explicit_layers)
+        layers = paired_layers(num_gnn_layers, context.esm_depth, context.explicit_layers, context.pairing)
         self.slots = [context.slot(layer) for layer in layers]
         self.project = nn.ModuleList([nn.Linear(context.esm_dim, width) for _ in layers])
         self.norm = nn.ModuleList([nn.LayerNorm(width) for _ in layers])
