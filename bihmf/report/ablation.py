@@ -178,8 +178,7 @@ def ablation_summary(spec: AblationReport, groups: Groups) -> pd.DataFrame:
 def shown_test_columns(spec: AblationReport, groups: Groups, dataset: str) -> list[tuple[str, str]]:
     """The dataset's test (split, metric) columns over every variant's runs, in the task's order."""
     runs = [r for v in spec.variants for r in groups.get((dataset, v), [])]
-    long = metric_frame(runs)
-    return [c for c in ordered_columns(long, spec.splits[dataset]) if is_test_split(c[0])] if not long.empty else []
+    return [c for c in ordered_columns(metric_frame(runs), spec.splits[dataset]) if is_test_split(c[0])]
 
 
 def _counts(spec: AblationReport, groups: Groups, dataset: str) -> dict[str, dict[tuple[str, str], tuple[int, int]]]:
@@ -211,8 +210,8 @@ def compare_variants(spec: AblationReport, groups: Groups) -> pd.DataFrame:
             long = metric_frame(groups.get((dataset, variant), []))
             for encoder, fusion in row_pairs(spec, groups, dataset):
                 for split, metric in shown_test_columns(spec, groups, dataset):
-                    a = seed_values(long, encoder, fusion, split, metric) if not long.empty else {}
-                    b = seed_values(default, encoder, fusion, split, metric) if not default.empty else {}
+                    a = seed_values(long, encoder, fusion, split, metric)
+                    b = seed_values(default, encoder, fusion, split, metric)
                     if not a or not b:
                         continue
                     keys = ((variant, encoder, fusion), (DEFAULT_VARIANT, encoder, fusion))
