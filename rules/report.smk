@@ -69,3 +69,43 @@ rule report_summary:
         "logs/report/summary.log",
     script:
         "../workflow_scripts/report_summary.py"
+
+
+# One ablation (config `ablations`): its variants' runs beside the default (main) runs they change.
+# ablation_run_files (rules/common.smk) lists both; outputs form section "4. Ablations".
+def ablation_report_file(ext, caption, kind):
+    """A report() output of one ablation, filed under "4. Ablations" with the ablation as label."""
+    return report(
+        f"{REPORT_DIR}/ablations/{{ablation}}.{ext}",
+        caption=f"../report/{caption}.rst",
+        category="4. Ablations",
+        subcategory="{ablation}",
+        labels={"ablation": "{ablation}", "content": kind},
+    )
+
+
+rule ablation_report:
+    input:
+        metrics=ablation_run_files("{ablation}", METRICS_FILE),
+        predictions=ablation_run_files("{ablation}", TEST_PREDICTIONS_FILE),
+    output:
+        md=f"{REPORT_DIR}/ablations/{{ablation}}.md",
+        html=ablation_report_file("html", "ablation", "tables"),
+        csv=ablation_report_file("csv", "ablation_csv", "all splits and tests (CSV)"),
+        png=ablation_report_file("png", "ablation_plot", "headline metric per variant"),
+    wildcard_constraints:
+        ablation="[a-z0-9_]+",
+    params:
+        ablation=lambda wc: {entry["name"]: entry for entry in config.get("ablations", [])}[wc.ablation],
+        tasks={d: config["datasets"][d]["task"] for d in DATASETS},
+        encoders=config["model"]["encoders"],
+        fusions=config["model"]["fusions"],
+        seeds={d: train_settings(d)["seeds"] for d in DATASETS},
+        splits={d: split_order(config["datasets"][d]) for d in DATASETS},
+        settings=config["report"],
+    conda:
+        "../envs/bihmf.yaml"
+    log:
+        "logs/report/ablation_{ablation}.log",
+    script:
+        "../workflow_scripts/ablation_report.py"

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from bihmf.io import atomic_output
 from bihmf.models.fusion import reference_fusion
@@ -34,11 +34,12 @@ NO_VALUE = "no value"  # heatmap cell without a finished run, a defined metric o
 LOG_SPAN = 10.0  # a cost axis goes logarithmic once its values span more than a decade
 
 
-def save_figure(fig: Figure, png: Path, pdf: Path) -> None:
-    """Both formats, each atomically: a killed job leaves no half-written figure."""
-    for path, fmt in ((png, "png"), (pdf, "pdf")):
+def save_figure(fig: Figure, *paths: Path) -> None:
+    """Each path in the format its suffix names (.png for the HTML report, .pdf for a paper), each
+    atomically: a killed job leaves no half-written figure."""
+    for path in map(Path, paths):
         with atomic_output(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
+            fig.savefig(tmp, format=path.suffix.removeprefix("."), dpi=150, bbox_inches="tight")
 
 
 def message_figure(title: str, message: str) -> Figure:
@@ -246,3 +247,55 @@ def cost_figure(costs: pd.DataFrame, runs: Sequence[RunRecord], rows: Sequence[t
     fig.tight_layout()
     return fig
 
+
+
+def ablation_figure(points: pd.DataFrame, variants: Sequence[str], sizes: dict[str, int] | None, title: str) -> Figure:
+    """An ablation's headline test metric per variant: a panel per dataset × encoder, a line per
+    fusion, points = mean over seeds, error bars = sd.
+
+    ``points`` has one row per run (dataset, encoder, fusion, variant, metric, value). With
+    ``sizes`` (variant -> ESM-2 parameter count, given when the variants differ by ESM model
+    alone) x is the parameter count on a log axis, so the lines read as scaling curves;
+    otherwise x lists the variants in ``variants`` order as unconnected points (categories have no
+    order to draw a line along), fusions dodged so bars do not overlap.
+    """
+    data = points.dropna(subset=["value"])
+    if data.empty:
+        return message_figure(title, "no finished run has a test score yet")
+    panels = list(dict.fromkeys(zip(data["dataset"], data["encoder"])))
+    fusions = list(dict.fromkeys(data["fusion"]))
+    shown = [v for v in variants if v in set(data["variant"])]
+    position = {v: float(sizes[v]) for v in shown} if sizes else {v: float(i) for i, v in enumerate(shown)}
+    palette = dict(zip(fusions, sns.color_palette("tab10", len(fusions))))
+    fig = Figure(figsize=(max(PANEL[0], 0.7 * len(shown) + 1.5) * len(panels) + 1.0, PANEL[1] + 0.9))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (dataset, encoder) in zip(axes, panels):
+        panel = data[(data["dataset"] == dataset) & (data["encoder"] == encoder)]
+        for k, fusion in enumerate(fusions):
+            cells = panel[panel["fusion"] == fusion].groupby("variant")["value"].agg(["mean", "std"])
+            cells = cells.loc[[v for v in shown if v in cells.index]]
+            if cells.empty:
+                continue
+            x = np.array([position[v] for v in cells.index])
+            if not sizes:
+                x = x + 0.08 * (k - (len(fusions) - 1) / 2)
+            order = np.argsort(x)
+            ax.errorbar(x[order], cells["mean"].to_numpy()[order], yerr=cells["std"].fillna(0.0).to_numpy()[order],
+                        marker="o", capsize=3, color=palette[fusion], label=fusion, linestyle="-" if sizes else "none")
+        metric = str(panel["metric"].iloc[0])
+        if sizes:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_locator(NullLocator())
+            ticks = sorted(shown, key=position.__getitem__)
+            ax.set_xticks([position[v] for v in ticks], [f"{v}\n{sizes[v] / 1e6:.3g}M" for v in ticks])
+            ax.set_xlabel("ESM-2 parameters (log scale)")
+        else:
+            ax.set_xticks(range(len(shown)), shown, rotation=45, ha="right")
+            ax.set_xlabel("variant")
+        ax.set_ylabel(f"test {metric} {'↑' if higher_is_better(metric) else '↓'}")
+        ax.set_title(f"{dataset}, encoder {encoder}", fontsize="medium")
+        ax.grid(alpha=0.3)
+    _figure_legend(fig, axes, "fusion")
+    fig.suptitle(f"{title} (point: mean over seeds, bar: sd)")
+    fig.tight_layout()
+    return fig

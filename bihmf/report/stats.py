@@ -173,16 +173,20 @@ class _Resampled:
     proteins: np.ndarray
 
 
-class _Bootstrapper:
-    """Bootstrap arrays per (run, split), computed once and shared by every comparison using them."""
+class Bootstrapper:
+    """Bootstrap arrays per (run, split), computed once and shared by every comparison using them.
 
-    def __init__(self, runs: Sequence[RunRecord], predictions: Callable[[RunRecord], Predictions | None], settings: StatsSettings):
-        self.runs = {r.key: r for r in runs}
+    ``key`` names a run; the default (encoder, fusion, seed) is unique within one dataset's main
+    runs, an ablation report prefixes the variant."""
+
+    def __init__(self, runs: Sequence[RunRecord], predictions: Callable[[RunRecord], Predictions | None], settings: StatsSettings,
+                 key: Callable[[RunRecord], tuple] = lambda run: run.key):
+        self.runs = {key(r): r for r in runs}
         self.predictions = predictions
         self.settings = settings
-        self.cache: dict[tuple[tuple[str, str, int], str], _Resampled | None] = {}
+        self.cache: dict[tuple[tuple, str], _Resampled | None] = {}
 
-    def get(self, key: tuple[str, str, int], split: str) -> _Resampled | None:
+    def get(self, key: tuple, split: str) -> _Resampled | None:
         if (key, split) not in self.cache:
             run = self.runs[key]
             predictions = self.predictions(run)
@@ -196,13 +200,13 @@ class _Bootstrapper:
         return self.cache[(key, split)]
 
 
-def _seed_values(long: pd.DataFrame, encoder: str, fusion: str, split: str, metric: str) -> dict[int, float]:
+def seed_values(long: pd.DataFrame, encoder: str, fusion: str, split: str, metric: str) -> dict[int, float]:
     cell = long[(long["encoder"] == encoder) & (long["fusion"] == fusion) & (long["split"] == split) & (long["metric"] == metric)]
     return {int(s): float(v) for s, v in zip(cell["seed"], cell["value"]) if np.isfinite(v)}
 
 
-def _compare_cell(a: dict[int, float], b: dict[int, float], keys: tuple[tuple, tuple], split: str, metric: str,
-                  boot: _Bootstrapper) -> Comparison:
+def compare_cell(a: dict[int, float], b: dict[int, float], keys: tuple[tuple, tuple], split: str, metric: str,
+                 boot: Bootstrapper) -> Comparison:
     """Paired t-test when two or more seeds are shared; otherwise a paired protein bootstrap
     on the lowest shared seed (or each model's lowest seed when they share none)."""
     shared = sorted(set(a) & set(b))
@@ -223,14 +227,15 @@ def _compare_cell(a: dict[int, float], b: dict[int, float], keys: tuple[tuple, t
                                 second.samples.get(metric, nan), len(first.proteins), boot.settings.confidence)
 
 
-def _better(delta: float, metric: str) -> bool | None:
-    """Whether Bi-HMF's mean is better in the metric's direction; None for a tie or no value."""
+def is_better(delta: float, metric: str) -> bool | None:
+    """Whether the compared model's mean (Bi-HMF, an ablation variant) is better in the metric's
+    direction; None for a tie or no value."""
     if not np.isfinite(delta) or delta == 0:
         return None
     return bool(delta > 0) == higher_is_better(metric)
 
 
-def _significant(result: Comparison, confidence: float) -> bool | None:
+def is_significant(result: Comparison, confidence: float) -> bool | None:
     """p below 1 - confidence (t-test) or an interval excluding 0 (bootstrap); None if untestable."""
     if result.test == "paired t-test" and np.isfinite(result.p_value):
         return bool(result.p_value < 1 - confidence)
@@ -239,40 +244,46 @@ def _significant(result: Comparison, confidence: float) -> bool | None:
     return None
 
 
-def _flag(value: Any) -> bool:
+def flag(value: Any) -> bool:
     """True only for a real True (a None/NaN flag from pandas must not read as True)."""
     return isinstance(value, (bool, np.bool_)) and bool(value)
+
+
+def result_fields(result: Comparison, metric: str, confidence: float) -> dict[str, Any]:
+    """A comparison's columns in the stats CSVs (the main report's and the ablation report's)."""
+    return {"test": result.test, "n": result.n, "delta": result.delta, "ci_low": result.ci_low,
+            "ci_high": result.ci_high, "p_value": result.p_value, "better": is_better(result.delta, metric),
+            "significant": is_significant(result, confidence), "note": result.note}
 
 
 def compare(runs: Sequence[RunRecord], summary: pd.DataFrame, predictions: Callable[[RunRecord], Predictions | None],
             settings: StatsSettings) -> pd.DataFrame:
     """One row per Bi-HMF row × test column: the best baseline, the test used and its result."""
     long = metric_frame(runs)
-    boot = _Bootstrapper(runs, predictions, settings)
+    boot = Bootstrapper(runs, predictions, settings)
     records = []
     ok = summary[summary["status"] == "ok"]
     bihmf_rows = dict.fromkeys(ok.loc[ok["fusion"].isin(BIHMF_FUSIONS), ["encoder", "fusion"]].itertuples(index=False, name=None))
     for encoder, fusion in bihmf_rows:
         for split, metric in shown_columns(summary):
             baseline = best_baseline(summary, encoder, split, metric)
-            a = _seed_values(long, encoder, fusion, split, metric)
+            a = seed_values(long, encoder, fusion, split, metric)
             if baseline is None or not a:
                 continue
-            b = _seed_values(long, *baseline, split, metric)
-            result = _compare_cell(a, b, ((encoder, fusion), baseline), split, metric, boot)
+            b = seed_values(long, *baseline, split, metric)
+            result = compare_cell(a, b, ((encoder, fusion), baseline), split, metric, boot)
             records.append({
                 "encoder": encoder, "fusion": fusion, "split": split, "metric": metric,
-                "baseline_encoder": baseline[0], "baseline_fusion": baseline[1], "test": result.test, "n": result.n,
-                "delta": result.delta, "ci_low": result.ci_low, "ci_high": result.ci_high, "p_value": result.p_value,
-                "better": _better(result.delta, metric), "significant": _significant(result, settings.confidence),
-                "note": result.note,
+                "baseline_encoder": baseline[0], "baseline_fusion": baseline[1],
+                **result_fields(result, metric, settings.confidence),
             })
     return pd.DataFrame.from_records(records, columns=STATS_COLUMNS)
 
 
-def comparison_text(entry: pd.Series) -> str:
-    """One cell: ``Δ [CI], p vs baseline (test, n)``; what could not be tested says why."""
-    baseline = f"{entry['baseline_encoder']}/{entry['baseline_fusion']}"
+def comparison_text(entry: pd.Series, baseline: str | None = None) -> str:
+    """One cell: ``Δ [CI], p vs baseline (test, n)``; what could not be tested says why.
+    ``baseline`` defaults to the entry's best-baseline row (an ablation compares with its default)."""
+    baseline = baseline or f"{entry['baseline_encoder']}/{entry['baseline_fusion']}"
     if not np.isfinite(entry["delta"]):
         return f"vs {baseline}: {entry['note']}"
     text = number(entry["delta"], signed=True)
@@ -300,7 +311,7 @@ def comparison_table(comparisons: pd.DataFrame, summary: pd.DataFrame) -> Table:
             key = (encoder, fusion, *column)
             if key in cells.index:
                 entry = cells.loc[key]
-                entries.append(Cell(comparison_text(entry), _flag(entry["significant"]) and _flag(entry["better"])))
+                entries.append(Cell(comparison_text(entry), flag(entry["significant"]) and flag(entry["better"])))
             else:
                 entries.append(Cell("no baseline" if status[key] == "ok" else status[key]))
         table.add_row([encoder, fusion, *entries])
