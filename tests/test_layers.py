@@ -12,7 +12,7 @@ from bihmf.models.fusion import FUSIONS, bihmf_fusions, reference_fusion
 from bihmf.tasks import TASKS, task_options
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING_IMPORTERS = {"workflow_scripts/train.py"}  # besides bench/ and the tests
+TRAINING_IMPORTERS = {"workflow_scripts/train.py", "bihmf/plan.py"}  # besides bench/ and the tests; plan times the real epoch
 
 
 def _imported_modules(path: Path) -> set[str]:

@@ -1,0 +1,435 @@
+"""Cost plan before launch: jobs per stage, residues per dataset, the ESM cache's bytes and the
+training time of every dataset × encoder × fusion, so a reviewer knows before submitting
+hundreds of jobs whether the benchmark fits their budget and disk.
+
+Job counts come from the functions the rules call (``run_combinations``, ``run_settings``,
+``esm_layers_to_cache``), so the plan and the DAG cannot disagree. Residues come from the
+preprocess output (``results/data/<d>/proteins.parquet``) when it exists, else from the
+config's ``published_sizes`` times a mean chain length whose source each row names
+(:data:`CHAIN_LENGTH`). Seconds per residue are measured by the real training epoch
+(``bihmf.training``'s ``_train_epoch``: forward, loss, backward, clipping, AdamW under the
+device's autocast) on a few real proteins with seeded random ESM rows of the configured width;
+the values of the embeddings do not change the time of a step.
+
+Projected hours = seconds/residue × (train + validation residues) × epochs × seeds. Validation
+residues are charged at the training step's price (an evaluation forward costs less), and
+``epochs`` is the recipe's maximum (early stopping can end a run sooner): the projection is an
+upper bound for the device that was calibrated.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import tarfile
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from bihmf.batching import protein_graph
+from bihmf.config import load_config
+from bihmf.data import DATASETS
+from bihmf.data.schema import ProteinRecord, read_proteins
+from bihmf.esm import esm_depth
+from bihmf.esm_cache import chain_sequences
+from bihmf.io import write_text_atomic
+from bihmf.models.fusion import FusionContext
+from bihmf.models.model import build_model, reads_esm, run_combinations
+from bihmf.recipes import Recipes, esm_layers_to_cache, load_recipes, run_settings
+from bihmf.run import RunFolder, RunSpec
+from bihmf.tasks import TASKS, task_options
+from bihmf.training import RunData, Trainer, TrainProgress, _amp, _train_epoch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = ROOT / "config" / "demo.yaml"
+CALIBRATION_DATASET = "ppbs_demo"  # real PDB chains with per-residue labels, shipped in demo/
+PROTEINS = "results/data/{dataset}/proteins.parquet"
+PLAN_FILE = "plan.csv"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A number the plan uses when the data is not downloaded yet, with where it comes from."""
+
+    value: float
+    source: str
+
+
+_PPBS_MEAN = 253.8
+# mean residues per protein by dataset kind, for datasets without a protein table yet
+CHAIN_LENGTH: dict[str, Estimate] = {
+    "ppbs": Estimate(_PPBS_MEAN, "measured: mean of the 3,216 chains in ScanNet's four PPBS validation label files (tests/data/scannet/PPBS)"),
+    "bce": Estimate(342.0, "measured: mean Length of the 3,756 entries of ScanNet's BCE table.csv (tests/data/scannet/BCE)"),
+    "react": Estimate(_PPBS_MEAN, "assumed: PPBS's measured mean PDB chain length; react's is not published (--mean-length react=N)"),
+    "psr": Estimate(_PPBS_MEAN, "assumed: PPBS's measured mean PDB chain length; PSR's is not published (--mean-length psr=N)"),
+    "lba": Estimate(_PPBS_MEAN, "assumed: PPBS's measured mean PDB chain length for the full chains; LBA's is not published"),
+}
+# graph nodes of a `graph_residues: pocket` protein (the ESM cache still stores the full chains)
+POCKET_RESIDUES = Estimate(30.0, "measured: mean pocket residues of the 7 real complexes in tests/fixtures/lba_fixture.tar.gz (small sample)")
+# copies of each chain in a dataset: the ESM cache stores one
+CHAIN_COPIES: dict[str, Estimate] = {"psr": Estimate(40.0, "docs/esm_cache.md: about 40 decoys share each PSR target's chain")}
+# split sizes the docs state where config.yaml declares none, by dataset name
+DOCUMENTED_SIZES: dict[str, dict[str, Estimate]] = {
+    "ppbs": {"train": Estimate(12_700, "docs/datasets.md section 4: the training file holds about 12.7k chains")},
+    "lba60": {split: Estimate(n, "docs/datasets.md section 3: the ATOM3D paper's 60 % split (the released LMDB differs slightly)")
+              for split, n in (("train", 3678), ("val", 460), ("test", 460))},
+}
+# fair-esm's released ESM-2 models: embedding width by name
+RELEASED_WIDTH = {
+    "esm2_t6_8M_UR50D": 320, "esm2_t12_35M_UR50D": 480, "esm2_t30_150M_UR50D": 640,
+    "esm2_t33_650M_UR50D": 1280, "esm2_t36_3B_UR50D": 2560, "esm2_t48_15B_UR50D": 5120,
+}
+# bytes per chain beside the float16 values: shard row (hash, length, offsets) and index row
+CHAIN_OVERHEAD_BYTES = 70 + 100
+
+
+def esm_width(esm_cfg: dict[str, Any]) -> int:
+    """Embedding width of the configured ESM, known before any download."""
+    if "random_init" in esm_cfg:
+        return int(esm_cfg["random_init"]["embed_dim"])
+    if esm_cfg["name"] not in RELEASED_WIDTH:
+        raise ValueError(f"esm.name {esm_cfg['name']!r}: width unknown to the plan (known: {sorted(RELEASED_WIDTH)})")
+    return RELEASED_WIDTH[esm_cfg["name"]]
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def dataset_seeds(config: dict[str, Any], explicit: dict[str, Any], dataset: str, recipes: Recipes) -> list[int]:
+    return list(run_settings(config, explicit, dataset, None, recipes).train["seeds"])
+
+
+def stage_jobs(config: dict[str, Any], explicit: dict[str, Any], recipes: Recipes) -> dict[str, int]:
+    """Jobs of every rule that `snakemake all` runs on a fresh folder (rules/*.smk)."""
+    datasets = list(config["datasets"])
+    pairs = run_combinations(config["model"]["encoders"], config["model"]["fusions"])
+    train = sum(len(pairs) * len(dataset_seeds(config, explicit, d, recipes)) for d in datasets)
+    n = len(datasets)
+    return {"download_dataset": n, "esm_checkpoint": 1, "preprocess": n, "embed": n * config["esm"]["shards"],
+            "embed_index": n, "train": train, "report": n, "report_summary": 1}
+
+
+# ---------------------------------------------------------------- residues
+
+
+@dataclass(frozen=True)
+class DatasetSize:
+    """What one dataset costs in residues: graph nodes per split, and what the ESM cache stores."""
+
+    proteins: dict[str, float]  # split -> proteins
+    graph_residues: dict[str, float]  # split -> nodes the structure encoder sees
+    cache_residues: float  # residues of the distinct chains (one cache row each)
+    cache_chains: float
+    source: str
+
+
+def size_from_table(path: Path, graph_residues: str) -> DatasetSize:
+    """Counts of a preprocessed protein table (reads only the columns it needs)."""
+    table = pq.read_table(path, columns=["split", "sequence", "chain_ids", "labels"])
+    proteins: dict[str, float] = defaultdict(float)
+    nodes: dict[str, float] = defaultdict(float)
+    chains: dict[str, int] = {}
+    columns = (table[c].to_pylist() for c in ("split", "sequence", "chain_ids", "labels"))
+    for split, sequence, chain_ids, labels in zip(*columns, strict=True):
+        proteins[split] += 1
+        nodes[split] += len(sequence) if graph_residues == "all" else sum(1 for label in labels if label == 1)
+        chains.update((key, len(seq)) for key, seq in chain_sequences(sequence, chain_ids))
+    return DatasetSize(dict(proteins), dict(nodes), float(sum(chains.values())), float(len(chains)), f"table: {path}")
+
+
+def published_proteins(dataset: str, spec: dict[str, Any]) -> tuple[dict[str, float], list[str]] | None:
+    """Proteins per split from ``published_sizes`` (subset keys such as ``val_70`` summed into
+    their split), filled from :data:`DOCUMENTED_SIZES`; None when train or val stays unknown."""
+    proteins: dict[str, float] = defaultdict(float)
+    for key, count in (spec.get("published_sizes") or {}).items():
+        proteins[key.partition("_")[0]] += count
+    sources = ["published_sizes"] if proteins else []
+    filled = {split: e for split, e in DOCUMENTED_SIZES.get(dataset, {}).items() if split not in proteins}
+    for split, estimate in filled.items():
+        proteins[split] = estimate.value
+    sources += [f"{'/'.join(filled)} {e.source}" for e in {e.source: e for e in filled.values()}.values()]
+    if not {"train", "val"} <= set(proteins):
+        return None
+    return dict(proteins), sources
+
+
+def size_from_published(dataset: str, spec: dict[str, Any], lengths: dict[str, float]) -> DatasetSize | None:
+    """Counts from published split sizes × a mean length (``lengths`` overrides by dataset name)."""
+    published = published_proteins(dataset, spec)
+    if published is None:
+        return None
+    proteins, sources = published
+    default = CHAIN_LENGTH.get(spec["kind"])
+    if dataset in lengths:
+        length = Estimate(lengths[dataset], "given: --mean-length")
+    elif default is None:
+        return None
+    else:
+        length = default
+    per_node = POCKET_RESIDUES if spec["graph_residues"] == "pocket" else length
+    copies = CHAIN_COPIES.get(spec["kind"], Estimate(1.0, ""))
+    total = sum(proteins.values())
+    sources += [f"length {length.value:g} {length.source}"]
+    sources += [f"graph nodes {per_node.value:g} {per_node.source}"] if per_node is not length else []
+    sources += [f"cache ÷{copies.value:g} {copies.source}"] if copies.source else []
+    return DatasetSize(
+        proteins, {split: n * per_node.value for split, n in proteins.items()},
+        total * length.value / copies.value, total / copies.value, "; ".join(sources),
+    )
+
+
+def dataset_size(dataset: str, spec: dict[str, Any], root: Path, lengths: dict[str, float]) -> DatasetSize | None:
+    """The preprocess output's counts when it exists, else the published estimate (None: unknown)."""
+    table = root / PROTEINS.format(dataset=dataset)
+    if table.exists():
+        return size_from_table(table, spec["graph_residues"])
+    return size_from_published(dataset, spec, lengths)
+
+
+def cache_bytes(size: DatasetSize, layers: int, width: int) -> float:
+    """Raw float16 bytes of the ESM cache (docs/esm_cache.md: budget on the raw size; zstd took
+    0.70× off on random-init embeddings, trained ones may compress differently)."""
+    return size.cache_residues * layers * width * 2 + size.cache_chains * CHAIN_OVERHEAD_BYTES
+
+
+# ---------------------------------------------------------------- calibration
+
+
+@dataclass(frozen=True)
+class Combination:
+    """What a training step's time depends on: runs that share it share a calibration. The task
+    is that of the first dataset with these settings; heads are one or two linear layers, small
+    beside the encoder and the fusion."""
+
+    encoder: str
+    fusion: str
+    model: str  # JSON of the model settings (recipe applied), so the key is hashable
+
+    def settings(self) -> dict[str, Any]:
+        return json.loads(self.model)
+
+
+def run_combination(config: dict[str, Any], explicit: dict[str, Any], dataset: str, encoder: str, fusion: str,
+                    recipes: Recipes, width: int | None) -> Combination:
+    model = run_settings(config, explicit, dataset, encoder, recipes).model
+    if width is not None:
+        model = {**model, "hidden_dim": width}
+    return Combination(encoder, fusion, json.dumps(model, sort_keys=True))
+
+
+def demo_records() -> list[ProteinRecord]:
+    """The PPBS demo's chains (real structures), parsed by the real parser."""
+    spec = load_config(DEMO_CONFIG)["datasets"][CALIBRATION_DATASET]
+    with tempfile.TemporaryDirectory() as raw:
+        with tarfile.open(ROOT / spec["download"]["archive"]["url"].removeprefix("file:")) as archive:
+            archive.extractall(raw, filter="data")
+        return DATASETS[spec["kind"]].parse(Path(raw), spec)[0]
+
+
+def calibration_records(records: list[ProteinRecord], residues: int) -> list[ProteinRecord]:
+    """The first proteins up to ``residues`` residues, as training proteins with a target every
+    task accepts (the timing does not depend on its value)."""
+    chosen: list[ProteinRecord] = []
+    for record in records:
+        if chosen and sum(len(r.sequence) for r in chosen) + len(record.sequence) > residues:
+            break
+        chosen.append(replace(record, split="train", target=float(len(chosen) % 2)))
+    return chosen
+
+
+def calibrate(combo: Combination, spec: dict[str, Any], records: list[ProteinRecord], context: FusionContext,
+              train_cfg: dict[str, Any], device: torch.device, steps: int) -> float:
+    """Seconds per residue of ``combo``'s training epoch on ``records`` with the task of the
+    dataset ``spec``: one untimed epoch (first calls), then epochs until ``steps`` timed steps."""
+    model_cfg = combo.settings()
+    options = task_options(spec)
+    torch.manual_seed(0)
+    model = build_model(combo.encoder, combo.fusion, spec["task"], model_cfg, context, options).to(device)
+    task = TASKS[spec["task"]]
+    task.prepare(model.head, np.array([r.target for r in records]))
+    rng = np.random.default_rng(0)
+    with_esm = reads_esm(combo.fusion, context, model_cfg["num_layers"])
+    graphs = [protein_graph(r, rng.standard_normal((len(r.sequence), len(context.cache_layers), context.esm_dim), dtype=np.float32)
+                            if with_esm else None) for r in records]
+    budget = max(train_cfg["residue_budget"], sum(g.num_nodes for g in graphs))
+    cfg = {**train_cfg, "residue_budget": budget}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    autocast, scaler = _amp(device)
+    run = RunSpec(CALIBRATION_DATASET, combo.encoder, combo.fusion, 0, spec["task"], options)
+    trainer = Trainer(run, cfg, model, task, device, optimizer, autocast, scaler, np.random.default_rng(0), TrainProgress(),
+                      RunFolder(Path("calibration")), "calibration")
+    data = RunData(records, graphs, {"train": graphs}, None, Path(), "")  # an epoch reads no cache
+    _train_epoch(trainer, data, 1)
+    seconds, residues, done = 0.0, 0, 0
+    while done < steps:
+        _sync(device)
+        started = time.perf_counter()
+        losses, seen = _train_epoch(trainer, data, 1)
+        _sync(device)
+        seconds += time.perf_counter() - started
+        residues += seen
+        done += len(losses)
+    return seconds / residues
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    dataset: str
+    encoder: str
+    fusion: str
+    jobs: int
+    epochs: int
+    train_residues: float | None
+    val_residues: float | None
+    s_per_residue: float
+    hours: float | None
+    esm_cache_gb: float | None  # the dataset's cache, shared by its rows
+    residue_source: str
+
+
+COLUMNS = ("dataset", "encoder", "fusion", "jobs", "epochs", "train_residues", "val_residues", "s_per_residue", "hours",
+           "esm_cache_gb", "device", "residue_source")
+
+
+@dataclass(frozen=True)
+class Plan:
+    rows: list[PlanRow]
+    stage_jobs: dict[str, int]
+    device: str
+    width: int | None
+    esm_layers: list[int]
+    unknown: list[str]  # datasets without sizes: no table and nothing published
+
+    @property
+    def hours(self) -> float:
+        return sum(r.hours for r in self.rows if r.hours is not None)
+
+    @property
+    def cache_gb(self) -> float:
+        return sum({r.dataset: r.esm_cache_gb for r in self.rows if r.esm_cache_gb is not None}.values())
+
+
+def make_plan(config: dict[str, Any], explicit: dict[str, Any], root: Path, device: torch.device, steps: int,
+              calibration: list[ProteinRecord], width: int | None = None, lengths: dict[str, float] | None = None) -> Plan:
+    """Every dataset × encoder × fusion of ``config`` with its jobs, residues, calibrated
+    seconds per residue, projected hours and the dataset's ESM cache size."""
+    recipes = load_recipes()
+    layers = esm_layers_to_cache(config, explicit, esm_depth(config["esm"]), recipes)
+    context = FusionContext(esm_dim=esm_width(config["esm"]), cache_layers=tuple(layers), esm_depth=esm_depth(config["esm"]),
+                            explicit_layers=config["model"]["esm_layers"])
+    measured: dict[Combination, float] = {}
+    rows, unknown = [], []
+    for dataset, spec in config["datasets"].items():
+        size = dataset_size(dataset, spec, root, lengths or {})
+        if size is None:
+            unknown.append(dataset)
+        seeds = len(dataset_seeds(config, explicit, dataset, recipes))
+        gb = None if size is None else cache_bytes(size, len(layers), context.esm_dim) / 1e9
+        for encoder, fusion in run_combinations(config["model"]["encoders"], config["model"]["fusions"]):
+            combo = run_combination(config, explicit, dataset, encoder, fusion, recipes, width)
+            train = run_settings(config, explicit, dataset, encoder, recipes).train
+            if combo not in measured:
+                measured[combo] = calibrate(combo, spec, calibration, context, train, device, steps)
+            residues = None if size is None else size.graph_residues.get("train", 0.0) + size.graph_residues.get("val", 0.0)
+            hours = None if residues is None else measured[combo] * residues * train["epochs"] * seeds / 3600
+            rows.append(PlanRow(
+                dataset, encoder, fusion, seeds, train["epochs"],
+                None if size is None else size.graph_residues.get("train", 0.0),
+                None if size is None else size.graph_residues.get("val", 0.0),
+                measured[combo], hours, gb, "unknown: no protein table and no published sizes" if size is None else size.source,
+            ))
+    return Plan(rows, stage_jobs(config, explicit, recipes), device.type, width, layers, unknown)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def plan_csv(plan: Plan) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in plan.rows:
+        values = {**row.__dict__, "device": plan.device}
+        writer.writerow([_cell(values[c]) for c in COLUMNS])
+    return out.getvalue()
+
+
+def write_plan(plan: Plan, out_dir: Path) -> Path:
+    path = out_dir / PLAN_FILE
+    write_text_atomic(path, plan_csv(plan))
+    return path
+
+
+def _hours(value: float) -> str:
+    return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+
+
+def plan_table(plan: Plan) -> str:
+    """The printed plan: hours per dataset × encoder (fusions summed), then jobs, hours and disk."""
+    by_pair: dict[tuple[str, str], list[PlanRow]] = defaultdict(list)
+    for row in plan.rows:
+        by_pair[(row.dataset, row.encoder)].append(row)
+    width = f", width {plan.width}" if plan.width else ", configured widths"
+    lines = [f"Projected {plan.device.upper()}-hours (calibrated on {plan.device}{width}; upper bound: every epoch of the recipe)",
+             f"{'dataset':<12} {'encoder':<16} {'runs':>5} {'epochs':>7} {'train+val residues':>19} {'hours':>10} {'ESM cache GB':>13}"]
+    for (dataset, encoder), rows in by_pair.items():
+        first = rows[0]
+        residues = "?" if first.train_residues is None else f"{first.train_residues + first.val_residues:,.0f}"
+        hours = "?" if first.hours is None else _hours(sum(r.hours for r in rows))
+        cache = "?" if first.esm_cache_gb is None else f"{first.esm_cache_gb:,.1f}"
+        lines.append(f"{dataset:<12} {encoder:<16} {sum(r.jobs for r in rows):>5} {first.epochs:>7} {residues:>19} {hours:>10} {cache:>13}")
+    jobs = ", ".join(f"{stage} {n}" for stage, n in plan.stage_jobs.items())
+    lines += [f"Jobs per stage: {jobs} (total {sum(plan.stage_jobs.values())})",
+              f"Total: {_hours(plan.hours)} {plan.device.upper()}-hours of training; ESM cache {plan.cache_gb:,.1f} GB "
+              f"(raw float16, {len(plan.esm_layers)} layers {plan.esm_layers})"]
+    if plan.unknown:
+        lines.append(f"Not counted (no protein table, no published sizes): {', '.join(plan.unknown)}")
+    return "\n".join(lines)
+
+
+def mean_lengths(pairs: list[str]) -> dict[str, float]:
+    """``dataset=residues`` words of ``--mean-length``."""
+    lengths = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            lengths[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--mean-length {pair!r}: expected DATASET=RESIDUES, e.g. react=300") from None
+        if not math.isfinite(lengths[name]) or lengths[name] <= 0:
+            raise ValueError(f"--mean-length {pair!r}: residues must be a positive number")
+    return lengths
+
+
+def plan_run(config: dict[str, Any], explicit: dict[str, Any], root: Path, out_dir: Path, device: torch.device,
+             steps: int = 2, residues: int = 600, width: int | None = None, lengths: dict[str, float] | None = None) -> Plan:
+    """What ``bihmf plan`` and ``rule plan`` do: calibrate on the demo's chains, project, write
+    ``plan.csv`` and print the table."""
+    records = calibration_records(demo_records(), residues)
+    plan = make_plan(config, explicit, root, device, steps, records, width, lengths)
+    path = write_plan(plan, out_dir)
+    print(plan_table(plan))
+    print(f"plan: {path}")
+    return plan

@@ -1,0 +1,154 @@
+"""`bihmf plan`: job counts equal the Snakemake DAG's, residues from a real protein table or the
+published sizes, calibration by the real training epoch, the CSV and the command."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from bihmf import plan
+from bihmf.cli import main
+from bihmf.config import validate_config
+from bihmf.data.schema import write_proteins
+from bihmf.recipes import load_recipes
+
+ROOT = Path(__file__).resolve().parents[1]
+SCANNET = ROOT / "tests" / "data" / "scannet"
+CPU = torch.device("cpu")
+
+
+def _configs(path: Path, **model: list[str]) -> tuple[dict, dict]:
+    explicit = yaml.safe_load(path.read_text())
+    explicit["model"] = {**explicit.get("model", {}), **model}
+    return validate_config(copy.deepcopy(explicit)), explicit
+
+
+def _dry_run_counts(workdir: Path, targets: list[str]) -> dict[str, int]:
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), *targets,
+               "--cores", "1", "--dry-run", "--quiet", "rules", "--configfile", str(ROOT / "config" / "demo.yaml")]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {p[0]: int(p[1]) for p in (line.split() for line in done.stdout.splitlines()) if len(p) == 2 and p[1].isdigit()}
+
+
+@pytest.fixture(scope="module")
+def records(single_thread):
+    return plan.demo_records()
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory, records) -> Path:
+    """A workflow folder where only ppbs_demo is preprocessed (its real protein table)."""
+    root = tmp_path_factory.mktemp("plan_root")
+    write_proteins(records, root / plan.PROTEINS.format(dataset="ppbs_demo"))
+    return root
+
+
+def test_stage_jobs_equal_the_demo_dag(tmp_path):
+    """One dry run of `all` and `plan`: every stage's count, and the plan job once beside them."""
+    config, explicit = _configs(ROOT / "config" / "demo.yaml")
+    counts = _dry_run_counts(tmp_path, ["all", "plan"])
+    assert counts.pop("plan") == 1 and counts.pop("all") == 1
+    jobs = plan.stage_jobs(config, explicit, load_recipes())
+    assert jobs == {k: v for k, v in counts.items() if k != "total"}
+    assert counts["total"] == sum(jobs.values()) + 2
+
+
+def test_full_config_falls_back_to_published_sizes(tmp_path):
+    config, _ = _configs(ROOT / "config.yaml")
+    sizes = {d: plan.dataset_size(d, spec, tmp_path, {}) for d, spec in config["datasets"].items()}
+    assert None not in sizes.values()
+    react = config["datasets"]["react"]["published_sizes"]
+    assert sizes["react"].graph_residues["train"] == pytest.approx(react["train"] * plan.CHAIN_LENGTH["react"].value)
+    assert "assumed" in sizes["react"].source
+    # LBA graphs are pockets; the cache holds the full chains
+    lba = sum(config["datasets"]["lba30"]["published_sizes"].values())
+    assert sizes["lba30"].graph_residues["val"] == pytest.approx(466 * plan.POCKET_RESIDUES.value)
+    assert sizes["lba30"].cache_residues == pytest.approx(lba * plan.CHAIN_LENGTH["lba"].value)
+    # PSR decoys share their target's chain: the cache stores it once
+    psr = sum(config["datasets"]["psr"]["published_sizes"].values())
+    assert sizes["psr"].cache_residues == pytest.approx(psr * plan.CHAIN_LENGTH["psr"].value / plan.CHAIN_COPIES["psr"].value)
+    # splits config.yaml does not declare come from the docs, and say so
+    assert sizes["ppbs"].proteins["train"] == 12_700 and "docs/datasets.md" in sizes["ppbs"].source
+    assert set(sizes["lba60"].proteins) == {"train", "val", "test"}
+    given = plan.dataset_size("react", config["datasets"]["react"], tmp_path, {"react": 100.0})
+    assert given.graph_residues["train"] == react["train"] * 100.0 and "--mean-length" in given.source
+
+
+def test_measured_lengths_match_the_real_scannet_files():
+    headers = residues = 0
+    for path in (SCANNET / "PPBS").glob("labels_validation_*.txt"):
+        lines = path.read_text().splitlines()
+        headers += sum(line.startswith(">") for line in lines)
+        residues += sum(bool(line) and not line.startswith(">") for line in lines)
+    assert headers == 3216 and round(residues / headers, 1) == plan.CHAIN_LENGTH["ppbs"].value
+    with (SCANNET / "BCE" / "table.csv").open(newline="") as handle:
+        lengths = [int(row["Length"]) for row in csv.DictReader(handle)]
+    assert len(lengths) == 3756 and round(float(np.mean(lengths)), 1) == plan.CHAIN_LENGTH["bce"].value
+
+
+def test_residues_from_a_real_protein_table(demo_root, records, lba_records, tmp_path):
+    size = plan.dataset_size("ppbs_demo", {"graph_residues": "all", "kind": "ppbs"}, demo_root, {})
+    for split in ("train", "val", "test"):
+        chosen = [r for r in records if r.split == split]
+        assert size.proteins[split] == len(chosen)
+        assert size.graph_residues[split] == sum(len(r.sequence) for r in chosen)
+    assert size.source.startswith("table:")
+    write_proteins(lba_records, tmp_path / "lba.parquet")
+    pocket = plan.size_from_table(tmp_path / "lba.parquet", "pocket")
+    assert sum(pocket.graph_residues.values()) == sum(int((r.labels == 1).sum()) for r in lba_records)
+    # the 6msm complexes share their chains: the cache counts each chain once
+    assert pocket.cache_residues < sum(len(r.sequence) for r in lba_records)
+
+
+def test_plan_calibrates_two_combinations_and_writes_the_csv(demo_root, records, tmp_path):
+    config, explicit = _configs(ROOT / "config" / "demo.yaml", encoders=["gvp"], fusions=["struct_only", "seq_only"])
+    chosen = plan.calibration_records(records, 300)
+    result = plan.make_plan(config, explicit, demo_root, CPU, 1, chosen, width=16)
+    assert len(result.rows) == 2 * len(config["datasets"])
+    assert all(row.s_per_residue > 0 for row in result.rows)
+    counted = [row for row in result.rows if row.hours is not None]
+    assert {row.dataset for row in counted} == {"ppbs_demo"} and set(result.unknown) == set(config["datasets"]) - {"ppbs_demo"}
+    row = counted[0]
+    assert row.hours == pytest.approx(row.s_per_residue * (row.train_residues + row.val_residues) * row.epochs * row.jobs / 3600)
+    assert result.hours == pytest.approx(sum(r.hours for r in counted))
+    layers, width = len(result.esm_layers), plan.esm_width(config["esm"])
+    size = plan.dataset_size("ppbs_demo", config["datasets"]["ppbs_demo"], demo_root, {})
+    assert result.cache_gb == row.esm_cache_gb == plan.cache_bytes(size, layers, width) / 1e9
+    assert row.esm_cache_gb >= size.cache_residues * layers * width * 2 / 1e9 > 0
+    path = plan.write_plan(result, tmp_path)
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0]) == plan.COLUMNS and len(rows) == len(result.rows)
+    assert math.isclose(sum(float(r["hours"]) for r in rows if r["hours"]), result.hours, rel_tol=1e-4)
+    table = plan.plan_table(result)
+    assert f"train {result.stage_jobs['train']}" in table and "Not counted" in table
+
+
+def test_cli_plan(demo_root, records, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(plan, "demo_records", lambda: records)  # parsed once for the module
+    configfile = tmp_path / "small.yaml"
+    small = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    small["datasets"] = {"ppbs_demo": small["datasets"]["ppbs_demo"]}
+    small["model"]["fusions"] = ["bihmf_local"]
+    configfile.write_text(yaml.safe_dump(small))
+    out = tmp_path / "plan"
+    args = ["plan", "--configfile", str(configfile), "--root", str(demo_root), "--device", "cpu", "--width", "16",
+            "--calibrate-steps", "1", "--calibrate-residues", "300", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "Jobs per stage" in printed and "Total:" in printed
+    rows = list(csv.DictReader((out / plan.PLAN_FILE).open(newline="")))
+    assert [(r["encoder"], r["fusion"], r["device"]) for r in rows] == [("gvp", "bihmf_local", "cpu")]
+    assert float(rows[0]["hours"]) > 0
+    assert main([*args[:-2], "--out", str(out), "--mean-length", "react=x"]) == 2
