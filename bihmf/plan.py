@@ -39,8 +39,8 @@ from bihmf.batching import protein_graph
 from bihmf.config import load_config
 from bihmf.data import DATASETS
 from bihmf.data.schema import ProteinRecord, read_proteins
-from bihmf.esm import esm_depth
-from bihmf.esm_cache import chain_sequences
+from bihmf.esm import embed_sequences, esm_depth, load_esm, write_random_checkpoint
+from bihmf.esm_cache import EmbedSettings, chain_sequences
 from bihmf.io import write_text_atomic
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import build_model, reads_esm, run_combinations
@@ -87,6 +87,11 @@ DOCUMENTED_SIZES: dict[str, dict[str, Estimate]] = {
 RELEASED_WIDTH = {
     "esm2_t6_8M_UR50D": 320, "esm2_t12_35M_UR50D": 480, "esm2_t30_150M_UR50D": 640,
     "esm2_t33_650M_UR50D": 1280, "esm2_t36_3B_UR50D": 2560, "esm2_t48_15B_UR50D": 5120,
+}
+# nominal parameter counts in the released names, for extrapolating the embed time
+RELEASED_PARAMETERS = {
+    "esm2_t6_8M_UR50D": 8e6, "esm2_t12_35M_UR50D": 35e6, "esm2_t30_150M_UR50D": 150e6,
+    "esm2_t33_650M_UR50D": 650e6, "esm2_t36_3B_UR50D": 3e9, "esm2_t48_15B_UR50D": 15e9,
 }
 # bytes per chain beside the float16 values: shard row (hash, length, offsets) and index row
 CHAIN_OVERHEAD_BYTES = 70 + 100
@@ -281,6 +286,40 @@ def calibrate(combo: Combination, spec: dict[str, Any], records: list[ProteinRec
     return seconds / residues
 
 
+@dataclass(frozen=True)
+class EmbedCalibration:
+    s_per_residue: float  # of the configured ESM, extrapolated when it is not the one timed
+    note: str
+
+
+def calibrate_embed(esm_cfg: dict[str, Any], records: list[ProteinRecord], device: torch.device) -> EmbedCalibration:
+    """Seconds per residue of the embed stage's forward (``embed_sequences``). A random-init
+    config is timed itself; a released model is not downloaded: the demo's random-init shape is
+    timed and scaled by the parameter ratio (per-residue cost ∝ parameters, attention's
+    length-squared term ignored)."""
+    timed_cfg = esm_cfg if "random_init" in esm_cfg else load_config(DEMO_CONFIG)["esm"]
+    shape = timed_cfg["random_init"]
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = Path(folder) / f"{timed_cfg['name']}.pt"  # fair-esm reads the architecture from the name
+        write_random_checkpoint(checkpoint, shape["num_layers"], shape["embed_dim"], shape["attention_heads"], shape["seed"])
+        model, alphabet = load_esm(checkpoint)
+    chains = dict(pair for r in records for pair in chain_sequences(r.sequence, r.chain_ids))
+    settings, layers = EmbedSettings.from_config(esm_cfg), [shape["num_layers"]]
+    embed_sequences(model, alphabet, chains, layers, settings, device=device)  # first calls, untimed
+    _sync(device)
+    started = time.perf_counter()
+    embed_sequences(model, alphabet, chains, layers, settings, device=device)
+    _sync(device)
+    timed = (time.perf_counter() - started) / sum(len(seq) for seq in chains.values())
+    if timed_cfg is esm_cfg:
+        return EmbedCalibration(timed, f"timed: {esm_cfg['name']}")
+    parameters = sum(p.numel() for p in model.parameters())
+    if esm_cfg["name"] not in RELEASED_PARAMETERS:
+        raise ValueError(f"esm.name {esm_cfg['name']!r}: parameter count unknown to the plan (known: {sorted(RELEASED_PARAMETERS)})")
+    ratio = RELEASED_PARAMETERS[esm_cfg["name"]] / parameters
+    return EmbedCalibration(timed * ratio, f"extrapolated: {timed_cfg['name']} ({parameters:,} parameters) timed, × {ratio:,.0f} for {esm_cfg['name']}")
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -301,11 +340,12 @@ class PlanRow:
     s_per_residue: float
     hours: float | None
     esm_cache_gb: float | None  # the dataset's cache, shared by its rows
+    embed_hours: float | None  # the dataset's embed stage, shared by its rows
     residue_source: str
 
 
 COLUMNS = ("dataset", "encoder", "fusion", "jobs", "epochs", "train_residues", "val_residues", "s_per_residue", "hours",
-           "esm_cache_gb", "device", "residue_source")
+           "esm_cache_gb", "embed_hours", "device", "residue_source")
 
 
 @dataclass(frozen=True)
@@ -315,6 +355,7 @@ class Plan:
     device: str
     width: int | None
     esm_layers: list[int]
+    embed: EmbedCalibration
     unknown: list[str]  # datasets without sizes: no table and nothing published
 
     @property
@@ -324,6 +365,10 @@ class Plan:
     @property
     def cache_gb(self) -> float:
         return sum({r.dataset: r.esm_cache_gb for r in self.rows if r.esm_cache_gb is not None}.values())
+
+    @property
+    def embed_hours(self) -> float:
+        return sum({r.dataset: r.embed_hours for r in self.rows if r.embed_hours is not None}.values())
 
 
 def make_plan(config: dict[str, Any], explicit: dict[str, Any], root: Path, device: torch.device, steps: int,
@@ -335,6 +380,7 @@ def make_plan(config: dict[str, Any], explicit: dict[str, Any], root: Path, devi
     context = FusionContext(esm_dim=esm_width(config["esm"]), cache_layers=tuple(layers), esm_depth=esm_depth(config["esm"]),
                             explicit_layers=config["model"]["esm_layers"])
     measured: dict[Combination, float] = {}
+    embed = calibrate_embed(config["esm"], calibration, device)
     rows, unknown = [], []
     for dataset, spec in config["datasets"].items():
         size = dataset_size(dataset, spec, root, lengths or {})
@@ -342,6 +388,7 @@ def make_plan(config: dict[str, Any], explicit: dict[str, Any], root: Path, devi
             unknown.append(dataset)
         seeds = len(dataset_seeds(config, explicit, dataset, recipes))
         gb = None if size is None else cache_bytes(size, len(layers), context.esm_dim) / 1e9
+        embed_hours = None if size is None else embed.s_per_residue * size.cache_residues / 3600
         for encoder, fusion in run_combinations(config["model"]["encoders"], config["model"]["fusions"]):
             combo = run_combination(config, explicit, dataset, encoder, fusion, recipes, width)
             train = run_settings(config, explicit, dataset, encoder, recipes).train
@@ -353,9 +400,9 @@ def make_plan(config: dict[str, Any], explicit: dict[str, Any], root: Path, devi
                 dataset, encoder, fusion, seeds, train["epochs"],
                 None if size is None else size.graph_residues.get("train", 0.0),
                 None if size is None else size.graph_residues.get("val", 0.0),
-                measured[combo], hours, gb, "unknown: no protein table and no published sizes" if size is None else size.source,
+                measured[combo], hours, gb, embed_hours, "unknown: no protein table and no published sizes" if size is None else size.source,
             ))
-    return Plan(rows, stage_jobs(config, explicit, recipes), device.type, width, layers, unknown)
+    return Plan(rows, stage_jobs(config, explicit, recipes), device.type, width, layers, embed, unknown)
 
 
 def _cell(value: Any) -> str:
@@ -403,7 +450,8 @@ def plan_table(plan: Plan) -> str:
     jobs = ", ".join(f"{stage} {n}" for stage, n in plan.stage_jobs.items())
     lines += [f"Jobs per stage: {jobs} (total {sum(plan.stage_jobs.values())})",
               f"Total: {_hours(plan.hours)} {plan.device.upper()}-hours of training; ESM cache {plan.cache_gb:,.1f} GB "
-              f"(raw float16, {len(plan.esm_layers)} layers {plan.esm_layers})"]
+              f"(raw float16, {len(plan.esm_layers)} layers {plan.esm_layers})",
+              f"Embed: {_hours(plan.embed_hours)} {plan.device.upper()}-hours ({plan.embed.note})"]
     if plan.unknown:
         lines.append(f"Not counted (no protein table, no published sizes): {', '.join(plan.unknown)}")
     return "\n".join(lines)

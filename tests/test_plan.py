@@ -126,6 +126,8 @@ def test_plan_calibrates_two_combinations_and_writes_the_csv(demo_root, records,
     size = plan.dataset_size("ppbs_demo", config["datasets"]["ppbs_demo"], demo_root, {})
     assert result.cache_gb == row.esm_cache_gb == plan.cache_bytes(size, layers, width) / 1e9
     assert row.esm_cache_gb >= size.cache_residues * layers * width * 2 / 1e9 > 0
+    assert row.embed_hours == pytest.approx(result.embed.s_per_residue * size.cache_residues / 3600) and row.embed_hours > 0
+    assert result.embed.note.startswith("timed")  # the demo's random-init ESM is timed itself
     path = plan.write_plan(result, tmp_path)
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -152,3 +154,9 @@ def test_cli_plan(demo_root, records, tmp_path, monkeypatch, capsys):
     assert [(r["encoder"], r["fusion"], r["device"]) for r in rows] == [("gvp", "bihmf_local", "cpu")]
     assert float(rows[0]["hours"]) > 0
     assert main([*args[:-2], "--out", str(out), "--mean-length", "react=x"]) == 2
+
+
+def test_released_esm_embed_time_is_extrapolated_by_parameters(records):
+    full, _ = _configs(ROOT / "config.yaml")
+    embed = plan.calibrate_embed(full["esm"], plan.calibration_records(records, 300), CPU)
+    assert embed.s_per_residue > 0 and embed.note.startswith("extrapolated") and "esm2_t33_650M_UR50D" in embed.note
