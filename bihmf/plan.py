@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import tarfile
 import tempfile
@@ -48,6 +49,8 @@ from bihmf.recipes import Recipes, esm_layers_to_cache, load_recipes, run_settin
 from bihmf.run import RunFolder, RunSpec
 from bihmf.tasks import TASKS, task_options
 from bihmf.training import RunData, Trainer, TrainProgress, _amp, _train_epoch
+
+log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "config" / "demo.yaml"
@@ -394,6 +397,7 @@ def make_plan(config: dict[str, Any], explicit: dict[str, Any], root: Path, devi
             train = run_settings(config, explicit, dataset, encoder, recipes).train
             if combo not in measured:
                 measured[combo] = calibrate(combo, spec, calibration, context, train, device, steps)
+                log.info("calibrated %s/%s (%d so far): %.3g s/residue", encoder, fusion, len(measured), measured[combo])
             residues = None if size is None else size.graph_residues.get("train", 0.0) + size.graph_residues.get("val", 0.0)
             hours = None if residues is None else measured[combo] * residues * train["epochs"] * seeds / 3600
             rows.append(PlanRow(
