@@ -5,7 +5,8 @@ Each subcommand is a function ``add_<name>(subparsers)`` that declares its argum
 them, so a new subcommand is one such function and one line there.
 
 Exit status of ``predict``: 0 every file predicted, 1 some file failed (listed in the summary),
-2 nothing predicted because the run or the arguments are unusable.
+2 nothing predicted because the run or the arguments are unusable. ``plan``: 0 plan written,
+2 the config or ``--mean-length`` is unusable.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
 
 
@@ -131,9 +139,9 @@ def add_plan(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--root", type=Path, default=Path("."), help="workflow folder holding results/data (default: %(default)s)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
                         help="device to calibrate on (default: %(default)s)")
-    parser.add_argument("--calibrate-steps", type=int, default=2, help="timed training steps per combination (default: %(default)s)")
-    parser.add_argument("--calibrate-residues", type=int, default=600, help="residues of demo chains per step (default: %(default)s)")
-    parser.add_argument("--width", type=int, help="hidden width for every model instead of the configured one (quick CPU plans)")
+    parser.add_argument("--calibrate-steps", type=_positive_int, default=2, help="timed training steps per combination (default: %(default)s)")
+    parser.add_argument("--calibrate-residues", type=_positive_int, default=600, help="residues of demo chains per step (default: %(default)s)")
+    parser.add_argument("--width", type=_positive_int, help="hidden width for every model instead of the configured one (quick CPU plans)")
     parser.add_argument("--mean-length", action="append", default=[], metavar="DATASET=RESIDUES",
                         help="mean residues per protein of a dataset without a protein table (overrides the plan's estimate)")
     parser.add_argument("--out", type=Path, default=Path("results/plan"), help="folder for plan.csv (default: %(default)s)")
@@ -142,10 +150,13 @@ def add_plan(subparsers: argparse._SubParsersAction) -> None:
 
 def run_plan(args: argparse.Namespace) -> int:
     try:
+        lengths = cost_plan.mean_lengths(args.mean_length)
         explicit = yaml.safe_load(args.configfile.read_text()) or {}
         config = validate_config(copy.deepcopy(explicit))
-        lengths = cost_plan.mean_lengths(args.mean_length)
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
+        log.error("%s", exc)
+        return USAGE_ERROR
+    except OSError as exc:
         log.error("%s: %s", args.configfile, exc)
         return USAGE_ERROR
     cost_plan.plan_run(config, explicit, args.root, args.out, torch.device(args.device), args.calibrate_steps,

@@ -457,7 +457,7 @@ def plan_table(plan: Plan) -> str:
               f"(raw float16, {len(plan.esm_layers)} layers {plan.esm_layers})",
               f"Embed: {_hours(plan.embed_hours)} {plan.device.upper()}-hours ({plan.embed.note})"]
     if plan.unknown:
-        lines.append(f"Not counted (no protein table, no published sizes): {', '.join(plan.unknown)}")
+        lines.append(f"Not counted (no {PROTEINS} and no published_sizes; preprocess them first): {', '.join(plan.unknown)}")
     return "\n".join(lines)
 
 
