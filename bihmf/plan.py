@@ -434,7 +434,11 @@ def write_plan(plan: Plan, out_dir: Path) -> Path:
 
 
 def _hours(value: float) -> str:
-    return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def _gb(value: float) -> str:
+    return f"{value:,.1f}" if value >= 1 else f"{value:.3g}"
 
 
 def plan_table(plan: Plan) -> str:
@@ -449,11 +453,11 @@ def plan_table(plan: Plan) -> str:
         first = rows[0]
         residues = "?" if first.train_residues is None else f"{first.train_residues + first.val_residues:,.0f}"
         hours = "?" if first.hours is None else _hours(sum(r.hours for r in rows))
-        cache = "?" if first.esm_cache_gb is None else f"{first.esm_cache_gb:,.1f}"
+        cache = "?" if first.esm_cache_gb is None else _gb(first.esm_cache_gb)
         lines.append(f"{dataset:<12} {encoder:<16} {sum(r.jobs for r in rows):>5} {first.epochs:>7} {residues:>19} {hours:>10} {cache:>13}")
     jobs = ", ".join(f"{stage} {n}" for stage, n in plan.stage_jobs.items())
     lines += [f"Jobs per stage: {jobs} (total {sum(plan.stage_jobs.values())})",
-              f"Total: {_hours(plan.hours)} {plan.device.upper()}-hours of training; ESM cache {plan.cache_gb:,.1f} GB "
+              f"Total: {_hours(plan.hours)} {plan.device.upper()}-hours of training; ESM cache {_gb(plan.cache_gb)} GB "
               f"(raw float16, {len(plan.esm_layers)} layers {plan.esm_layers})",
               f"Embed: {_hours(plan.embed_hours)} {plan.device.upper()}-hours ({plan.embed.note})"]
     if plan.unknown:
