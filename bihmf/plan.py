@@ -14,7 +14,8 @@ the values of the embeddings do not change the time of a step.
 Projected hours = seconds/residue × (train + validation residues) × epochs × seeds. Validation
 residues are charged at the training step's price (an evaluation forward costs less), and
 ``epochs`` is the recipe's maximum (early stopping can end a run sooner): the projection is an
-upper bound for the device that was calibrated.
+upper bound for the device that was calibrated. Embed hours time the embed stage's own forward
+(:func:`calibrate_embed`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import torch
 from bihmf.batching import protein_graph
 from bihmf.config import load_config
 from bihmf.data import DATASETS
-from bihmf.data.schema import ProteinRecord, read_proteins
+from bihmf.data.schema import ProteinRecord
 from bihmf.esm import embed_sequences, esm_depth, load_esm, write_random_checkpoint
 from bihmf.esm_cache import EmbedSettings, chain_sequences
 from bihmf.io import write_text_atomic
