@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: venv demo test test-oracles bench dryrun resume clean-demo
+.PHONY: venv demo test test-slow test-oracles bench dryrun resume clean-demo
 
 venv: $(STAMP)
 
@@ -26,8 +26,14 @@ demo: $(STAMP)
 	$(BIN)/snakemake --configfile config/demo.yaml --report results/report/report.html
 	@echo "Demo report: results/report/summary.md, results/report/<dataset>_table.md and results/report/report.html"
 
+# the default suite (about 12 minutes on 2 cores); the whole-workflow runs are test-slow
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not slow"
+
+# whole-workflow runs: the demo end to end, a kill -9 and the documented resume, the demo on a
+# real single-host SLURM cluster (as root with apt; otherwise skipped with the reason)
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
 
 # our encoders against the published reference code; installs the references first
 # (tests/oracles/requirements*.txt, never vendored) without letting them move our pins

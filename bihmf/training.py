@@ -163,7 +163,7 @@ class RunData:
     records: list[ProteinRecord]
     graphs: list[Data]
     splits: dict[str, list[Data]]
-    cache: EmbeddingCache
+    cache: EmbeddingCache | None  # None when the graphs carry their ESM rows already (calibration)
     cache_path: Path
     data_sha: str
 
@@ -304,6 +304,54 @@ def _train_epoch(trainer: Trainer, data: RunData, epoch: int) -> tuple[list[floa
         losses.append(loss.item())
         residues += batch.num_nodes
     return losses, residues
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """Training steps timed by the real loop (forward, loss, backward, clipping, update)."""
+
+    steps: int
+    residues: int
+    seconds: float
+
+    @property
+    def seconds_per_residue(self) -> float:
+        return self.seconds / self.residues
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_training_steps(
+    spec: RunSpec, model: ProteinModel, records: list[ProteinRecord], graphs: list[Data], train_cfg: dict[str, Any],
+    device: torch.device, steps: int,
+) -> StepTiming:
+    """Time at least ``steps`` training steps of ``model`` on in-memory training proteins (nothing written).
+
+    `bihmf plan` prices a benchmark with this: it runs the epoch loop of :func:`train_run` itself
+    (one untimed epoch first, for first-call costs), so a calibration cannot drift from training.
+    ``records`` are the proteins of ``graphs``, all in the train split; the caller prepares the
+    model's head (``task.prepare``).
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
+    autocast, scaler = _amp(device)
+    trainer = Trainer(
+        spec, train_cfg, model, TASKS[spec.task], device, optimizer, autocast, scaler, np.random.default_rng(spec.seed),
+        TrainProgress(), RunFolder(Path("calibration")), "calibration",
+    )
+    data = RunData(records, graphs, {"train": graphs}, None, Path(), "")
+    _train_epoch(trainer, data, 1)
+    done, residues, seconds = 0, 0, 0.0
+    while done < steps:
+        _synchronize(device)
+        started = time.perf_counter()
+        losses, seen = _train_epoch(trainer, data, 1)
+        _synchronize(device)
+        seconds += time.perf_counter() - started
+        done, residues = done + len(losses), residues + seen
+    return StepTiming(done, residues, seconds)
 
 
 def _patience_spent(progress: TrainProgress, patience: int) -> bool:

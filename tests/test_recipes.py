@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bihmf.config import SCHEMA_PATH, load_config, validate_config
+from bihmf.config import load_config, validate_config
+from bihmf.models.encoders import ENCODERS
 from bihmf.models.fusion import FUSIONS, cached_layers
 from bihmf.models.model import NO_ENCODER
 from bihmf.recipes import RECIPE_KEY, RECIPES_PATH, REQUIRED, esm_layers_to_cache, load_recipes, run_settings
@@ -34,14 +35,9 @@ def recipes():
     return load_recipes()
 
 
-def _schema_encoders() -> list[str]:
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    return schema["properties"]["model"]["properties"]["encoders"]["items"]["enum"]
-
-
 def test_every_benchmark_and_encoder_of_the_full_config_has_a_sourced_recipe(full, recipes) -> None:
     config, _ = full
-    assert set(config["model"]["encoders"]) == set(_schema_encoders())  # the full config trains every encoder
+    assert set(config["model"]["encoders"]) == set(ENCODERS)  # the full config trains every encoder
     for dataset in config["datasets"]:
         for encoder in config["model"]["encoders"]:
             recipe = recipes.get(dataset, encoder)
@@ -155,7 +151,7 @@ def test_esm_cache_covers_every_recipe_depth(full, recipes) -> None:
 
 def test_published_matches_name_trained_rows() -> None:
     published = load_published()
-    encoders = set(_schema_encoders())
+    encoders = set(ENCODERS)
     for method in published.methods:
         if method.matched:
             assert method.fusion in FUSIONS, method.name

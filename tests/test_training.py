@@ -156,3 +156,26 @@ def test_warmup_then_cosine_schedule():
     assert lr_factor(0.55, 0.1) == pytest.approx(0.5)
     assert lr_factor(1.0, 0.1) == pytest.approx(0.0, abs=1e-12)
     assert lr_factor(0.0, 0.0) == pytest.approx(1.0)
+
+
+def test_time_training_steps_runs_the_training_loop_without_writing(demo_tables, cfgs, tmp_path, monkeypatch):
+    from bihmf.batching import protein_graph
+    from bihmf.esm_cache import EmbeddingCache
+    from bihmf.models.fusion import FusionContext
+    from bihmf.models.model import build_model
+    from bihmf.tasks import TASKS
+    from bihmf.training import time_training_steps
+
+    monkeypatch.chdir(tmp_path)
+    model_cfg, train_cfg = cfgs
+    cache = EmbeddingCache(demo_tables / "cache.parquet")
+    records = [r for r in read_proteins(demo_tables / "proteins.parquet") if r.split == "train"][:3]
+    graphs = [protein_graph(r, cache.protein(r)) for r in records]
+    context = FusionContext(int(cache.metadata["embed_dim"]), tuple(cache.layers), int(cache.metadata["esm_depth"]), None)
+    spec = RunSpec("ppbs_demo", "gvp", "bihmf_local", 0, "residue_binary")
+    model = build_model("gvp", "bihmf_local", "residue_binary", model_cfg, context, {})
+    timing = time_training_steps(spec, model, records, graphs, {**train_cfg, "residue_budget": 100_000}, torch.device("cpu"), 2)
+    assert timing.steps == 2 and timing.residues == 2 * sum(g.num_nodes for g in graphs)
+    assert timing.seconds > 0 and timing.seconds_per_residue == timing.seconds / timing.residues
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())  # backward ran
+    assert list(tmp_path.iterdir()) == []
