@@ -6,10 +6,9 @@ Job counts come from the functions the rules call (``run_combinations``, ``run_s
 ``esm_layers_to_cache``), so the plan and the DAG cannot disagree. Residues come from the
 preprocess output (``results/data/<d>/proteins.parquet``) when it exists, else from the
 config's ``published_sizes`` times a mean chain length whose source each row names
-(:data:`CHAIN_LENGTH`). Seconds per residue are measured by the real training epoch
-(``bihmf.training``'s ``_train_epoch``: forward, loss, backward, clipping, AdamW under the
-device's autocast) on a few real proteins with seeded random ESM rows of the configured width;
-the values of the embeddings do not change the time of a step.
+(:data:`CHAIN_LENGTH`). Seconds per residue are measured by the training loop itself
+(:func:`bihmf.training.time_training_steps`: forward, loss, backward, clipping, AdamW under the
+device's autocast) on a few real proteins with seeded random ESM rows of the configured width.
 
 Projected hours = seconds/residue × (train + validation residues) × epochs × seeds. Validation
 residues are charged at the training step's price (an evaluation forward costs less), and
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from torch_geometric.data import Data
 
 from bihmf.batching import protein_graph
 from bihmf.config import load_config
@@ -47,9 +47,9 @@ from bihmf.io import write_text_atomic
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import build_model, reads_esm, run_combinations
 from bihmf.recipes import Recipes, esm_layers_to_cache, load_recipes, run_settings
-from bihmf.run import RunFolder, RunSpec
+from bihmf.run import RunSpec
 from bihmf.tasks import TASKS, task_options
-from bihmf.training import RunData, Trainer, TrainProgress, _amp, _train_epoch
+from bihmf.training import time_training_steps
 
 log = logging.getLogger(__name__)
 
@@ -113,16 +113,29 @@ def esm_width(esm_cfg: dict[str, Any]) -> int:
 # ---------------------------------------------------------------- jobs
 
 
-def dataset_seeds(config: dict[str, Any], explicit: dict[str, Any], dataset: str, recipes: Recipes) -> list[int]:
-    return list(run_settings(config, explicit, dataset, None, recipes).train["seeds"])
+@dataclass(frozen=True)
+class TrainingRuns:
+    """One dataset × encoder × fusion of the train rule and the seeds it runs."""
+
+    dataset: str
+    encoder: str
+    fusion: str
+    seeds: int
+
+
+def training_runs(config: dict[str, Any], explicit: dict[str, Any], recipes: Recipes) -> list[TrainingRuns]:
+    """The train rule's jobs by dataset × encoder × fusion, from the functions the workflow's
+    ``expected_runs`` calls (rules/common.smk). The plan enumerates runs nowhere else, so a new
+    axis of the DAG (another ESM, an ablation) is added here once."""
+    pairs = run_combinations(config["model"]["encoders"], config["model"]["fusions"])
+    seeds = {d: len(run_settings(config, explicit, d, None, recipes).train["seeds"]) for d in config["datasets"]}
+    return [TrainingRuns(dataset, encoder, fusion, seeds[dataset]) for dataset in config["datasets"] for encoder, fusion in pairs]
 
 
 def stage_jobs(config: dict[str, Any], explicit: dict[str, Any], recipes: Recipes) -> dict[str, int]:
     """Jobs of every rule that `snakemake all` runs on a fresh folder (rules/*.smk)."""
-    datasets = list(config["datasets"])
-    pairs = run_combinations(config["model"]["encoders"], config["model"]["fusions"])
-    train = sum(len(pairs) * len(dataset_seeds(config, explicit, d, recipes)) for d in datasets)
-    n = len(datasets)
+    n = len(config["datasets"])
+    train = sum(run.seeds for run in training_runs(config, explicit, recipes))
     return {"download_dataset": n, "esm_checkpoint": 1, "preprocess": n, "embed": n * config["esm"]["shards"],
             "embed_index": n, "train": train, "report": n, "report_summary": 1}
 
@@ -257,37 +270,28 @@ def calibration_records(records: list[ProteinRecord], residues: int) -> list[Pro
 
 def calibrate(combo: Combination, spec: dict[str, Any], records: list[ProteinRecord], context: FusionContext,
               train_cfg: dict[str, Any], device: torch.device, steps: int) -> float:
-    """Seconds per residue of ``combo``'s training epoch on ``records`` with the task of the
-    dataset ``spec``: one untimed epoch (first calls), then epochs until ``steps`` timed steps."""
+    """Seconds per residue of ``combo``'s training step on ``records`` with the task of the
+    dataset ``spec``, timed by the training loop itself (:func:`time_training_steps`). The budget
+    is raised to hold every calibration protein, so each step is one full-size batch."""
     model_cfg = combo.settings()
     options = task_options(spec)
     torch.manual_seed(0)
     model = build_model(combo.encoder, combo.fusion, spec["task"], model_cfg, context, options).to(device)
-    task = TASKS[spec["task"]]
-    task.prepare(model.head, np.array([r.target for r in records]))
-    rng = np.random.default_rng(0)
-    with_esm = reads_esm(combo.fusion, context, model_cfg["num_layers"])
-    graphs = [protein_graph(r, rng.standard_normal((len(r.sequence), len(context.cache_layers), context.esm_dim), dtype=np.float32)
-                            if with_esm else None) for r in records]
+    TASKS[spec["task"]].prepare(model.head, np.array([r.target for r in records]))
+    graphs = calibration_graphs(records, context, reads_esm(combo.fusion, context, model_cfg["num_layers"]))
     budget = max(train_cfg["residue_budget"], sum(g.num_nodes for g in graphs))
-    cfg = {**train_cfg, "residue_budget": budget}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    autocast, scaler = _amp(device)
     run = RunSpec(CALIBRATION_DATASET, combo.encoder, combo.fusion, 0, spec["task"], options)
-    trainer = Trainer(run, cfg, model, task, device, optimizer, autocast, scaler, np.random.default_rng(0), TrainProgress(),
-                      RunFolder(Path("calibration")), "calibration")
-    data = RunData(records, graphs, {"train": graphs}, None, Path(), "")  # an epoch reads no cache
-    _train_epoch(trainer, data, 1)
-    seconds, residues, done = 0.0, 0, 0
-    while done < steps:
-        _sync(device)
-        started = time.perf_counter()
-        losses, seen = _train_epoch(trainer, data, 1)
-        _sync(device)
-        seconds += time.perf_counter() - started
-        residues += seen
-        done += len(losses)
-    return seconds / residues
+    timing = time_training_steps(run, model, records, graphs, {**train_cfg, "residue_budget": budget}, device, steps)
+    return timing.seconds_per_residue
+
+
+def calibration_graphs(records: list[ProteinRecord], context: FusionContext, with_esm: bool) -> list[Data]:
+    """Graphs of ``records`` with seeded random ESM rows of the cache's shape: the values of
+    the embeddings do not change the time of a step, so no ESM is run or downloaded."""
+    rng = np.random.default_rng(0)
+    shape = (len(context.cache_layers), context.esm_dim)
+    return [protein_graph(r, rng.standard_normal((len(r.sequence), *shape), dtype=np.float32) if with_esm else None)
+            for r in records]
 
 
 @dataclass(frozen=True)
@@ -375,38 +379,56 @@ class Plan:
         return sum({r.dataset: r.embed_hours for r in self.rows if r.embed_hours is not None}.values())
 
 
+@dataclass(frozen=True)
+class DatasetCost:
+    """What the rows of one dataset share; None throughout when its size is unknown."""
+
+    size: DatasetSize | None
+    esm_cache_gb: float | None
+    embed_hours: float | None
+
+
+def dataset_cost(size: DatasetSize | None, context: FusionContext, embed: EmbedCalibration) -> DatasetCost:
+    if size is None:
+        return DatasetCost(None, None, None)
+    gb = cache_bytes(size, len(context.cache_layers), context.esm_dim) / 1e9
+    return DatasetCost(size, gb, embed.s_per_residue * size.cache_residues / 3600)
+
+
+def plan_row(run: TrainingRuns, epochs: int, s_per_residue: float, cost: DatasetCost) -> PlanRow:
+    """Hours = seconds/residue × (train + validation graph nodes) × epochs × seeds."""
+    if cost.size is None:
+        return PlanRow(run.dataset, run.encoder, run.fusion, run.seeds, epochs, None, None, s_per_residue, None, None, None,
+                       "unknown: no protein table and no published sizes")
+    train, val = (cost.size.graph_residues.get(split, 0.0) for split in ("train", "val"))
+    hours = s_per_residue * (train + val) * epochs * run.seeds / 3600
+    return PlanRow(run.dataset, run.encoder, run.fusion, run.seeds, epochs, train, val, s_per_residue, hours,
+                   cost.esm_cache_gb, cost.embed_hours, cost.size.source)
+
+
 def make_plan(config: dict[str, Any], explicit: dict[str, Any], root: Path, device: torch.device, steps: int,
               calibration: list[ProteinRecord], width: int | None = None, lengths: dict[str, float] | None = None) -> Plan:
     """Every dataset × encoder × fusion of ``config`` with its jobs, residues, calibrated
-    seconds per residue, projected hours and the dataset's ESM cache size."""
+    seconds per residue, projected hours and the dataset's ESM cache size. Runs that share a
+    :class:`Combination` share one calibration."""
     recipes = load_recipes()
     layers = esm_layers_to_cache(config, explicit, esm_depth(config["esm"]), recipes)
     context = FusionContext(esm_dim=esm_width(config["esm"]), cache_layers=tuple(layers), esm_depth=esm_depth(config["esm"]),
                             explicit_layers=config["model"]["esm_layers"])
-    measured: dict[Combination, float] = {}
     embed = calibrate_embed(config["esm"], calibration, device)
-    rows, unknown = [], []
-    for dataset, spec in config["datasets"].items():
-        size = dataset_size(dataset, spec, root, lengths or {})
-        if size is None:
-            unknown.append(dataset)
-        seeds = len(dataset_seeds(config, explicit, dataset, recipes))
-        gb = None if size is None else cache_bytes(size, len(layers), context.esm_dim) / 1e9
-        embed_hours = None if size is None else embed.s_per_residue * size.cache_residues / 3600
-        for encoder, fusion in run_combinations(config["model"]["encoders"], config["model"]["fusions"]):
-            combo = run_combination(config, explicit, dataset, encoder, fusion, recipes, width)
-            train = run_settings(config, explicit, dataset, encoder, recipes).train
-            if combo not in measured:
-                measured[combo] = calibrate(combo, spec, calibration, context, train, device, steps)
-                log.info("calibrated %s/%s (%d so far): %.3g s/residue", encoder, fusion, len(measured), measured[combo])
-            residues = None if size is None else size.graph_residues.get("train", 0.0) + size.graph_residues.get("val", 0.0)
-            hours = None if residues is None else measured[combo] * residues * train["epochs"] * seeds / 3600
-            rows.append(PlanRow(
-                dataset, encoder, fusion, seeds, train["epochs"],
-                None if size is None else size.graph_residues.get("train", 0.0),
-                None if size is None else size.graph_residues.get("val", 0.0),
-                measured[combo], hours, gb, embed_hours, "unknown: no protein table and no published sizes" if size is None else size.source,
-            ))
+    sizes = {d: dataset_size(d, spec, root, lengths or {}) for d, spec in config["datasets"].items()}
+    costs = {d: dataset_cost(size, context, embed) for d, size in sizes.items()}
+    measured: dict[Combination, float] = {}
+    rows = []
+    for run in training_runs(config, explicit, recipes):
+        combo = run_combination(config, explicit, run.dataset, run.encoder, run.fusion, recipes, width)
+        train = run_settings(config, explicit, run.dataset, run.encoder, recipes).train
+        if combo not in measured:
+            spec = config["datasets"][run.dataset]
+            measured[combo] = calibrate(combo, spec, calibration, context, train, device, steps)
+            log.info("calibrated %s/%s (%d so far): %.3g s/residue", run.encoder, run.fusion, len(measured), measured[combo])
+        rows.append(plan_row(run, train["epochs"], measured[combo], costs[run.dataset]))
+    unknown = [d for d, size in sizes.items() if size is None]
     return Plan(rows, stage_jobs(config, explicit, recipes), device.type, width, layers, embed, unknown)
 
 
