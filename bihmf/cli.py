@@ -140,7 +140,8 @@ def add_plan(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
                         help="device to calibrate on (default: %(default)s)")
     parser.add_argument("--calibrate-steps", type=_positive_int, default=2, help="timed training steps per combination (default: %(default)s)")
-    parser.add_argument("--calibrate-residues", type=_positive_int, default=600, help="residues of demo chains per step (default: %(default)s)")
+    parser.add_argument("--calibrate-residues", type=_positive_int,
+                        help="residues of demo chains per step (default: the config's train.residue_budget, at most all demo chains)")
     parser.add_argument("--width", type=_positive_int, help="hidden width for every model instead of the configured one (quick CPU plans)")
     parser.add_argument("--mean-length", action="append", default=[], metavar="DATASET=RESIDUES",
                         help="mean residues per protein of a dataset without a protein table (overrides the plan's estimate)")

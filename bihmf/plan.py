@@ -362,6 +362,7 @@ class Plan:
     stage_jobs: dict[str, int]
     device: str
     width: int | None
+    step_residues: int  # residues of each calibration step
     esm_layers: list[int]
     embed: EmbedCalibration
     unknown: list[str]  # datasets without sizes: no table and nothing published
@@ -429,7 +430,8 @@ def make_plan(config: dict[str, Any], explicit: dict[str, Any], root: Path, devi
             log.info("calibrated %s/%s (%d so far): %.3g s/residue", run.encoder, run.fusion, len(measured), measured[combo])
         rows.append(plan_row(run, train["epochs"], measured[combo], costs[run.dataset]))
     unknown = [d for d, size in sizes.items() if size is None]
-    return Plan(rows, stage_jobs(config, explicit, recipes), device.type, width, layers, embed, unknown)
+    step_residues = sum(len(r.sequence) for r in calibration)
+    return Plan(rows, stage_jobs(config, explicit, recipes), device.type, width, step_residues, layers, embed, unknown)
 
 
 def _cell(value: Any) -> str:
@@ -469,8 +471,9 @@ def plan_table(plan: Plan) -> str:
     by_pair: dict[tuple[str, str], list[PlanRow]] = defaultdict(list)
     for row in plan.rows:
         by_pair[(row.dataset, row.encoder)].append(row)
-    width = f", width {plan.width}" if plan.width else ", configured widths"
-    lines = [f"Projected {plan.device.upper()}-hours (calibrated on {plan.device}{width}; upper bound: every epoch of the recipe)",
+    width = f"width {plan.width}" if plan.width else "configured widths"
+    lines = [f"Projected {plan.device.upper()}-hours (calibrated on {plan.device}, {width}, steps of {plan.step_residues:,} residues; "
+             "upper bound: every epoch of the recipe)",
              f"{'dataset':<12} {'encoder':<16} {'runs':>5} {'epochs':>7} {'train+val residues':>19} {'hours':>10} {'ESM cache GB':>13}"]
     for (dataset, encoder), rows in by_pair.items():
         first = rows[0]
@@ -503,10 +506,12 @@ def mean_lengths(pairs: list[str]) -> dict[str, float]:
 
 
 def plan_run(config: dict[str, Any], explicit: dict[str, Any], root: Path, out_dir: Path, device: torch.device,
-             steps: int = 2, residues: int = 600, width: int | None = None, lengths: dict[str, float] | None = None) -> Plan:
+             steps: int = 2, residues: int | None = None, width: int | None = None,
+             lengths: dict[str, float] | None = None) -> Plan:
     """What ``bihmf plan`` and ``rule plan`` do: calibrate on the demo's chains, project, write
-    ``plan.csv`` and print the table."""
-    records = calibration_records(demo_records(), residues)
+    ``plan.csv`` and print the table. Steps default to the config's ``train.residue_budget`` (at
+    most all the demo's chains), since a device's time per residue depends on the batch size."""
+    records = calibration_records(demo_records(), residues or config["train"]["residue_budget"])
     plan = make_plan(config, explicit, root, device, steps, records, width, lengths)
     path = write_plan(plan, out_dir)
     print(plan_table(plan))

@@ -20,6 +20,7 @@ from bihmf import plan
 from bihmf.cli import main
 from bihmf.config import validate_config
 from bihmf.data.schema import write_proteins
+from bihmf.models.model import run_combinations
 from bihmf.recipes import load_recipes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,23 +138,50 @@ def test_plan_calibrates_two_combinations_and_writes_the_csv(demo_root, records,
     assert f"train {result.stage_jobs['train']}" in table and "Not counted" in table
 
 
-def test_cli_plan(demo_root, records, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(plan, "demo_records", lambda: records)  # parsed once for the module
-    configfile = tmp_path / "small.yaml"
-    small = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    small["datasets"] = {"ppbs_demo": small["datasets"]["ppbs_demo"]}
-    small["model"]["fusions"] = ["bihmf_local"]
-    configfile.write_text(yaml.safe_dump(small))
-    out = tmp_path / "plan"
-    args = ["plan", "--configfile", str(configfile), "--root", str(demo_root), "--device", "cpu", "--width", "16",
+def _plan_args(configfile: Path, root: Path, out: Path) -> list[str]:
+    return ["plan", "--configfile", str(configfile), "--root", str(root), "--device", "cpu", "--width", "16",
             "--calibrate-steps", "1", "--calibrate-residues", "300", "--out", str(out)]
-    assert main(args) == 0
+
+
+def _csv_rows(out: Path) -> list[dict[str, str]]:
+    with (out / plan.PLAN_FILE).open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_cli_plan_on_the_demo_config(demo_root, records, tmp_path, monkeypatch, capsys):
+    """The whole demo config: every fusion of its encoder, ppbs_demo counted from its table."""
+    monkeypatch.setattr(plan, "demo_records", lambda: records)  # parsed once for the module
+    config, explicit = _configs(ROOT / "config" / "demo.yaml")
+    out = tmp_path / "plan"
+    assert main(_plan_args(ROOT / "config" / "demo.yaml", demo_root, out)) == 0
     printed = capsys.readouterr().out
-    assert "Jobs per stage" in printed and "Total:" in printed
-    rows = list(csv.DictReader((out / plan.PLAN_FILE).open(newline="")))
-    assert [(r["encoder"], r["fusion"], r["device"]) for r in rows] == [("gvp", "bihmf_local", "cpu")]
-    assert float(rows[0]["hours"]) > 0
-    assert main([*args[:-2], "--out", str(out), "--mean-length", "react=x"]) == 2
+    jobs = plan.stage_jobs(config, explicit, load_recipes())
+    assert f"(total {sum(jobs.values())})" in printed and "Total:" in printed and "steps of " in printed
+    rows = _csv_rows(out)
+    pairs = run_combinations(config["model"]["encoders"], config["model"]["fusions"])
+    assert [(r["dataset"], r["encoder"], r["fusion"]) for r in rows] == [(d, e, f) for d in config["datasets"] for e, f in pairs]
+    assert {r["device"] for r in rows} == {"cpu"}
+    assert all(float(r["hours"]) > 0 for r in rows if r["dataset"] == "ppbs_demo")
+    assert all(r["hours"] == "" for r in rows if r["dataset"] != "ppbs_demo")
+    assert main([*_plan_args(ROOT / "config" / "demo.yaml", demo_root, out), "--mean-length", "react=x"]) == 2
+
+
+def test_cli_plan_on_the_full_config_uses_published_sizes(records, tmp_path, monkeypatch, capsys):
+    """config.yaml on a fresh folder (one encoder × fusion, to stay fast): every dataset counted."""
+    monkeypatch.setattr(plan, "demo_records", lambda: records)
+    full = yaml.safe_load((ROOT / "config.yaml").read_text())
+    full["model"] = {**full["model"], "encoders": ["gvp"], "fusions": ["bihmf_local"]}
+    configfile = tmp_path / "full_one_pair.yaml"
+    configfile.write_text(yaml.safe_dump(full, sort_keys=False))
+    out = tmp_path / "plan"
+    assert main(_plan_args(configfile, tmp_path / "fresh", out)) == 0
+    printed = capsys.readouterr().out
+    assert "Not counted" not in printed and "extrapolated" in printed
+    rows = _csv_rows(out)
+    assert [r["dataset"] for r in rows] == list(full["datasets"])
+    assert all(float(r["hours"]) > 0 and float(r["esm_cache_gb"]) > 0 for r in rows)
+    assert all(r["residue_source"].startswith("published_sizes") or "docs/datasets.md" in r["residue_source"] for r in rows)
+    assert {r["jobs"] for r in rows} == {str(len(full["train"]["seeds"]))}
 
 
 def test_released_esm_embed_time_is_extrapolated_by_parameters(records):
