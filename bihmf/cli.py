@@ -151,14 +151,15 @@ def add_plan(subparsers: argparse._SubParsersAction) -> None:
 
 def run_plan(args: argparse.Namespace) -> int:
     try:
-        lengths = cost_plan.mean_lengths(args.mean_length)
         explicit = yaml.safe_load(args.configfile.read_text()) or {}
         config = validate_config(copy.deepcopy(explicit))
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        log.error("%s: %s", args.configfile, exc)
+        return USAGE_ERROR
+    try:
+        lengths = cost_plan.mean_lengths(args.mean_length, list(config["datasets"]))
     except ValueError as exc:
         log.error("%s", exc)
-        return USAGE_ERROR
-    except OSError as exc:
-        log.error("%s: %s", args.configfile, exc)
         return USAGE_ERROR
     cost_plan.plan_run(config, explicit, args.root, args.out, torch.device(args.device), args.calibrate_steps,
                        args.calibrate_residues, args.width, lengths)

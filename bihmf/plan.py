@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from esm.data import Alphabet
+from esm.model.esm2 import ESM2
 from torch_geometric.data import Data
 
 from bihmf.batching import protein_graph
@@ -300,32 +302,44 @@ class EmbedCalibration:
     note: str
 
 
-def calibrate_embed(esm_cfg: dict[str, Any], records: list[ProteinRecord], device: torch.device) -> EmbedCalibration:
-    """Seconds per residue of the embed stage's forward (``embed_sequences``). A random-init
-    config is timed itself; a released model is not downloaded: the demo's random-init shape is
-    timed and scaled by the parameter ratio (per-residue cost ∝ parameters, attention's
-    length-squared term ignored)."""
-    timed_cfg = esm_cfg if "random_init" in esm_cfg else load_config(DEMO_CONFIG)["esm"]
-    shape = timed_cfg["random_init"]
+def random_esm(esm_cfg: dict[str, Any]) -> tuple[ESM2, Alphabet]:
+    """The random-init ESM of ``esm_cfg``, loaded as the embed stage loads a checkpoint."""
+    shape = esm_cfg["random_init"]
     with tempfile.TemporaryDirectory() as folder:
-        checkpoint = Path(folder) / f"{timed_cfg['name']}.pt"  # fair-esm reads the architecture from the name
+        checkpoint = Path(folder) / f"{esm_cfg['name']}.pt"  # fair-esm reads the architecture from the name
         write_random_checkpoint(checkpoint, shape["num_layers"], shape["embed_dim"], shape["attention_heads"], shape["seed"])
-        model, alphabet = load_esm(checkpoint)
-    chains = dict(pair for r in records for pair in chain_sequences(r.sequence, r.chain_ids))
-    settings, layers = EmbedSettings.from_config(esm_cfg), [shape["num_layers"]]
-    embed_sequences(model, alphabet, chains, layers, settings, device=device)  # first calls, untimed
+        return load_esm(checkpoint)
+
+
+def time_embed(model: ESM2, alphabet: Alphabet, chains: dict[str, str], settings: EmbedSettings,
+               device: torch.device) -> float:
+    """Seconds per residue of ``embed_sequences`` on ``chains``, after one untimed pass (first calls)."""
+    layers = [model.num_layers]
+    embed_sequences(model, alphabet, chains, layers, settings, device=device)
     _sync(device)
     started = time.perf_counter()
     embed_sequences(model, alphabet, chains, layers, settings, device=device)
     _sync(device)
-    timed = (time.perf_counter() - started) / sum(len(seq) for seq in chains.values())
-    if timed_cfg is esm_cfg:
+    return (time.perf_counter() - started) / sum(len(seq) for seq in chains.values())
+
+
+def calibrate_embed(esm_cfg: dict[str, Any], records: list[ProteinRecord], device: torch.device) -> EmbedCalibration:
+    """Seconds per residue of the embed stage's forward. A random-init config is timed itself;
+    a released model is not downloaded: the demo's random-init shape is timed and scaled by the
+    parameter ratio (per-residue cost ∝ parameters, attention's length-squared term ignored)."""
+    released = "random_init" not in esm_cfg
+    if released and esm_cfg["name"] not in RELEASED_PARAMETERS:
+        raise ValueError(f"esm.name {esm_cfg['name']!r}: parameter count unknown to the plan (known: {sorted(RELEASED_PARAMETERS)})")
+    timed_cfg = load_config(DEMO_CONFIG)["esm"] if released else esm_cfg
+    model, alphabet = random_esm(timed_cfg)
+    chains = dict(pair for r in records for pair in chain_sequences(r.sequence, r.chain_ids))
+    timed = time_embed(model, alphabet, chains, EmbedSettings.from_config(esm_cfg), device)
+    if not released:
         return EmbedCalibration(timed, f"timed: {esm_cfg['name']}")
     parameters = sum(p.numel() for p in model.parameters())
-    if esm_cfg["name"] not in RELEASED_PARAMETERS:
-        raise ValueError(f"esm.name {esm_cfg['name']!r}: parameter count unknown to the plan (known: {sorted(RELEASED_PARAMETERS)})")
     ratio = RELEASED_PARAMETERS[esm_cfg["name"]] / parameters
-    return EmbedCalibration(timed * ratio, f"extrapolated: {timed_cfg['name']} ({parameters:,} parameters) timed, × {ratio:,.0f} for {esm_cfg['name']}")
+    note = f"extrapolated: {timed_cfg['name']} ({parameters:,} parameters) timed, × {ratio:,.0f} for {esm_cfg['name']}"
+    return EmbedCalibration(timed * ratio, note)
 
 
 def _sync(device: torch.device) -> None:
@@ -353,7 +367,7 @@ class PlanRow:
 
 
 COLUMNS = ("dataset", "encoder", "fusion", "jobs", "epochs", "train_residues", "val_residues", "s_per_residue", "hours",
-           "esm_cache_gb", "embed_hours", "device", "residue_source")
+           "esm_cache_gb", "embed_hours", "device", "width", "step_residues", "residue_source")
 
 
 @dataclass(frozen=True)
@@ -447,7 +461,7 @@ def plan_csv(plan: Plan) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     for row in plan.rows:
-        values = {**row.__dict__, "device": plan.device}
+        values = {**row.__dict__, "device": plan.device, "width": plan.width, "step_residues": plan.step_residues}
         writer.writerow([_cell(values[c]) for c in COLUMNS])
     return out.getvalue()
 
@@ -491,11 +505,14 @@ def plan_table(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def mean_lengths(pairs: list[str]) -> dict[str, float]:
-    """``dataset=residues`` words of ``--mean-length``."""
+def mean_lengths(pairs: list[str], datasets: list[str]) -> dict[str, float]:
+    """``dataset=residues`` words of ``--mean-length``; a name not in ``datasets`` is an error,
+    not a silently ignored estimate."""
     lengths = {}
     for pair in pairs:
         name, _, value = pair.partition("=")
+        if name not in datasets:
+            raise ValueError(f"--mean-length {pair!r}: no dataset {name!r} in the config (datasets: {', '.join(datasets)})")
         try:
             lengths[name] = float(value)
         except ValueError:

@@ -154,16 +154,16 @@ def test_cli_plan_on_the_demo_config(demo_root, records, tmp_path, monkeypatch, 
     config, explicit = _configs(ROOT / "config" / "demo.yaml")
     out = tmp_path / "plan"
     assert main(_plan_args(ROOT / "config" / "demo.yaml", demo_root, out)) == 0
+    chosen = [r.sequence for r in plan.calibration_records(records, 300)]
     printed = capsys.readouterr().out
     jobs = plan.stage_jobs(config, explicit, load_recipes())
     assert f"(total {sum(jobs.values())})" in printed and "Total:" in printed and "steps of " in printed
     rows = _csv_rows(out)
     pairs = run_combinations(config["model"]["encoders"], config["model"]["fusions"])
     assert [(r["dataset"], r["encoder"], r["fusion"]) for r in rows] == [(d, e, f) for d in config["datasets"] for e, f in pairs]
-    assert {r["device"] for r in rows} == {"cpu"}
+    assert {(r["device"], r["width"], r["step_residues"]) for r in rows} == {("cpu", "16", str(sum(map(len, chosen))))}
     assert all(float(r["hours"]) > 0 for r in rows if r["dataset"] == "ppbs_demo")
     assert all(r["hours"] == "" for r in rows if r["dataset"] != "ppbs_demo")
-    assert main([*_plan_args(ROOT / "config" / "demo.yaml", demo_root, out), "--mean-length", "react=x"]) == 2
 
 
 def test_cli_plan_on_the_full_config_uses_published_sizes(records, tmp_path, monkeypatch, capsys):
@@ -182,6 +182,23 @@ def test_cli_plan_on_the_full_config_uses_published_sizes(records, tmp_path, mon
     assert all(float(r["hours"]) > 0 and float(r["esm_cache_gb"]) > 0 for r in rows)
     assert all(r["residue_source"].startswith("published_sizes") or "docs/datasets.md" in r["residue_source"] for r in rows)
     assert {r["jobs"] for r in rows} == {str(len(full["train"]["seeds"]))}
+
+
+@pytest.mark.parametrize(("words", "error"), [
+    (["react=x"], "expected DATASET=RESIDUES"), (["react=-3"], "positive"), (["rect=300"], "no dataset 'rect'"),
+])
+def test_mean_length_errors_name_the_word(words, error):
+    assert plan.mean_lengths(["psr=120"], ["react", "psr"]) == {"psr": 120.0}
+    with pytest.raises(ValueError, match=error):
+        plan.mean_lengths(words, ["react", "psr"])
+
+
+def test_cli_plan_refuses_bad_input_before_calibrating(tmp_path, caplog):
+    out = tmp_path / "plan"
+    assert main(_plan_args(tmp_path / "missing.yaml", tmp_path, out)) == 2
+    assert "missing.yaml" in caplog.text
+    assert main([*_plan_args(ROOT / "config" / "demo.yaml", tmp_path, out), "--mean-length", "react=300"]) == 2
+    assert "no dataset 'react'" in caplog.text and not out.exists()
 
 
 def test_released_esm_embed_time_is_extrapolated_by_parameters(records):
