@@ -43,6 +43,7 @@ OWN_VOCABULARY: set[tuple[str, ...]] = {
     (*DATASET, "graph_residues"),
     ("properties", "recipe"),
     (*DATASET, "train", "propertyNames"),
+    (*MODEL, "fusion_direction"),
 }
 
 

@@ -9,7 +9,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from bihmf.models.encoders import ENCODERS
-from bihmf.models.fusion import FUSIONS, FusionContext
+from bihmf.models.fusion import FUSIONS, Fusion, FusionContext
+from bihmf.models.fusion.base import BOTH_DIRECTIONS, EncoderFactory
 from bihmf.tasks import TASKS
 
 
@@ -66,8 +67,26 @@ def build_model(
         knn=model_cfg["knn"],
         dropout=model_cfg["dropout"],
     )
-    fusion_module = FUSIONS[fusion](encoder_factory, context)
+    # a run saved before model.fusion_direction existed was two-way
+    fusion_module = _build_fusion(fusion, encoder_factory, context, model_cfg.get("fusion_direction", BOTH_DIRECTIONS))
     return ProteinModel(fusion_module, TASKS[task].Head(fusion_module.width, model_cfg["dropout"], task_options or {}))
+
+
+def _build_fusion(name: str, encoder_factory: EncoderFactory, context: FusionContext, direction: str) -> Fusion:
+    """A fusion without two streams that update each other has nothing to switch off: a one-way
+    run of it would train the two-way model under a one-way name, so it refuses."""
+    if FUSIONS[name].directional:
+        return FUSIONS[name](encoder_factory, context, direction)
+    if direction != BOTH_DIRECTIONS:
+        raise ValueError(
+            f"fusion {name!r} is not bidirectional, so model.fusion_direction must be {BOTH_DIRECTIONS!r}, "
+            f"not {direction!r}; the directional fusions are {_directional()}"
+        )
+    return FUSIONS[name](encoder_factory, context)
+
+
+def _directional() -> list[str]:
+    return sorted(name for name, cls in FUSIONS.items() if cls.directional)
 
 
 def _structure_free() -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +56,13 @@ def residue_one_hot(graph: Any) -> Tensor:
     return F.one_hot(graph.residue_type, NUM_RESIDUE_TYPES).float()
 
 
+# model.fusion_direction (the schema's enum lists the same names): which stream of a
+# bidirectional fusion receives from the other. seq_to_struct: only the structure stream
+# receives; struct_to_seq: only the sequence stream does.
+BOTH_DIRECTIONS = "both"
+FUSION_DIRECTIONS = (BOTH_DIRECTIONS, "seq_to_struct", "struct_to_seq")
+
+
 class Fusion(nn.Module):
     """Base class; subclasses implement ``forward(graph) -> [N, width]`` and ``esm_layers``.
 
@@ -63,16 +70,66 @@ class Fusion(nn.Module):
     trains it once per dataset (encoder ``none``), not once per encoder. ``is_bihmf`` marks the
     method under test (the report compares each such row with the best other row);
     ``is_reference`` the structure-only model whose scores the report's gains are measured from.
+    ``directional`` marks a fusion whose streams update each other (``BidirectionalFusion``): only
+    such a fusion accepts a ``model.fusion_direction`` other than ``both``.
     """
 
     width: int
     uses_structure: bool = True
     is_bihmf: bool = False
+    directional: bool = False
     is_reference: bool = False
 
     @staticmethod
     def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
         raise NotImplementedError
+
+
+class StreamStates(NamedTuple):
+    """Both streams after the last depth and the readout built from them; the direction tests
+    read the streams, the model only the readout."""
+
+    seq: Tensor
+    struct: Tensor
+    readout: Tensor
+
+
+class BidirectionalFusion(Fusion):
+    """A fusion whose sequence and structure streams receive from each other at every depth
+    (docs/paper.md, choice 6).
+
+    Every update one stream receives from the other goes through ``to_seq`` / ``to_struct``, so
+    the one-way ablations are this same code with one stream's update switched off: with
+    ``seq_to_struct`` the sequence stream never adds anything and runs exactly as it would
+    without a structure (and the reverse for ``struct_to_seq``). The fusion keeps every module of
+    the two-way model, so one seed gives the same initial weights in all three directions and a
+    one-way run differs from its two-way run only in the switched-off update.
+    """
+
+    directional = True
+
+    def __init__(self, direction: str = BOTH_DIRECTIONS):
+        super().__init__()
+        if direction not in FUSION_DIRECTIONS:
+            raise ValueError(f"unknown fusion direction {direction!r}; known: {list(FUSION_DIRECTIONS)}")
+        self.direction = direction
+        self.seq_receives = direction != "seq_to_struct"
+        self.struct_receives = direction != "struct_to_seq"
+
+    def streams(self, graph: Any) -> StreamStates:
+        raise NotImplementedError
+
+    def forward(self, graph: Any) -> Tensor:
+        return self.streams(graph).readout
+
+    def to_seq(self, seq: Tensor, received: Tensor) -> Tensor:
+        return seq + received if self.seq_receives else seq
+
+    def to_struct(self, struct: Tensor, received: Tensor) -> Tensor:
+        return struct + received if self.struct_receives else struct
+
+    def extra_repr(self) -> str:
+        return f"direction={self.direction}"
 
 
 def esm_mlp(esm_dim: int, width: int) -> nn.Sequential:

@@ -17,6 +17,10 @@ attention output recovers the unfused branches); no feed-forward sublayer (mirro
 local variant's single gate per depth). The residue readout is the mean of the two streams
 after the last exchange, (h~_L + s_L) / 2, since attention outputs alone may drift away from a
 residue's own features.
+
+One-way variants (``model.fusion_direction``): seq_to_struct drops s_l <- s_l + z^s_l (the
+sequence stream is the plain stream of cached ESM layers; the structure tokens still attend to
+both halves), struct_to_seq drops h~_l = h_l + z^h_l (the structure stream is the plain encoder).
 """
 
 from __future__ import annotations
@@ -24,26 +28,28 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from bihmf.models.fusion.base import (
     ATTENTION_HEADS,
+    BOTH_DIRECTIONS,
     NUM_RESIDUE_TYPES,
+    BidirectionalFusion,
     EncoderFactory,
-    Fusion,
     FusionContext,
     SequenceStream,
     JointSelfAttention,
+    StreamStates,
     paired_layers,
     residue_one_hot,
 )
 
 
-class BiHMFGlobal(Fusion):
+class BiHMFGlobal(BidirectionalFusion):
     is_bihmf = True
 
-    def __init__(self, encoder_factory: EncoderFactory, context: FusionContext):
-        super().__init__()
+    def __init__(self, encoder_factory: EncoderFactory, context: FusionContext, direction: str = BOTH_DIRECTIONS):
+        super().__init__(direction)
         self.encoder = encoder_factory(NUM_RESIDUE_TYPES)
         self.width = width = self.encoder.width
         self.stream = SequenceStream(context, self.encoder.num_layers, width)
@@ -54,13 +60,13 @@ class BiHMFGlobal(Fusion):
     def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
         return paired_layers(num_gnn_layers, esm_depth, explicit)
 
-    def forward(self, graph: Any) -> Tensor:
+    def streams(self, graph: Any) -> StreamStates:
         state = self.encoder.prepare(graph, residue_one_hot(graph))
         seq = torch.zeros_like(state.s)
         for depth in range(len(self.stream.slots)):
             seq = self.stream.step(depth, graph, seq)
             state = self.encoder.layer(depth, state)
             fused_seq, fused_struct = self.attention[depth](seq, state.s, graph.batch, graph.num_graphs)
-            state = state.with_scalar(state.s + fused_struct)
-            seq = seq + fused_seq
-        return (state.s + seq) / 2
+            state = state.with_scalar(self.to_struct(state.s, fused_struct))
+            seq = self.to_seq(seq, fused_seq)
+        return StreamStates(seq, state.s, (state.s + seq) / 2)

@@ -10,6 +10,10 @@ At every GNN depth l (docs/paper.md, choice 3; the gate equation is the paper's)
 
 s_0 = 0 and h~_0 is the encoder's embedding of one-hot residue types. The residue readout is
 z_L, the fused state of the last depth.
+
+One-way variants (``model.fusion_direction``): seq_to_struct drops s_l <- s_l + z_l (the
+sequence stream is the plain stream of cached ESM layers), struct_to_seq drops h~_l = h_l + z_l
+(the structure stream is the plain encoder); the gate and the readout z_L are unchanged.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ import torch
 from torch import Tensor, nn
 
 from bihmf.models.fusion.base import (
+    BOTH_DIRECTIONS,
     NUM_RESIDUE_TYPES,
+    BidirectionalFusion,
     EncoderFactory,
-    Fusion,
     FusionContext,
     SequenceStream,
+    StreamStates,
     paired_layers,
     residue_one_hot,
 )
@@ -42,11 +48,11 @@ class LocalGate(nn.Module):
         return gate[:, :1] * x_seq + gate[:, 1:] * x_struct
 
 
-class BiHMFLocal(Fusion):
+class BiHMFLocal(BidirectionalFusion):
     is_bihmf = True
 
-    def __init__(self, encoder_factory: EncoderFactory, context: FusionContext):
-        super().__init__()
+    def __init__(self, encoder_factory: EncoderFactory, context: FusionContext, direction: str = BOTH_DIRECTIONS):
+        super().__init__(direction)
         self.encoder = encoder_factory(NUM_RESIDUE_TYPES)
         self.width = width = self.encoder.width
         self.stream = SequenceStream(context, self.encoder.num_layers, width)
@@ -57,7 +63,7 @@ class BiHMFLocal(Fusion):
     def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
         return paired_layers(num_gnn_layers, esm_depth, explicit)
 
-    def forward(self, graph: Any) -> Tensor:
+    def streams(self, graph: Any) -> StreamStates:
         state = self.encoder.prepare(graph, residue_one_hot(graph))
         seq = torch.zeros_like(state.s)
         fused = state.s
@@ -65,6 +71,6 @@ class BiHMFLocal(Fusion):
             seq = self.stream.step(depth, graph, seq)
             state = self.encoder.layer(depth, state)
             fused = self.gates[depth](seq, state.s)
-            state = state.with_scalar(state.s + fused)
-            seq = seq + fused
-        return fused
+            state = state.with_scalar(self.to_struct(state.s, fused))
+            seq = self.to_seq(seq, fused)
+        return StreamStates(seq, state.s, fused)

@@ -11,6 +11,10 @@ residues of protein p:
 s_0 = 0, h~_0 the encoder's embedding of one-hot residue types, t_0 a learned vector shared by
 all proteins. The residue readout is (h~_L + s_L) / 2, as in ``bihmf_global``.
 
+One-way variants (``model.fusion_direction``): the token still reads both streams, but
+seq_to_struct drops its write to the sequence stream (s_l <- s_l + W^s_l t) and struct_to_seq its
+write to the structure stream (h~_l = h_l + W^h_l t), so the switched-off stream runs alone.
+
 Equivalence: the token is a virtual node joined by an edge to every residue of its protein
 (the structure side) plus one extra token of the sequence stream. A message-passing layer
 over those edges with mean aggregation updates the virtual node from the mean of the residue
@@ -34,23 +38,25 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch_geometric.utils import scatter
 
 from bihmf.models.fusion.base import (
+    BOTH_DIRECTIONS,
     NUM_RESIDUE_TYPES,
+    BidirectionalFusion,
     EncoderFactory,
-    Fusion,
     FusionContext,
     SequenceStream,
+    StreamStates,
     paired_layers,
     residue_one_hot,
 )
 
 
-class StructureToken(Fusion):
-    def __init__(self, encoder_factory: EncoderFactory, context: FusionContext):
-        super().__init__()
+class StructureToken(BidirectionalFusion):
+    def __init__(self, encoder_factory: EncoderFactory, context: FusionContext, direction: str = BOTH_DIRECTIONS):
+        super().__init__(direction)
         self.encoder = encoder_factory(NUM_RESIDUE_TYPES)
         self.width = width = self.encoder.width
         self.stream = SequenceStream(context, self.encoder.num_layers, width)
@@ -67,7 +73,7 @@ class StructureToken(Fusion):
     def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
         return paired_layers(num_gnn_layers, esm_depth, explicit)
 
-    def forward(self, graph: Any) -> Tensor:
+    def streams(self, graph: Any) -> StreamStates:
         batch, proteins = graph.batch, graph.num_graphs
         state = self.encoder.prepare(graph, residue_one_hot(graph))
         seq = torch.zeros_like(state.s)
@@ -79,6 +85,6 @@ class StructureToken(Fusion):
             pooled_seq = scatter(seq, batch, dim=0, dim_size=proteins, reduce="mean")
             update = self.token_update[depth](torch.cat([token, pooled_struct, pooled_seq], dim=-1))
             token = self.token_norm[depth](token + update)
-            state = state.with_scalar(state.s + self.write_struct[depth](token)[batch])
-            seq = seq + self.write_seq[depth](token)[batch]
-        return (state.s + seq) / 2
+            state = state.with_scalar(self.to_struct(state.s, self.write_struct[depth](token)[batch]))
+            seq = self.to_seq(seq, self.write_seq[depth](token)[batch])
+        return StreamStates(seq, state.s, (state.s + seq) / 2)
