@@ -34,6 +34,7 @@ include: "rules/embed.smk"
 include: "rules/train.smk"
 include: "rules/report.smk"
 include: "rules/predict.smk"
+include: "rules/plan.smk"
 
 
 rule all:

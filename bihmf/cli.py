@@ -5,16 +5,23 @@ Each subcommand is a function ``add_<name>(subparsers)`` that declares its argum
 them, so a new subcommand is one such function and one line there.
 
 Exit status of ``predict``: 0 every file predicted, 1 some file failed (listed in the summary),
-2 nothing predicted because the run or the arguments are unusable.
+2 nothing predicted because the run or the arguments are unusable. ``plan``: 0 plan written,
+2 the config or ``--mean-length`` is unusable.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
+import yaml
+
+from bihmf import plan as cost_plan
+from bihmf.config import validate_config
 from bihmf.predict import SUMMARY_FILE, TABLE_FORMATS, PredictOptions, RunError, predict
 from bihmf.predict.options import esm_default
 
@@ -34,6 +41,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
 
 
@@ -111,7 +125,48 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0 if summary["failed"] == 0 else 1
 
 
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_predict,)
+def add_plan(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="cost plan before launch: jobs, residues, ESM cache size and projected training hours",
+        description=(
+            "Count the jobs per stage, the residues per dataset (protein tables when preprocessed, else published "
+            "sizes) and the ESM cache's bytes of a config, and project the training hours of every dataset x "
+            "encoder x fusion from a calibration of the real training step on this machine's device."
+        ),
+    )
+    parser.add_argument("--configfile", type=Path, default=Path("config.yaml"), help="workflow config (default: %(default)s)")
+    parser.add_argument("--root", type=Path, default=Path("."), help="workflow folder holding results/data (default: %(default)s)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="device to calibrate on (default: %(default)s)")
+    parser.add_argument("--calibrate-steps", type=_positive_int, default=2, help="timed training steps per combination (default: %(default)s)")
+    parser.add_argument("--calibrate-residues", type=_positive_int,
+                        help="residues of demo chains per step (default: the config's train.residue_budget, at most all demo chains)")
+    parser.add_argument("--width", type=_positive_int, help="hidden width for every model instead of the configured one (quick CPU plans)")
+    parser.add_argument("--mean-length", action="append", default=[], metavar="DATASET=RESIDUES",
+                        help="mean residues per protein of a dataset without a protein table (overrides the plan's estimate)")
+    parser.add_argument("--out", type=Path, default=Path("results/plan"), help="folder for plan.csv (default: %(default)s)")
+    parser.set_defaults(handler=run_plan)
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    try:
+        explicit = yaml.safe_load(args.configfile.read_text()) or {}
+        config = validate_config(copy.deepcopy(explicit))
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        log.error("%s: %s", args.configfile, exc)
+        return USAGE_ERROR
+    try:
+        lengths = cost_plan.mean_lengths(args.mean_length, list(config["datasets"]))
+    except ValueError as exc:
+        log.error("%s", exc)
+        return USAGE_ERROR
+    cost_plan.plan_run(config, explicit, args.root, args.out, torch.device(args.device), args.calibrate_steps,
+                       args.calibrate_residues, args.width, lengths)
+    return 0
+
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_predict, add_plan)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from bihmf.models.fusion import FUSIONS, bihmf_fusions, reference_fusion
 from bihmf.tasks import TASKS, task_options
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING_IMPORTERS = {"workflow_scripts/train.py"}  # besides bench/ and the tests
+TRAINING_IMPORTERS = {"workflow_scripts/train.py", "bihmf/plan.py"}  # besides bench/ and the tests; plan times the real loop
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -25,6 +25,18 @@ def test_only_the_train_glue_and_bench_import_the_training_loop():
     sources = [p for folder in ("bihmf", "workflow_scripts") for p in (ROOT / folder).rglob("*.py")]
     importers = {str(p.relative_to(ROOT)) for p in sources if "bihmf.training" in _imported_modules(p)}
     assert importers == TRAINING_IMPORTERS
+
+
+def _training_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == "bihmf.training"
+            for alias in node.names}
+
+
+def test_training_importers_use_only_its_public_names():
+    names = {path: _training_names(ROOT / path) for path in TRAINING_IMPORTERS}
+    assert all(names.values()), names  # each importer is seen by the check
+    assert {path: sorted(n for n in found if n.startswith("_")) for path, found in names.items()} == {p: [] for p in names}
 
 
 def test_fusions_declare_their_report_roles():

@@ -1,0 +1,20 @@
+# Cost plan before launch (logic: bihmf.plan, the `bihmf plan` command), not part of `all`:
+#   snakemake plan --cores 1
+# Calibrates every configured encoder x fusion at its configured width on the job's device and
+# reads results/data/<d>/proteins.parquet where preprocessed (else published sizes); rerun
+# with --forcerun plan after preprocessing. For a quick CPU plan: bihmf plan --width 16.
+
+
+rule plan:
+    output:
+        "results/plan/plan.csv",
+    conda:
+        "../envs/bihmf.yaml"
+    log:
+        "logs/plan/plan.log",
+    params:
+        explicit=EXPLICIT_CONFIG,
+    resources:
+        gpu=1,
+    script:
+        "../workflow_scripts/plan.py"
