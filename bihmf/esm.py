@@ -384,14 +384,18 @@ def write_shard(
 ) -> int:
     """Embed ``chains`` (hash -> sequence, in storage order) into one shard; returns how many were embedded now.
 
-    Resumable: a shard of more than ``part_residues`` residues is built from parts of about
-    that many, each written atomically to ``<shard>.parts/`` under a name that fingerprints its
-    chains and every setting that changes the numbers. A rerun reuses the parts it finds, so a
-    killed job loses at most one part. Such a shard is assembled from its parts read back from
-    disk, so a resumed run writes the same bytes as an uninterrupted one; the parts folder goes
-    once the shard exists. A shard of one part has nothing to resume from and is written
-    directly. Each part is embedded in chunks of ``CHUNK_BATCHES`` token budgets and written
-    by a background thread (:class:`_ShardWriter`) while the next chunk runs.
+    Resumable: a shard of more than ``part_residues`` residues is also written as parts of
+    about that many, each atomically to ``<shard>.parts/`` under a name that fingerprints its
+    chains and every setting that changes the numbers. A rerun reuses the parts it finds
+    (read back into the shard), so a killed job loses at most one part; a row group encodes to
+    the same bytes read back or fresh, so a resumed run writes the same shard as an
+    uninterrupted one (tested). The parts folder goes once the shard exists; a shard of one
+    part has nothing to resume from and gets none.
+
+    Speed: each part is embedded in chunks of ``CHUNK_BATCHES`` token budgets, and Parquet
+    encoding (the slow part of writing: float16 is a fixed-length byte array per value) runs on
+    background threads while the next chunk's forward does (:class:`_ShardWriter`): one for the
+    shard, one for the parts, so resumability costs no extra time on the shard's path.
     """
     model, alphabet = load_esm(checkpoint)
     bad = [layer for layer in layers if not 0 <= layer <= model.num_layers]
@@ -416,37 +420,32 @@ def write_shard(
     groups = plan_row_groups(lengths, residues_per_row_group(len(layers), model.embed_dim, row_group_bytes))
     parts = plan_parts(groups, lengths, part_residues)
     chunk_residues = CHUNK_BATCHES * settings.token_budget
-
-    def embed_part(writer: _ShardWriter, target: _RowGroupFile, part: list[range]) -> None:
-        """Embed one part chunk by chunk, handing each chunk's row groups to the writer thread."""
-        for chunk in plan_parts(part, lengths, chunk_residues):
-            embeddings = embed_sequences(
-                model, alphabet, {keys[row]: chains[keys[row]] for group in chunk for row in group}, layers, settings, device=device
-            )
-            writer.submit(partial(target.append, [([keys[r] for r in group], [embeddings[keys[r]] for r in group]) for group in chunk]))
-        writer.submit(target.commit)
-
+    resumable = len(parts) > 1
     parts_dir = out.with_name(out.stem + ".parts")
     embedded = 0
-    with _ShardWriter(out, WRITE_DEPTH) as writer:
-        if len(parts) == 1:
-            embed_part(writer, writer.open(out, schema), parts[0])
-            return len(chains)
+    with _ShardWriter(out, WRITE_DEPTH) as writer, _ShardWriter(out, WRITE_DEPTH) as part_writer:
         assembled = writer.open(out, schema)
         for number, part in enumerate(parts):
             part_keys = [keys[row] for group in part for row in group]
             digest = hashlib.sha256("\n".join([fingerprint, *part_keys]).encode()).hexdigest()[:16]
             path = parts_dir / f"part-{number:05d}-{digest}.parquet"
-            if path.exists():
+            if resumable and path.exists():
                 log.info("part %d: reusing %s", number, path.name)
-            else:
-                started = time.perf_counter()
-                embed_part(writer, writer.open(path, schema), part)
-                embedded += len(part_keys)
-                residues = sum(len(chains[key]) for key in part_keys)
-                log.info("part %d: %d chains, %d residues, %.0f residues/s", number, len(part_keys), residues, residues / (time.perf_counter() - started))
-            # assembled only once every part exists, so a kill mid-embedding leaves no partial shard behind
-            writer.submit(partial(assembled.append_file, path))
+                writer.submit(partial(assembled.append_file, path))
+                continue
+            part_file = part_writer.open(path, schema) if resumable else None
+            started = time.perf_counter()
+            for chunk in plan_parts(part, lengths, chunk_residues):
+                embeddings = embed_sequences(model, alphabet, {keys[r]: chains[keys[r]] for group in chunk for r in group}, layers, settings, device=device)
+                rows = [([keys[r] for r in group], [embeddings[keys[r]] for r in group]) for group in chunk]
+                writer.submit(partial(assembled.append, rows))
+                if part_file is not None:
+                    part_writer.submit(partial(part_file.append, rows))
+            if part_file is not None:
+                part_writer.submit(part_file.commit)
+            embedded += len(part_keys)
+            residues = sum(len(chains[key]) for key in part_keys)
+            log.info("part %d: %d chains, %d residues, %.0f residues/s", number, len(part_keys), residues, residues / (time.perf_counter() - started))
         writer.submit(assembled.commit)
     shutil.rmtree(parts_dir, ignore_errors=True)
     return embedded

@@ -54,15 +54,14 @@ def test_failed_write_names_the_shard_keeps_finished_parts_and_resumes(tiny_chec
     small = {"row_group_bytes": 1, "part_residues": 60}  # one chain per row group, two per part
     complete = tmp_path / "complete.parquet"
     write_shard(tiny_checkpoint, chains, [1, 4], 0, 1, complete, SETTINGS, device=CPU, **small)
-    real, tables = bihmf.esm.embedding_table, []
+    real = bihmf.esm.embedding_table
 
-    def full_disk_on_third_row_group(*args):
-        tables.append(1)
-        if len(tables) == 3:
+    def full_disk_at_third_chain(schema, keys, arrays):
+        if list(chains)[2] in keys:  # part 1's first row group, in the shard and in its part
             raise OSError("No space left on device")
-        return real(*args)
+        return real(schema, keys, arrays)
 
-    monkeypatch.setattr(bihmf.esm, "embedding_table", full_disk_on_third_row_group)
+    monkeypatch.setattr(bihmf.esm, "embedding_table", full_disk_at_third_chain)
     out = tmp_path / "shard" / "shard-0-of-1.parquet"
     with pytest.raises(ShardWriteError, match=f"{out}: writing the shard failed: No space left on device"):
         write_shard(tiny_checkpoint, chains, [1, 4], 0, 1, out, SETTINGS, device=CPU, **small)
