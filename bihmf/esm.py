@@ -296,8 +296,8 @@ class _RowGroupFile:
             write_row_group(self._writer, embedding_table(self._schema, keys, arrays))
 
     def append_file(self, path: Path) -> None:
-        """Copy another file's row groups, decoded and re-encoded, so the bytes do not depend on
-        whether they were just computed or read back from a part."""
+        """Append a reused part's row groups, decoded and re-encoded (pyarrow cannot splice encoded
+        ones); the same values encode to the same bytes, so the shard does not show the resume."""
         for table in read_row_groups(path):
             write_row_group(self._writer, table)
 

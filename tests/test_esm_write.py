@@ -15,7 +15,7 @@ import torch
 import bihmf.download
 import bihmf.esm
 from bihmf.download import digest_record, file_digest, recorded_sha256
-from bihmf.esm import ShardWriteError, embed_proteins, embed_sequences, load_esm, provide_checkpoint, write_shard
+from bihmf.esm import ShardWriteError, embed_proteins, load_esm, provide_checkpoint, write_shard
 from bihmf.esm_cache import EmbedSettings, EmbeddingCache, file_metadata, shard_name, write_index
 
 CPU = torch.device("cpu")
