@@ -10,6 +10,7 @@ always complete and verified; Snakemake never sees a half-written or unverified 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import lzma
 import os
@@ -29,7 +30,7 @@ from urllib.request import url2pathname
 
 import requests
 
-from bihmf.io import umask_mode
+from bihmf.io import umask_mode, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,47 @@ def file_digest(path: str | os.PathLike[str], algorithm: str) -> str:
         while chunk := fh.read(CHUNK_SIZE):
             hasher.update(chunk)
     return hasher.hexdigest()
+
+
+def digest_record(path: Path) -> Path:
+    """Where :func:`record_sha256` keeps the digest of ``path``: beside it."""
+    return path.with_name(path.name + ".sha256.json")
+
+
+def record_sha256(path: Path) -> str:
+    """Hash ``path`` once and record the digest beside it, with the size and mtime it belongs to.
+
+    Every embed job stamps the checkpoint's sha256 into its shard; hashing a multi-GB checkpoint
+    per job is seconds of fixed cost each, so the rule that provides the checkpoint records it.
+    The stat is taken before hashing: a file changed while it is hashed no longer matches.
+    """
+    before = path.stat()
+    digest = file_digest(path, "sha256")
+    write_json_atomic(digest_record(path), {"sha256": digest, "size": before.st_size, "mtime_ns": before.st_mtime_ns})
+    return digest
+
+
+def recorded_sha256(path: Path) -> str:
+    """sha256 of ``path`` from its record while size and mtime still match it, else hashed now.
+
+    A missing, unreadable or stale record only costs the hashing it would have saved; it is never
+    trusted for a file that changed after it was written.
+    """
+    record = digest_record(path)
+    now = path.stat()
+    try:
+        found = json.loads(record.read_text())
+        fresh = (found["size"], found["mtime_ns"]) == (now.st_size, now.st_mtime_ns)
+        digest = found["sha256"] if fresh and re.fullmatch("[0-9a-f]{64}", found["sha256"]) else None
+    except FileNotFoundError:
+        return file_digest(path, "sha256")
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: unreadable digest record (%s); hashing %s", record, exc, path)
+        return file_digest(path, "sha256")
+    if digest is None:
+        log.warning("%s does not match %s any more (size or mtime changed); hashing it", record, path)
+        return file_digest(path, "sha256")
+    return digest
 
 
 # --------------------------------------------------------------------------- URLs

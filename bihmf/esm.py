@@ -28,11 +28,15 @@ import pickle
 import re
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import nullcontext
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, nullcontext
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from esm.data import Alphabet
@@ -40,7 +44,7 @@ from esm.model.esm2 import ESM2
 from esm.multihead_attention import MultiheadAttention
 from esm.pretrained import load_model_and_alphabet_local
 
-from bihmf.download import download_file, file_digest, resolve_url
+from bihmf.download import download_file, record_sha256, recorded_sha256, resolve_url
 from bihmf.esm_cache import (
     FORMAT,
     ROW_GROUP_BYTES,
@@ -56,11 +60,11 @@ from bihmf.esm_cache import (
     shard_writer,
     write_index,
     write_row_group,
-    write_row_groups,
 )
 from bihmf.io import atomic_output
 
 __all__ = [
+    "ShardWriteError",
     "embed_proteins",
     "embed_sequences",
     "embed_shard",
@@ -77,6 +81,12 @@ log = logging.getLogger(__name__)
 
 # Resume granularity of one shard job: a killed job loses at most this many residues of work.
 PART_RESIDUES = 2**16
+# Chunk of a part embedded per call, in token budgets: the writer thread encodes one chunk while
+# the next runs. Each chunk is sorted into batches on its own, so a larger one pads less but
+# leaves less to overlap.
+CHUNK_BATCHES = 8
+# Chunks embedded but not yet written, at most: bounds the memory finished embeddings hold.
+WRITE_DEPTH = 2
 
 SAFE_CHECKPOINT_GLOBALS = [argparse.Namespace]
 
@@ -251,7 +261,7 @@ def embed_sequences(
 
 
 def plan_parts(groups: list[range], lengths: Sequence[int], part_residues: int) -> list[list[range]]:
-    """Consecutive row groups per resumable part, closing a part once it holds ``part_residues``."""
+    """Consecutive row groups per part (or chunk), closing one once it holds ``part_residues``."""
     parts: list[list[range]] = []
     residues = part_residues  # the first group opens the first part
     for group in groups:
@@ -261,6 +271,102 @@ def plan_parts(groups: list[range], lengths: Sequence[int], part_residues: int) 
         parts[-1].append(group)
         residues += sum(lengths[row] for row in group)
     return parts
+
+
+class ShardWriteError(RuntimeError):
+    """Writing a shard (or one of its parts) failed in the writer thread; the message names the shard."""
+
+
+class _RowGroupFile:
+    """One Parquet file written row group by row group, put in place atomically by :meth:`commit`.
+
+    Opened in the job's thread, appended to and committed in the writer thread, discarded (its
+    temporary removed) by the job's thread when the job fails.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self._schema = schema
+        self._stack = ExitStack()
+        tmp = self._stack.enter_context(atomic_output(path))
+        self._writer = self._stack.enter_context(shard_writer(tmp, schema))
+
+    def append(self, rows: list[tuple[list[str], list[np.ndarray]]]) -> None:
+        """Encode one row group per (keys, arrays): the Arrow building and zstd run in this thread too."""
+        for keys, arrays in rows:
+            write_row_group(self._writer, embedding_table(self._schema, keys, arrays))
+
+    def append_file(self, path: Path) -> None:
+        """Append a reused part's row groups, decoded and re-encoded (pyarrow cannot splice encoded
+        ones); the same values encode to the same bytes, so the shard does not show the resume."""
+        for table in read_row_groups(path):
+            write_row_group(self._writer, table)
+
+    def commit(self) -> None:
+        self._stack.close()
+
+    def discard(self, exc: BaseException) -> None:
+        """Remove the temporary (a no-op once committed)."""
+        self._stack.__exit__(type(exc), exc, exc.__traceback__)
+
+
+class _ShardWriter:
+    """Every Parquet write of one shard job, in submission order, on one background thread.
+
+    Encoding float16 with zstd costs about as much as a small model's forward pass on a GPU;
+    on this thread it overlaps the next chunk's forward. At most ``depth`` writes wait, which
+    bounds the finished embeddings held in memory. A failed write surfaces at the next
+    submission or at the end, as :class:`ShardWriteError` naming the shard.
+    """
+
+    def __init__(self, shard: Path, depth: int):
+        self._shard, self._depth = shard, depth
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"write-{shard.name}")
+        self._pending: deque[Future] = deque()
+        self._files: list[_RowGroupFile] = []
+        self._failed = False
+
+    def open(self, path: Path, schema: pa.Schema) -> _RowGroupFile:
+        self._files.append(_RowGroupFile(path, schema))
+        return self._files[-1]
+
+    def submit(self, job: Callable[[], None]) -> None:
+        while len(self._pending) >= self._depth:
+            self._wait(self._pending.popleft())
+        self._pending.append(self._pool.submit(self._run, job))
+
+    def _run(self, job: Callable[[], None]) -> None:
+        """On the writer thread: after one failed write none runs, so a part missing row groups is never committed."""
+        if self._failed:
+            raise ShardWriteError("an earlier write failed")
+        try:
+            job()
+        except BaseException:
+            self._failed = True
+            raise
+
+    def _wait(self, future: Future) -> None:
+        try:
+            future.result()
+        except Exception as exc:
+            raise ShardWriteError(f"{self._shard}: writing the shard failed: {exc}") from exc
+
+    def __enter__(self) -> _ShardWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        """On success wait for every write; on failure let the submitted ones finish (a part
+        computed before the failure is kept for the rerun), then remove every uncommitted temporary."""
+        try:
+            while exc is None and self._pending:
+                self._wait(self._pending.popleft())
+        except ShardWriteError as failed:
+            exc = failed
+            raise
+        finally:
+            self._pool.shutdown(wait=True)
+            if exc is not None:
+                for file in self._files:
+                    file.discard(exc)
 
 
 def write_shard(
@@ -278,11 +384,18 @@ def write_shard(
 ) -> int:
     """Embed ``chains`` (hash -> sequence, in storage order) into one shard; returns how many were embedded now.
 
-    Resumable: the shard is built from parts of about ``part_residues`` residues, each written
-    atomically to ``<shard>.parts/`` under a name that fingerprints its chains and every setting
-    that changes the numbers. A rerun reuses the parts it finds, so a killed job loses at most
-    one part. The shard is always assembled from parts read back from disk, so a resumed run
-    writes the same bytes as an uninterrupted one; the parts folder goes once the shard exists.
+    Resumable: a shard of more than ``part_residues`` residues is also written as parts of
+    about that many, each atomically to ``<shard>.parts/`` under a name that fingerprints its
+    chains and every setting that changes the numbers. A rerun reuses the parts it finds
+    (read back into the shard), so a killed job loses at most one part; a row group encodes to
+    the same bytes read back or fresh, so a resumed run writes the same shard as an
+    uninterrupted one (tested). The parts folder goes once the shard exists; a shard of one
+    part has nothing to resume from and gets none.
+
+    Speed: each part is embedded in chunks of ``CHUNK_BATCHES`` token budgets, and Parquet
+    encoding (the slow part of writing: float16 is a fixed-length byte array per value) runs on
+    background threads while the next chunk's forward does (:class:`_ShardWriter`): one for the
+    shard, one for the parts, so resumability costs no extra time on the shard's path.
     """
     model, alphabet = load_esm(checkpoint)
     bad = [layer for layer in layers if not 0 <= layer <= model.num_layers]
@@ -291,7 +404,7 @@ def write_shard(
     metadata = {
         "format": FORMAT,
         "checkpoint": checkpoint.name,
-        "checkpoint_sha256": file_digest(checkpoint, "sha256"),
+        "checkpoint_sha256": recorded_sha256(checkpoint),
         "embed_dim": str(model.embed_dim),
         "esm_depth": str(model.num_layers),
         "layers": json.dumps(layers),
@@ -305,27 +418,35 @@ def write_shard(
     keys = list(chains)
     lengths = [len(chains[key]) for key in keys]
     groups = plan_row_groups(lengths, residues_per_row_group(len(layers), model.embed_dim, row_group_bytes))
+    parts = plan_parts(groups, lengths, part_residues)
+    chunk_residues = CHUNK_BATCHES * settings.token_budget
+    resumable = len(parts) > 1
     parts_dir = out.with_name(out.stem + ".parts")
-    paths, embedded = [], 0
-    for number, part in enumerate(plan_parts(groups, lengths, part_residues)):
-        part_chains = {keys[row]: chains[keys[row]] for group in part for row in group}
-        digest = hashlib.sha256("\n".join([fingerprint, *part_chains]).encode()).hexdigest()[:16]
-        paths.append(parts_dir / f"part-{number:05d}-{digest}.parquet")
-        if paths[-1].exists():
-            log.info("part %d: reusing %s", number, paths[-1].name)
-            continue
-        started = time.perf_counter()
-        embeddings = embed_sequences(model, alphabet, part_chains, layers, settings, device=device)
-        tables = [embedding_table(schema, [keys[r] for r in group], [embeddings[keys[r]] for r in group]) for group in part]
-        write_row_groups(paths[-1], schema, tables)
-        embedded += len(part_chains)
-        residues = sum(map(len, part_chains.values()))
-        log.info("part %d: %d chains, %d residues, %.0f residues/s", number, len(part_chains), residues, residues / (time.perf_counter() - started))
-    # assembled only once every part exists, so a kill mid-embedding leaves no partial shard behind
-    with atomic_output(out) as tmp, shard_writer(tmp, schema) as writer:
-        for path in paths:
-            for table in read_row_groups(path):
-                write_row_group(writer, table)
+    embedded = 0
+    with _ShardWriter(out, WRITE_DEPTH) as writer, _ShardWriter(out, WRITE_DEPTH) as part_writer:
+        assembled = writer.open(out, schema)
+        for number, part in enumerate(parts):
+            part_keys = [keys[row] for group in part for row in group]
+            digest = hashlib.sha256("\n".join([fingerprint, *part_keys]).encode()).hexdigest()[:16]
+            path = parts_dir / f"part-{number:05d}-{digest}.parquet"
+            if resumable and path.exists():
+                log.info("part %d: reusing %s", number, path.name)
+                writer.submit(partial(assembled.append_file, path))
+                continue
+            part_file = part_writer.open(path, schema) if resumable else None
+            started = time.perf_counter()
+            for chunk in plan_parts(part, lengths, chunk_residues):
+                embeddings = embed_sequences(model, alphabet, {keys[r]: chains[keys[r]] for group in chunk for r in group}, layers, settings, device=device)
+                rows = [([keys[r] for r in group], [embeddings[keys[r]] for r in group]) for group in chunk]
+                writer.submit(partial(assembled.append, rows))
+                if part_file is not None:
+                    part_writer.submit(partial(part_file.append, rows))
+            if part_file is not None:
+                part_writer.submit(part_file.commit)
+            embedded += len(part_keys)
+            residues = sum(len(chains[key]) for key in part_keys)
+            log.info("part %d: %d chains, %d residues, %.0f residues/s", number, len(part_keys), residues, residues / (time.perf_counter() - started))
+        writer.submit(assembled.commit)
     shutil.rmtree(parts_dir, ignore_errors=True)
     return embedded
 
@@ -409,16 +530,20 @@ def released_checkpoint(name: str) -> dict:
 
 def provide_checkpoint(esm_cfg: dict, model_out: Path, downloads: Path, base_dir: Path) -> None:
     """Put the checkpoint pair at ``model_out``: random-init, configured URLs/paths, or a
-    released model by name (in that order of precedence; random_init with checkpoint is an error)."""
+    released model by name (in that order of precedence; random_init with checkpoint is an error).
+
+    Its sha256 is recorded beside it (``bihmf.download.record_sha256``), so the embed jobs
+    read it instead of each hashing the checkpoint again."""
     if "checkpoint" in esm_cfg and "random_init" in esm_cfg:
         raise ValueError("esm: give either checkpoint (real weights) or random_init, not both")
     if "random_init" in esm_cfg:
         shape = esm_cfg["random_init"]
         write_random_checkpoint(model_out, shape["num_layers"], shape["embed_dim"], shape["attention_heads"], shape["seed"])
-        return
-    checkpoint = esm_cfg.get("checkpoint") or released_checkpoint(esm_cfg["name"])
-    for key, dest in (("model", model_out), ("regression", regression_path(model_out))):
-        remote = checkpoint[key]
-        cached = download_file(resolve_url(remote["url"], base_dir), downloads / Path(dest).name, remote["checksum"])
-        with atomic_output(dest) as tmp:
-            shutil.copyfile(cached, tmp)
+    else:
+        checkpoint = esm_cfg.get("checkpoint") or released_checkpoint(esm_cfg["name"])
+        for key, dest in (("model", model_out), ("regression", regression_path(model_out))):
+            remote = checkpoint[key]
+            cached = download_file(resolve_url(remote["url"], base_dir), downloads / Path(dest).name, remote["checksum"])
+            with atomic_output(dest) as tmp:
+                shutil.copyfile(cached, tmp)
+    record_sha256(model_out)

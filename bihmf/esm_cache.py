@@ -162,13 +162,6 @@ def write_row_group(writer: pq.ParquetWriter, table: pa.Table) -> None:
     writer.write_table(table, row_group_size=max(1, table.num_rows))
 
 
-def write_row_groups(path: Path, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
-    """Write each table as one row group of a new file, atomically."""
-    with atomic_output(path) as tmp, shard_writer(tmp, schema) as writer:
-        for table in tables:
-            write_row_group(writer, table)
-
-
 def read_row_groups(path: Path) -> list[pa.Table]:
     parquet = pq.ParquetFile(path)
     return [parquet.read_row_group(i) for i in range(parquet.num_row_groups)]

@@ -17,6 +17,8 @@ rule esm_checkpoint:
     output:
         model=ESM_CHECKPOINT,
         regression=ESM_CHECKPOINT.replace(".pt", "-contact-regression.pt"),
+        # its sha256, hashed once here for every embed job (bihmf.download.record_sha256)
+        sha256=ESM_CHECKPOINT + ".sha256.json",
     conda:
         "../envs/bihmf.yaml"
     log:

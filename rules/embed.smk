@@ -3,6 +3,7 @@ rule embed:
         proteins="results/data/{dataset}/proteins.parquet",
         checkpoint=rules.esm_checkpoint.output.model,
         regression=rules.esm_checkpoint.output.regression,
+        sha256=rules.esm_checkpoint.output.sha256,
     output:
         f"{ESM_CACHE}/shard-{{shard}}-of-{{shards}}.parquet",
     wildcard_constraints:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,15 @@ def test_joint_attention_takes_the_fused_kernel_on_cpu():
     names = {event.name for event in profile.events()}
     assert "aten::_scaled_dot_product_flash_attention_for_cpu" in names
     assert "aten::_scaled_dot_product_flash_attention_for_cpu_backward" in names
+
+
+def test_scannet_length_spread_is_the_real_label_files(monkeypatch):
+    """The GPU comparison's named set: lengths of the real ScanNet chains kept under tests/data/scannet."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    bench = importlib.import_module("bench.embed_vs_extract")
+    pool = bench.scannet_chain_lengths()
+    assert len(pool) == 3829 and sorted(pool)[len(pool) // 2] == 216 and sum(n > 1022 for n in pool) == 15
+    drawn = bench.set_lengths(random.Random(0), 2000, "scannet")
+    assert len(drawn) == 2000 and set(drawn) <= set(pool) and len(set(drawn)) > 300
+    even = bench.set_lengths(random.Random(0), 16, "even")
+    assert sorted(even) == [round(50 + i * 1450 / 15) for i in range(16)]
