@@ -1,19 +1,25 @@
 """The training data path as it was before batched edges and the batch producer, for
 side-by-side benchmarks and equality tests only (bihmf itself never imports this module).
 
-``old_path()`` swaps it into the encoders for a ``with`` block: the per-protein kNN / radius
+``old_edges()`` swaps, for a ``with`` block, into the encoders the per-protein kNN / radius
 loops below (the edges are the same as bihmf.models.graph's, built with a Python loop per
-protein) and a synchronous collate of float32 rows of every cached layer.
+protein); ``old_collate``, the batch assembled inside the step with float32 rows of every
+cached layer and copied synchronously; and ``old_adamw``, the unfused optimiser.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor
+from torch_geometric.data import Batch, Data
+
+from bench.common import schema_defaults
+from bihmf.batching import CHAIN_STRIDE
 
 ENCODER_MODULES = ("gvp", "egnn", "gearnet", "pronet")
 
@@ -56,3 +62,32 @@ def per_protein_radius_edges(pos: Tensor, batch: Tensor, cutoff: float, block: i
         return torch.zeros(2, 0, dtype=torch.long, device=pos.device)
     return torch.stack([torch.cat(sources), torch.cat(targets)])
 
+
+
+@contextmanager
+def old_edges() -> Iterator[None]:
+    """The per-protein edge loops in place of the batched ones, in every encoder, for a block."""
+    modules = [importlib.import_module(f"bihmf.models.encoders.{name}") for name in ENCODER_MODULES]
+    swaps = {"knn_edges": per_protein_knn_edges, "radius_edges": per_protein_radius_edges}
+    saved = [(m, name, getattr(m, name)) for m in modules for name in swaps if hasattr(m, name)]
+    try:
+        for m, name, _ in saved:
+            setattr(m, name, swaps[name])
+        yield
+    finally:
+        for m, name, original in saved:
+            setattr(m, name, original)
+
+
+def old_collate(graphs: list[Data], device: torch.device) -> Batch:
+    """The batch as the step built it before: assembled in the step, float32 rows, a blocking copy."""
+    batch = Batch.from_data_list(graphs, follow_batch=["ligand_pos"]).to(device)
+    batch.chain_index = batch.batch * CHAIN_STRIDE + batch.chain
+    return batch
+
+
+def old_adamw(model: torch.nn.Module) -> torch.optim.AdamW:
+    """The optimiser as built before: AdamW's default implementation (per-parameter on a CPU,
+    foreach on a GPU) instead of the fused kernel."""
+    defaults = schema_defaults()["train"]
+    return torch.optim.AdamW(model.parameters(), lr=defaults["lr"], weight_decay=defaults["weight_decay"])

@@ -77,10 +77,11 @@ def with_rows(graph: Data, esm: np.ndarray) -> Data:
     return out
 
 
-def host_batch(graphs: list[Data], pin: bool) -> Batch:
-    """The CPU side of a batch; pinned when it is bound for a GPU, so its copy can overlap."""
+def host_batch(graphs: list[Data], device: torch.device) -> Batch:
+    """What the producer thread hands over: for a GPU the assembled batch in pinned memory
+    (so its copy can overlap), for the CPU the finished batch (there is no copy to overlap)."""
     batch = assemble(graphs)
-    return batch.pin_memory() if pin else batch
+    return batch.pin_memory() if device.type == "cuda" else to_device(batch, device)
 
 
 def device_batches(
@@ -89,9 +90,8 @@ def device_batches(
 ) -> Iterator[tuple[list[int], Batch]]:
     """Each batch of ``batches`` on ``device``, assembled by a background thread ``depth``
     batches ahead of the consumer; copies to a GPU are issued without waiting."""
-    pin = device.type == "cuda"
-    for ids, batch in prefetched(batches, lambda ids: host_batch(graphs(ids), pin), names, depth):
-        yield ids, to_device(batch, device, non_blocking=pin)
+    for ids, batch in prefetched(batches, lambda ids: host_batch(graphs(ids), device), names, depth):
+        yield ids, (to_device(batch, device, non_blocking=True) if device.type == "cuda" else batch)
 
 
 def prefetched(

@@ -134,6 +134,12 @@ def lr_factor(progress: float, warmup: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - warmup) / max(1e-12, 1.0 - warmup))))
 
 
+def make_optimizer(model: torch.nn.Module, train_cfg: dict[str, Any]) -> torch.optim.AdamW:
+    """AdamW with the fused kernel: one operator per step for all parameters instead of about
+    thirty per parameter tensor (on a GPU, where the step is launch-bound, that decides)."""
+    return torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"], fused=True)
+
+
 def _amp(device: torch.device) -> tuple[Any, torch.amp.GradScaler | None]:
     """Mixed precision on CUDA: bf16 where supported (no scaler needed), else fp16 + GradScaler."""
     if device.type != "cuda":
@@ -360,7 +366,7 @@ def time_training_steps(
     ``records`` are the proteins of ``graphs``, all in the train split; the caller prepares the
     model's head (``task.prepare``).
     """
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
+    optimizer = make_optimizer(model, train_cfg)
     autocast, scaler = _amp(device)
     trainer = Trainer(
         spec, train_cfg, model, TASKS[spec.task], device, optimizer, autocast, scaler, np.random.default_rng(spec.seed),
@@ -464,7 +470,7 @@ def _start(spec: RunSpec, proteins_path: Path, cache_path: Path, model_cfg: dict
     model = build_model(spec.encoder, spec.fusion, spec.task, model_cfg, _fusion_context(cache, model_cfg, read), spec.task_options).to(device)
     data = _load_data(spec, proteins_path, cache_path, cache, read, train_cfg["mem_mb"])
     task.prepare(model.head, data.train_targets)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
+    optimizer = make_optimizer(model, train_cfg)
     autocast, scaler = _amp(device)
     trainer = Trainer(
         spec, train_cfg, model, task, device, optimizer, autocast, scaler, np.random.default_rng(spec.seed),
