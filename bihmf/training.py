@@ -4,6 +4,10 @@ Runs are deterministic on CPU for a given seed (seeded torch/numpy, deterministi
 data order from a seeded generator). :func:`train_run` reads as its steps: seed, build the
 model, build the graphs, start or resume, train epoch after epoch with early stopping, then
 evaluate the best epoch and write the run folder (:mod:`bihmf.run`).
+
+Batches reach the step through :mod:`bihmf.loader`: ESM rows stay float16 and hold only the
+layers the fusion reads, in memory when they fit the job's ``train.mem_mb`` share, else read
+from the cache per batch; a background thread assembles the next batches while a step runs.
 """
 
 from __future__ import annotations

@@ -52,3 +52,15 @@ def test_joint_attention_takes_the_fused_kernel_on_cpu():
     names = {event.name for event in profile.events()}
     assert "aten::_scaled_dot_product_flash_attention_for_cpu" in names
     assert "aten::_scaled_dot_product_flash_attention_for_cpu_backward" in names
+
+
+def test_kernel_count_takes_a_multi_tensor_operator_once_and_skips_views(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from bench.data_path import launches
+
+    tensors = [torch.ones(3) for _ in range(5)]
+    with torch.profiler.profile() as profile:
+        torch._foreach_mul_(tensors, 2.0)
+        torch.ones(4).view(2, 2).t().exp()
+    counted = sum(launches(e) for e in profile.events() if e.cpu_parent is None)
+    assert counted == 1 + 2  # the foreach call; ones' fill and exp (view and t launch nothing)
