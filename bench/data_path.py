@@ -333,7 +333,7 @@ def render(result: dict[str, Any]) -> str:
         f"{s['cached_layers']} cached layers of width {s['esm_width']}; fastest of {s['epochs']} alternating epochs per variant. "
         f"Part 2: {s['encoder']} encoder, fastest of {s['repeats']} steps per length; autocast {s['autocast']}."
     )
-    loading_rows = [
+    loading_rows = [] if not compares_loops(result) else [
         [
             fusion, *(f"{run[v]['seconds']:.3f}" for v in ("old", "new")),
             *(f"{100 * data_share(run[v]):.1f} %" for v in VARIANTS),
@@ -362,7 +362,7 @@ def render(result: dict[str, Any]) -> str:
              "aten ops/step old", "aten ops/step new", "kernel ops/step old", "kernel ops/step new", "steps/s old",
              "steps/s new", "one-time load s old / new", f"load share of a {epochs}-epoch run (new)"],
             loading_rows,
-        ),
+        ) if loading_rows else "Part 1 of this result predates the old / new comparison: rerun the command above.",
         "Step time (seconds, one protein of N residues, forward + backward + AdamW):",
         table(["fusion / attention", *(f"N = {n}" for n in lengths), f"exponent {span}"], time_rows),
         "Peak memory above the process's state after model building (MiB; GPU: allocated memory):",
@@ -374,8 +374,15 @@ def _worst(values: dict[str, float], high: bool = True) -> str:
     return max(values, key=values.get) if high else min(values, key=values.get)
 
 
+def compares_loops(result: dict[str, Any]) -> bool:
+    """Whether part 1 of ``result`` has the old / new variants (files written before they existed do not)."""
+    return all(set(VARIANTS) <= set(run) for run in result["results"]["loading"].values())
+
+
 def loop_targets(result: dict[str, Any]) -> list[Target]:
     """Issue 17's training-loop targets from part 1: data share, operator calls, steps/s."""
+    if not compares_loops(result):
+        return []
     runs = dict(ordered(result["results"]["loading"], FUSIONS))
     gpu = result["machine"]["device"] == "cuda"
     shares = {f: max(data_share(run["new"]), data_share(run["new_streamed"])) for f, run in runs.items()}
