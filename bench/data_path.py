@@ -1,13 +1,17 @@
 """Where a training step's time goes (loading/collating vs compute), and how step time and
 memory grow with protein length for every fusion.
 
-Part 1, loading fraction: the PPBS demo's chains (real structures) with an ESM cache of
+Part 1, training loop old vs new: the PPBS demo's chains (real structures) with an ESM cache of
 esm2_t33's width (1280) and as many cached layers as the full benchmark caches, written by
 the embed stage from a shallow random-init model of that width (loading cost depends on the
-bytes, not on the values). The loop is ``train_run``'s: graphs built once per job from the
-cache, then per step ``collate`` (batch to the device) and the optimiser step. A second,
-"streaming" variant reads the cache and builds the graphs inside every step, as a per-step
-data loader would. Variants alternate over epochs after one untimed epoch; the fastest counts.
+bytes, not on the values). Per fusion, three variants of one epoch (batches by the default
+residue budget, one seeded order): ``old``, the loop before issue 17 (bench/old_path.py:
+float32 rows of every cached layer, the batch assembled and copied inside the step,
+per-protein kNN / radius loops, unfused AdamW); ``new``, ``train_run``'s (float16 rows of the
+layers read, a background producer, batched edges, fused AdamW); ``new_streamed``, the same
+with the rows read from the cache per batch. Variants alternate over epochs after one untimed
+epoch; the fastest counts. Operator calls per step come from one more epoch under
+torch.profiler.
 
 Part 2, length scaling: one protein of 100 ... 3,000 residues, made by tiling the longest
 PPBS demo chain (copies shifted apart in space, cropped to the length: real local geometry),
@@ -26,7 +30,7 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import replace
 from functools import partial
@@ -36,7 +40,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch_geometric.data import Batch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
+from torch_geometric.data import Batch, Data
 
 from bench.common import (
     ESM_SHAPES,
@@ -59,14 +65,17 @@ from bench.common import (
     table,
     timed,
 )
+from bench.old_path import old_adamw, old_collate, old_edges
 from bench.steps import batch_of, build_cache, optimizer_step, step_setup, trainable
 from bihmf.data.schema import ProteinRecord
 from bihmf.esm import write_random_checkpoint
 from bihmf.esm_cache import EmbeddingCache
 from bihmf.models.fusion import FUSIONS, FusionContext, cached_layers
 from bihmf.models.fusion.base import ATTENTION_HEADS, JointSelfAttention
-from bihmf.models.model import reads_esm, run_combinations
-from bihmf.batching import collate, protein_graph, residue_budget_batches
+from bihmf.loader import EsmRows, device_batches, with_rows
+from bihmf.models.model import run_combinations
+from bihmf.batching import protein_graph, residue_budget_batches
+from bihmf.training import read_layers
 
 NAME = "data_path"
 FULL_DEPTH = ESM_SHAPES["t33"]["num_layers"]  # the full benchmark's ESM: esm2_t33_650M
@@ -94,48 +103,114 @@ def encoder_of(fusion: str) -> str:
 # ---------------------------------------------------------------- part 1: loading fraction
 
 
-def epoch(load: Callable[[list[int]], Batch], step: Callable[[Batch], Any], batches: list[list[int]], device: torch.device) -> dict[str, float]:
-    """One epoch, the time of getting each batch onto the device apart from the step's."""
+VARIANTS = ("old", "new", "new_streamed")
+# Operators that only describe or allocate memory (views, reshapes, empty tensors, a ``to``
+# that returns its input): they launch no kernel on a GPU, so the kernel count leaves them out.
+METADATA_OPS = frozenset({
+    "aten::as_strided", "aten::view", "aten::_unsafe_view", "aten::reshape", "aten::_reshape_alias", "aten::transpose",
+    "aten::t", "aten::permute", "aten::expand", "aten::unsqueeze", "aten::squeeze", "aten::slice", "aten::select",
+    "aten::narrow", "aten::detach", "aten::detach_", "aten::alias", "aten::resolve_conj", "aten::resolve_neg",
+    "aten::empty", "aten::empty_strided", "aten::empty_like", "aten::resize_", "aten::unbind", "aten::split",
+    "aten::split_with_sizes", "aten::chunk", "aten::view_as", "aten::expand_as", "aten::lift_fresh", "aten::set_",
+    "aten::to",
+})
+# Multi-tensor operators: one call covers many tensors; a GPU runs it as a few multi-tensor
+# kernels, a CPU as a loop of per-tensor operators, which would inflate a CPU count.
+MULTI_TENSOR = ("aten::_foreach_", "aten::_fused_")
+
+
+def epoch(batches: Iterator[Batch], step: Callable[[Batch], Any], device: torch.device) -> dict[str, float]:
+    """One epoch: the time the step waits for each batch (on the device) apart from the step's."""
     data = compute = 0.0
-    for ids in batches:
+    steps = 0
+    while True:
         started = time.perf_counter()
-        batch = load(ids)
+        batch = next(batches, None)
         sync(device)
         data += time.perf_counter() - started
+        if batch is None:
+            break
         compute += timed(partial(step, batch), device)
-    return {"seconds": data + compute, "data_seconds": data, "compute_seconds": compute}
+        steps += 1
+    return {"seconds": data + compute, "data_seconds": data, "compute_seconds": compute, "steps": steps}
+
+
+def launches(event: Any) -> int:
+    """Kernel launches under one profiler event: its leaf operators that are not views or
+    allocations, a multi-tensor operator counting once."""
+    if event.name.startswith(MULTI_TENSOR):
+        return 1
+    if event.cpu_children:
+        return sum(launches(child) for child in event.cpu_children)
+    return int(event.name.startswith("aten::") and event.name not in METADATA_OPS)
+
+
+def operator_counts(run: Callable[[], Any], steps: int, device: torch.device) -> dict[str, float]:
+    """Operator calls per step over one profiled epoch (every thread, so the batch producer's
+    work counts too): every aten call, and kernel launches (on a GPU the kernels the profiler
+    saw; on a CPU :func:`launches`, the count a launch-bound GPU step would pay for)."""
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if device.type == "cuda" else [])]
+    with profile(activities=activities) as prof:
+        run()
+    events = prof.events()
+    if device.type == "cuda":
+        kernels = sum(1 for e in events if e.device_type == DeviceType.CUDA)
+    else:
+        kernels = sum(launches(e) for e in events if e.cpu_parent is None)
+    ops = sum(1 for e in events if e.name.startswith("aten::"))
+    return {"ops_per_step": ops / steps, "kernel_ops_per_step": kernels / steps}
 
 
 def loading(records: list[ProteinRecord], index: Path, fusion: str, context: FusionContext, epochs: int, device: torch.device) -> dict[str, Any]:
-    """Part 1 for one fusion: the job's one-time load, then preloaded vs streaming epochs."""
-    with_esm = reads_esm(fusion, context, schema_defaults()["model"]["num_layers"])
+    """Part 1 for one fusion, old and new code path side by side.
+
+    ``old``: bihmf's data path before batched edges and the producer (bench/old_path.py):
+    float32 rows of every cached layer in memory, the batch assembled and copied inside the
+    step, kNN / radius graphs built protein by protein, AdamW's per-parameter loop. ``new``:
+    ``train_run``'s: float16 rows of the layers the fusion reads, batches prepared by the
+    background producer, batched edges, fused AdamW. ``new_streamed``: the same with the rows
+    read from the cache per batch, as a job whose rows exceed its memory share runs.
+    """
     cache = EmbeddingCache(index)
-
-    def graph(record: ProteinRecord) -> Any:
-        return protein_graph(record, cache.protein(record) if with_esm else None)
-
-    started = time.perf_counter()
-    graphs = [graph(r) for r in records]
-    load_seconds = time.perf_counter() - started
-    model, optimizer = trainable(encoder_of(fusion), fusion, context, device)
-    loads = {
-        "preloaded": lambda ids: collate([graphs[i] for i in ids], device),
-        "streaming": lambda ids: collate([graph(records[i]) for i in ids], device),
-    }
+    model_cfg = schema_defaults()["model"]
+    read = read_layers(fusion, cache, model_cfg)
     sizes, names = [len(r.sequence) for r in records], [r.protein_id for r in records]
 
-    def variant(name: str) -> Callable[[int], dict[str, float]]:
-        def run(attempt: int) -> dict[str, float]:
-            order = np.random.default_rng(attempt).permutation(len(records))
-            batches = residue_budget_batches(sizes, names, schema_defaults()["train"]["residue_budget"], order)
-            return epoch(loads[name], lambda batch: optimizer_step(model, optimizer, batch, device), batches, device)
+    def built(rows: Callable[[ProteinRecord], Any]) -> tuple[list[Data], float]:
+        started = time.perf_counter()
+        return [protein_graph(r, rows(r) if read else None) for r in records], time.perf_counter() - started
 
-        return run
+    old_graphs, old_load = built(cache.protein)
+    new_graphs, new_load = built(lambda r: cache.rows(r, read))
+    bare = [protein_graph(r, None) for r in records]
+    stream = EsmRows(cache, read, "all")
+    old_model, _ = trainable(encoder_of(fusion), fusion, context, device)
+    old_optimizer = old_adamw(old_model)
+    new_context = replace(context, cache_layers=read or context.cache_layers)
+    new_model, new_optimizer = trainable(encoder_of(fusion), fusion, new_context, device)
+    sources = {
+        "new": lambda ids: [new_graphs[i] for i in ids],
+        "new_streamed": lambda ids: [with_rows(bare[i], stream.of(records[i])) if read else bare[i] for i in ids],
+    }
 
-    variants = {name: variant(name) for name in loads}
+    def run_epoch(name: str, attempt: int) -> dict[str, float]:
+        order = np.random.default_rng(attempt).permutation(len(records))
+        batches = residue_budget_batches(sizes, names, schema_defaults()["train"]["residue_budget"], order)
+        if name == "old":
+            with old_edges():
+                loads = (old_collate([old_graphs[i] for i in ids], device) for ids in batches)
+                return epoch(loads, lambda batch: optimizer_step(old_model, old_optimizer, batch, device), device)
+        loads = (batch for _, batch in device_batches(batches, sources[name], lambda ids: [names[i] for i in ids], device))
+        return epoch(loads, lambda batch: optimizer_step(new_model, new_optimizer, batch, device), device)
+
+    variants = {name: partial(run_epoch, name) for name in VARIANTS}
     interleaved(variants, 1)  # first-call costs, untimed
     best = {name: fastest(runs) for name, runs in interleaved(variants, epochs).items()}
-    return {"load_once_seconds": load_seconds, "reads_esm": with_esm, **best}
+    for name, run in best.items():
+        run.update(operator_counts(partial(run_epoch, name, 0), run["steps"], device))
+        run["steps_per_s"] = run["steps"] / run["seconds"]
+    best["old"]["load_once_seconds"], best["new"]["load_once_seconds"] = old_load, new_load
+    return {"reads_esm": bool(read), "layers_read": len(read), **best}
 
 
 def wide_cache(records: list[ProteinRecord], width: int, folder: Path) -> Path:
@@ -245,9 +320,9 @@ def data_share(run: dict[str, float]) -> float:
 
 def amortised_load(result: dict[str, Any], fusion: str) -> float:
     """One-time load as a share of a default-length run (schema ``train.epochs``), from one epoch."""
-    r = result["results"]["loading"][fusion]
+    r = result["results"]["loading"][fusion]["new"]
     epochs = result["setup"]["epochs_per_run"]
-    return r["load_once_seconds"] / (r["load_once_seconds"] + epochs * r["preloaded"]["seconds"])
+    return r["load_once_seconds"] / (r["load_once_seconds"] + epochs * r["seconds"])
 
 
 def render(result: dict[str, Any]) -> str:
@@ -258,10 +333,14 @@ def render(result: dict[str, Any]) -> str:
         f"{s['cached_layers']} cached layers of width {s['esm_width']}; fastest of {s['epochs']} alternating epochs per variant. "
         f"Part 2: {s['encoder']} encoder, fastest of {s['repeats']} steps per length; autocast {s['autocast']}."
     )
-    loading_rows = [
+    loading_rows = [] if not compares_loops(result) else [
         [
-            fusion, f"{run['preloaded']['seconds']:.2f}", f"{100 * data_share(run['preloaded']):.1f} %",
-            f"{100 * data_share(run['streaming']):.1f} %", f"{run['load_once_seconds']:.2f}", f"{100 * amortised_load(result, fusion):.2f} %",
+            fusion, *(f"{run[v]['seconds']:.3f}" for v in ("old", "new")),
+            *(f"{100 * data_share(run[v]):.1f} %" for v in VARIANTS),
+            *(f"{run[v]['ops_per_step']:,.0f}" for v in ("old", "new")),
+            *(f"{run[v]['kernel_ops_per_step']:,.0f}" for v in ("old", "new")),
+            *(f"{run[v]['steps_per_s']:.2f}" for v in ("old", "new")),
+            f"{run['old']['load_once_seconds']:.2f} / {run['new']['load_once_seconds']:.2f}", f"{100 * amortised_load(result, fusion):.2f} %",
         ]
         for fusion, run in ordered(r["loading"], FUSIONS)
     ]
@@ -279,10 +358,11 @@ def render(result: dict[str, Any]) -> str:
     return "\n\n".join([
         setup,
         table(
-            ["fusion", "seconds/epoch", "collate share (train_run)", "read+graph+collate share (streaming)", "one-time load s",
-             f"load share of a {epochs}-epoch run"],
+            ["fusion", "s/epoch old", "s/epoch new", "data share old", "data share new", "data share new, streamed",
+             "aten ops/step old", "aten ops/step new", "kernel ops/step old", "kernel ops/step new", "steps/s old",
+             "steps/s new", "one-time load s old / new", f"load share of a {epochs}-epoch run (new)"],
             loading_rows,
-        ),
+        ) if loading_rows else "Part 1 of this result predates the old / new comparison: rerun the command above.",
         "Step time (seconds, one protein of N residues, forward + backward + AdamW):",
         table(["fusion / attention", *(f"N = {n}" for n in lengths), f"exponent {span}"], time_rows),
         "Peak memory above the process's state after model building (MiB; GPU: allocated memory):",
@@ -290,38 +370,61 @@ def render(result: dict[str, Any]) -> str:
     ])
 
 
-def _collate_note(result: dict[str, Any], fusion: str, met: bool) -> str:
-    """Why the collate share is what it is, from the measured epoch of ``fusion``."""
-    run = result["results"]["loading"][fusion]["preloaded"]
-    note = (
-        "graphs and cached layers are in memory before the first step (as train_run does), so a step only collates; "
-        "the streaming column shows the share if the cache were read inside every step"
-    )
-    if met:
-        return note
-    return note + (
-        f"; for {fusion} the optimiser step takes {run['compute_seconds']:.3f} s per epoch and collating {run['data_seconds']:.3f} s: "
-        "where the step is this cheap, building each batch on the CPU (PyG Batch.from_data_list concatenating float32 ESM "
-        "rows [N, layers, width]) and, on a GPU, copying it to the device decide. Keeping the rows in float16 until the "
-        "device, preparing the next batch while the step runs (pinned memory, non-blocking copies), or keeping a small "
-        "dataset's batches on the device, would lift it"
-    )
+def _worst(values: dict[str, float], high: bool = True) -> str:
+    return max(values, key=values.get) if high else min(values, key=values.get)
+
+
+def compares_loops(result: dict[str, Any]) -> bool:
+    """Whether part 1 of ``result`` has the old / new variants (files written before they existed do not)."""
+    return all(set(VARIANTS) <= set(run) for run in result["results"]["loading"].values())
+
+
+def loop_targets(result: dict[str, Any]) -> list[Target]:
+    """Issue 17's training-loop targets from part 1: data share, operator calls, steps/s."""
+    if not compares_loops(result):
+        return []
+    runs = dict(ordered(result["results"]["loading"], FUSIONS))
+    gpu = result["machine"]["device"] == "cuda"
+    shares = {f: max(data_share(run["new"]), data_share(run["new_streamed"])) for f, run in runs.items()}
+    old_shares = {f: data_share(run["old"]) for f, run in runs.items()}
+    kernels = {f: run["new"]["kernel_ops_per_step"] / run["old"]["kernel_ops_per_step"] for f, run in runs.items()}
+    ops = {f: run["new"]["ops_per_step"] / run["old"]["ops_per_step"] for f, run in runs.items()}
+    speed = {f: run["new"]["steps_per_s"] / run["old"]["steps_per_s"] for f, run in runs.items()}
+    worst_share, worst_kernels, slowest = _worst(shares), _worst(kernels), _worst(speed, high=False)
+    return [
+        Target(
+            "Data path: share of step time, new loop (in memory and streamed)", "<= 10 % for every fusion",
+            f"at most {100 * shares[worst_share]:.1f} % ({worst_share}); old path at most "
+            f"{100 * max(old_shares.values()):.1f} % ({_worst(old_shares)})",
+            shares[worst_share] <= 0.10,
+            "the share is the time the step waits for its batch on the device; float16 rows of only the layers the "
+            "fusion reads and the background producer shrink it, but an epoch of one batch (the demo at the default "
+            "residue budget) cannot hide its first batch behind an earlier step",
+        ),
+        Target(
+            "Operator calls per training step, new / old", "<= 0.5",
+            f"kernel launches at most {kernels[worst_kernels]:.2f} x old ({worst_kernels}), all aten calls at most "
+            f"{max(ops.values()):.2f} x ({_worst(ops)})",
+            kernels[worst_kernels] <= 0.5,
+            "counted by torch.profiler over one epoch, every thread; kernel launches on a GPU are the kernels it saw, on a CPU "
+            "the leaf operators that are not views or allocations, a multi-tensor (foreach / fused) operator counting once. "
+            "The fused AdamW and the batched edges remove calls outside the model; the model's own forward and backward "
+            "(hundreds of small operators per layer) are unchanged, and torch.compile, which could merge them, did not pay on "
+            "this CPU",
+        ),
+        Target(
+            "GPU steps/s, new / old" if gpu else "CPU steps/s, new / old", ">= 2" if gpu else ">= 1 (no worse)",
+            f"at least {speed[slowest]:.2f} x ({slowest}), at most {max(speed.values()):.2f} x ({_worst(speed)})",
+            speed[slowest] >= (2.0 if gpu else 1.0),
+            "fastest of the alternating epochs per variant; on a shared CPU the epochs of one fusion differ by more "
+            "than a few per cent from load alone",
+        ),
+    ]
 
 
 def targets(result: dict[str, Any]) -> list[Target]:
     r = result["results"]
-    shares = {fusion: data_share(run["preloaded"]) for fusion, run in ordered(r["loading"], FUSIONS)}
-    worst = max(shares, key=shares.get)
-    met = shares[worst] <= 0.10
-    over = [fusion for fusion, share in shares.items() if share > 0.10]
-    out = [
-        Target(
-            "Data path: loading/collating share of step time", "<= 10 %",
-            f"at most {100 * shares[worst]:.1f} % ({worst})" + (f", above target for {', '.join(over)}" if over else "")
-            + f"; one-time cache load {100 * amortised_load(result, worst):.2f} % of a default run",
-            met, _collate_note(result, worst, met),
-        )
-    ]
+    out = loop_targets(result)
     scaling = r["scaling"]
     if set(ATTENTION) <= set(scaling) and "bihmf_global" in scaling:
         longest = str(max(int(n) for row in scaling.values() for n in row))

@@ -1,7 +1,7 @@
 """Training-step pieces shared by the benchmarks that train (train_step, data_path, model_cost).
 
 They call what ``bihmf.training.train_run`` calls (``build_model``, ``protein_graph``,
-``collate``, the task's loss, AdamW, gradient clipping), so a benchmark step is a training
+``collate``, the task's loss, its fused AdamW, gradient clipping), so a benchmark step is a training
 step; kept apart from ``bench.common`` because importing the models pulls in torch_geometric,
 which the embed benchmark's child processes do not need.
 """
@@ -23,6 +23,7 @@ from bihmf.models.fusion import FusionContext
 from bihmf.models.model import ProteinModel, build_model
 from bihmf.tasks import residue_binary
 from bihmf.batching import collate, protein_graph
+from bihmf.training import make_optimizer
 
 TASK = "residue_binary"  # PPBS's task: a loss on every residue, the heaviest head per protein
 
@@ -32,7 +33,7 @@ def trainable(encoder: str, fusion: str, context: FusionContext, device: torch.d
     defaults = schema_defaults()
     torch.manual_seed(0)
     model = build_model(encoder, fusion, TASK, defaults["model"], context).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=defaults["train"]["lr"], weight_decay=defaults["train"]["weight_decay"])
+    optimizer = make_optimizer(model, defaults["train"])
     return model, optimizer
 
 

@@ -17,6 +17,8 @@ multi-chain protein is embedded chain by chain and its embedding is the concaten
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
@@ -38,6 +40,8 @@ INDEX_NAME = "index.parquet"
 # Decoded size of one row group: small enough that serving one chain reads little more than
 # that chain, large enough that the footer stays small (one entry per row group and column).
 ROW_GROUP_BYTES = 8 * 2**20
+# Bound of a reader's decoded row groups: a few dozen groups, small beside any job's memory.
+DECODED_BYTES = 256 * 2**20
 # Metadata every shard of one cache must share (the shard number is the only difference).
 SHARED_KEYS = ("format", "checkpoint", "checkpoint_sha256", "embed_dim", "esm_depth", "layers", "dtype", "window", "window_overlap", "n_shards")
 
@@ -220,16 +224,24 @@ def write_index(index: Path, shards: Sequence[Path], required: Iterable[str]) ->
 
 
 class EmbeddingCache:
-    """Read access to one cache through its index: ``protein(record)`` -> float32 [N, n_layers, D].
+    """Read access to one cache through its index: ``protein(record)`` -> float32 [N, n_layers, D],
+    ``rows(record, layers)`` -> float16 [N, len(layers), D] (what training keeps until the device).
 
-    Serving a chain decodes only its row group (only the layer columns), and the most recent
-    row group of each shard stays decoded: rows are stored in the order chains first appear in
-    the dataset, so reading proteins in table order decodes each row group about once.
+    Serving a chain decodes only its row group (only the asked layer columns). Decoded row
+    groups stay in a least-recently-used store bounded by ``decoded_bytes``: reading proteins
+    in table order (rows are stored in the order chains first appear) decodes each row group
+    about once, and a training job streaming shuffled batches re-decodes a group only when
+    more distinct groups were touched since than the bound holds, so the job's memory stays
+    bounded by its declared size, not by the split's. Reads are serialised by a lock, so a
+    background batch producer and the main thread can share one cache.
     ``layers`` / ``checkpoint_sha256``, when given, are checked against what the cache was built
     with, so a caller never silently gets embeddings of another model or layer list.
     """
 
-    def __init__(self, path: Path, *, layers: Sequence[int] | None = None, checkpoint_sha256: str | None = None):
+    def __init__(
+        self, path: Path, *, layers: Sequence[int] | None = None, checkpoint_sha256: str | None = None,
+        decoded_bytes: int = DECODED_BYTES,
+    ):
         index = pq.read_table(path)
         self.path = Path(path)
         self.metadata: dict[str, str] = {k.decode(): v.decode() for k, v in (index.schema.metadata or {}).items()}
@@ -250,22 +262,36 @@ class EmbeddingCache:
             )
         }
         self._files: dict[int, pq.ParquetFile] = {}
-        self._decoded: dict[int, tuple[int, np.ndarray, list[np.ndarray]]] = {}
+        self._decoded: OrderedDict[tuple[int, int, tuple[int, ...]], tuple[np.ndarray, list[np.ndarray]]] = OrderedDict()
+        self._decoded_bytes = decoded_bytes
+        self._lock = threading.Lock()
 
     def __contains__(self, seq_hash: str) -> bool:
         return seq_hash in self._where
 
     def protein(self, record: ProteinRecord) -> np.ndarray:
         """Embedding of one protein record, float32 [N, n_layers, D] aligned with its residues."""
-        return np.concatenate([self[key] for key, _ in chain_sequences(record.sequence, record.chain_ids)])
+        return self.rows(record).astype(np.float32)
+
+    def rows(self, record: ProteinRecord, layers: Sequence[int] | None = None) -> np.ndarray:
+        """The protein's rows of ``layers`` (default: all cached), float16 [N, len(layers), D] as stored."""
+        chosen = tuple(self.layers if layers is None else layers)
+        missing = [layer for layer in chosen if layer not in self.layers]
+        if missing:
+            raise ValueError(f"{self.path}: layers {missing} are not cached (cached: {self.layers})")
+        return np.concatenate([self._chain(key, chosen) for key, _ in chain_sequences(record.sequence, record.chain_ids)])
 
     def __getitem__(self, seq_hash: str) -> np.ndarray:
         """Embedding of one chain by sequence hash, float32 [L, n_layers, D]."""
+        return self._chain(seq_hash, tuple(self.layers)).astype(np.float32)
+
+    def _chain(self, seq_hash: str, layers: tuple[int, ...]) -> np.ndarray:
         if seq_hash not in self._where:
             raise KeyError(f"{self.path}: no embedding for sequence hash {seq_hash}")
         shard, group, row = self._where[seq_hash]
-        starts, per_layer = self._row_group(shard, group)
-        return np.stack([values[starts[row] : starts[row + 1]] for values in per_layer], axis=1).astype(np.float32)
+        with self._lock:
+            starts, per_layer = self._row_group(shard, group, layers)
+        return np.stack([values[starts[row] : starts[row + 1]] for values in per_layer], axis=1)
 
     def _shard(self, shard: int) -> pq.ParquetFile:
         if shard not in self._files:
@@ -277,16 +303,19 @@ class EmbeddingCache:
             self._files[shard] = pq.ParquetFile(path)
         return self._files[shard]
 
-    def _row_group(self, shard: int, group: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        cached = self._decoded.get(shard)
-        if cached is None or cached[0] != group:
-            table = self._shard(shard).read_row_group(group, columns=["length", *map(layer_column, self.layers)])
-            starts = np.concatenate([[0], np.cumsum(table["length"].to_numpy())])
-            dim = int(self.metadata["embed_dim"])
-            per_layer = [
-                table[layer_column(layer)].combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-                for layer in self.layers
-            ]
-            cached = (group, starts, per_layer)
-            self._decoded[shard] = cached
-        return cached[1], cached[2]
+    def _row_group(self, shard: int, group: int, layers: tuple[int, ...]) -> tuple[np.ndarray, list[np.ndarray]]:
+        key = (shard, group, layers)
+        if key in self._decoded:
+            self._decoded.move_to_end(key)
+            return self._decoded[key]
+        table = self._shard(shard).read_row_group(group, columns=["length", *map(layer_column, layers)])
+        starts = np.concatenate([[0], np.cumsum(table["length"].to_numpy())])
+        dim = int(self.metadata["embed_dim"])
+        per_layer = [
+            table[layer_column(layer)].combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+            for layer in layers
+        ]
+        self._decoded[key] = (starts, per_layer)
+        while len(self._decoded) > 1 and sum(sum(v.nbytes for v in p) for _, p in self._decoded.values()) > self._decoded_bytes:
+            self._decoded.popitem(last=False)
+        return starts, per_layer

@@ -4,6 +4,10 @@ Runs are deterministic on CPU for a given seed (seeded torch/numpy, deterministi
 data order from a seeded generator). :func:`train_run` reads as its steps: seed, build the
 model, build the graphs, start or resume, train epoch after epoch with early stopping, then
 evaluate the best epoch and write the run folder (:mod:`bihmf.run`).
+
+Batches reach the step through :mod:`bihmf.loader`: ESM rows stay float16 and hold only the
+layers the fusion reads, in memory when they fit the job's ``train.mem_mb`` share, else read
+from the cache per batch; a background thread assembles the next batches while a step runs.
 """
 
 from __future__ import annotations
@@ -30,14 +34,16 @@ import pyarrow as pa
 import torch
 from torch_geometric.data import Data
 
-from bihmf.batching import collate, in_order_batches, protein_graph, residue_budget_batches
+from bihmf.batching import in_order_batches, protein_graph, residue_budget_batches
 from bihmf.data.schema import ProteinRecord, read_proteins
 from bihmf.download import file_digest
 from bihmf.esm_cache import EmbeddingCache
 from bihmf.gpu import pick_device
 from bihmf.io import atomic_output
-from bihmf.models.fusion import FusionContext
-from bihmf.models.model import ProteinModel, build_model, reads_esm
+from bihmf.loader import EsmRows, device_batches, fits_in_memory, with_rows
+from bihmf.models.fusion import FUSIONS, FusionContext
+from bihmf.models.model import ProteinModel, build_model
+from bihmf.recipes import layer_choice
 from bihmf.run import (
     RunFolder, RunRecord, RunSpec, SavedModel, write_curve, write_model, write_record, write_test_predictions,
 )
@@ -50,19 +56,18 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/Inf loss; the last good checkpoint is kept."""
 
 
-def _evaluate(model: ProteinModel, task: ModuleType, graphs: list[Data], budget: int, device: torch.device) -> dict[str, float]:
+def _evaluate(model: ProteinModel, task: ModuleType, data: RunData, split: str, budget: int, device: torch.device) -> dict[str, float]:
     model.eval()
+    ids = data.splits[split]
+    batches = [[ids[j] for j in batch] for batch in in_order_batches([data.graphs[i] for i in ids], budget)]
     parts = []
     with torch.no_grad():
-        for batch_ids in in_order_batches(graphs, budget):
-            batch = collate([graphs[i] for i in batch_ids], device)
+        for _, batch in device_batches(batches, data.batch_graphs, data.names, device):
             parts.append(task.predictions(model(batch), batch, model.head))
     return task.evaluate(parts)
 
 
-def predictions_by_protein(
-    model: ProteinModel, task: ModuleType, records: list[ProteinRecord], graphs: list[Data], device: torch.device
-) -> pa.Table:
+def predictions_by_protein(model: ProteinModel, task: ModuleType, data: RunData, device: torch.device) -> pa.Table:
     """The task's evaluation rows for every test protein, tagged with protein id and subset.
 
     The report bootstraps test metrics over proteins for single-seed runs, so each row must be
@@ -73,11 +78,10 @@ def predictions_by_protein(
     ids: list[str] = []
     subsets: list[str] = []
     parts: dict[str, list[np.ndarray]] = {}
+    tested = [[i] for i, record in enumerate(data.records) if record.split == "test"]
     with torch.no_grad():
-        for record, graph in zip(records, graphs):
-            if record.split != "test":
-                continue
-            batch = collate([graph], device)
+        for (index,), batch in device_batches(tested, data.batch_graphs, data.names, device):
+            record = data.records[index]
             part = task.predictions(model(batch), batch, model.head)
             rows = len(next(iter(part.values())))
             ids.extend([record.protein_id] * rows)
@@ -111,13 +115,13 @@ def config_hash(cfg: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
 
 
-def _split_graphs(records: list[ProteinRecord], graphs: list[Data]) -> dict[str, list[Data]]:
-    """Graphs per evaluation split: 'train', 'val', 'test' and 'test_<subset>' for each test subset."""
-    splits: dict[str, list[Data]] = {}
-    for record, graph in zip(records, graphs):
-        splits.setdefault(record.split, []).append(graph)
+def _split_ids(records: list[ProteinRecord]) -> dict[str, list[int]]:
+    """Proteins per evaluation split: 'train', 'val', 'test' and 'test_<subset>' for each test subset."""
+    splits: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        splits.setdefault(record.split, []).append(i)
         if record.split == "test" and record.subset:
-            splits.setdefault(f"test_{record.subset}", []).append(graph)
+            splits.setdefault(f"test_{record.subset}", []).append(i)
     missing = {"train", "val", "test"} - set(splits)
     if missing:
         raise ValueError(f"dataset has no proteins in split(s) {sorted(missing)}")
@@ -133,6 +137,12 @@ def lr_factor(progress: float, warmup: float) -> float:
     if progress < warmup:
         return progress / warmup
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - warmup) / max(1e-12, 1.0 - warmup))))
+
+
+def make_optimizer(model: torch.nn.Module, train_cfg: dict[str, Any]) -> torch.optim.AdamW:
+    """AdamW with the fused kernel: one operator per step for all parameters instead of about
+    thirty per parameter tensor (on a GPU, where the step is launch-bound, that decides)."""
+    return torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"], fused=True)
 
 
 def _amp(device: torch.device) -> tuple[Any, torch.amp.GradScaler | None]:
@@ -158,22 +168,31 @@ class TrainProgress:
 
 @dataclass
 class RunData:
-    """The proteins of a run as graphs, per split, with the cache they read."""
+    """The proteins of a run as graphs (positions into ``records`` per split), with the cache they read.
+
+    ``stream`` is set when the graphs carry no ESM rows (they did not fit the job's memory):
+    each batch then reads its proteins' rows from the cache.
+    """
 
     records: list[ProteinRecord]
     graphs: list[Data]
-    splits: dict[str, list[Data]]
+    splits: dict[str, list[int]]
     cache: EmbeddingCache | None  # None when the graphs carry their ESM rows already (calibration)
     cache_path: Path
     data_sha: str
-
-    @property
-    def train_names(self) -> list[str]:
-        return [r.protein_id for r in self.records if r.split == "train"]
+    stream: EsmRows | None = None
 
     @property
     def train_targets(self) -> np.ndarray:
-        return np.array([r.target for r in self.records if r.split == "train"])
+        return np.array([self.records[i].target for i in self.splits["train"]])
+
+    def names(self, ids: list[int]) -> list[str]:
+        return [self.records[i].protein_id for i in ids]
+
+    def batch_graphs(self, ids: list[int]) -> list[Data]:
+        if self.stream is None:
+            return [self.graphs[i] for i in ids]
+        return [with_rows(self.graphs[i], self.stream.of(self.records[i])) for i in ids]
 
 
 @dataclass
@@ -200,20 +219,38 @@ def _seed(seed: int, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _fusion_context(cache: EmbeddingCache, model_cfg: dict[str, Any]) -> FusionContext:
+def read_layers(fusion: str, cache: EmbeddingCache, model_cfg: dict[str, Any]) -> tuple[int, ...]:
+    """The cached ESM layers the fusion reads (none for structure-only fusions), in cache order."""
+    depth = int(cache.metadata["esm_depth"])
+    read = set(FUSIONS[fusion].esm_layers(model_cfg["num_layers"], depth, layer_choice(model_cfg, depth)))
+    return tuple(layer for layer in cache.layers if layer in read)
+
+
+def _fusion_context(cache: EmbeddingCache, model_cfg: dict[str, Any], read: tuple[int, ...]) -> FusionContext:
+    """The model's view of ``graph.esm``: only the layers it reads are loaded, so its slots
+    number those (slots are positions, not weights: the saved model reads any cache)."""
     return FusionContext(
         esm_dim=int(cache.metadata["embed_dim"]),
-        cache_layers=tuple(cache.layers),
+        cache_layers=read or tuple(cache.layers),
         esm_depth=int(cache.metadata["esm_depth"]),
         explicit_layers=model_cfg["esm_layers"],
         pairing=model_cfg.get("layer_pairing", "evenly"),
     )
 
 
-def _load_data(spec: RunSpec, proteins_path: Path, cache_path: Path, cache: EmbeddingCache, with_esm: bool) -> RunData:
+def _load_data(
+    spec: RunSpec, proteins_path: Path, cache_path: Path, cache: EmbeddingCache, read: tuple[int, ...], mem_mb: int,
+) -> RunData:
+    """Graphs of every protein; their ESM rows (float16, the layers read) in memory when they fit
+    the job's share of ``mem_mb``, else streamed per batch."""
     records = read_proteins(proteins_path)
-    graphs = [protein_graph(r, cache.protein(r) if with_esm else None, spec.graph_residues) for r in records]
-    return RunData(records, graphs, _split_graphs(records, graphs), cache, cache_path, file_digest(proteins_path, "sha256"))
+    rows = EsmRows(cache, read, spec.graph_residues) if read else None
+    preload = rows is not None and fits_in_memory(rows, records, mem_mb)
+    graphs = [protein_graph(r, cache.rows(r, read) if preload else None, spec.graph_residues) for r in records]
+    return RunData(
+        records, graphs, _split_ids(records), cache, cache_path, file_digest(proteins_path, "sha256"),
+        stream=rows if rows is not None and not preload else None,
+    )
 
 
 def _run_hash(spec: RunSpec, model_cfg: dict[str, Any], train_cfg: dict[str, Any], data_sha: str, cache_sha: str) -> str:
@@ -284,21 +321,21 @@ def _optimizer_step(trainer: Trainer, loss: torch.Tensor) -> None:
 
 def _train_epoch(trainer: Trainer, data: RunData, epoch: int) -> tuple[list[float], int]:
     """One pass over the training proteins in a seeded order; the losses and residues seen."""
-    cfg, graphs, names = trainer.cfg, data.splits["train"], data.train_names
+    cfg, train = trainer.cfg, data.splits["train"]
     trainer.model.train()
-    order = trainer.order_rng.permutation(len(graphs))
-    batches = residue_budget_batches([g.num_nodes for g in graphs], names, cfg["residue_budget"], order)
+    order = trainer.order_rng.permutation(len(train))
+    sizes = [data.graphs[i].num_nodes for i in train]
+    batches = [[train[j] for j in ids] for ids in residue_budget_batches(sizes, data.names(train), cfg["residue_budget"], order)]
     losses, residues = [], 0
-    for step, batch_ids in enumerate(batches):
+    for step, (batch_ids, batch) in enumerate(device_batches(batches, data.batch_graphs, data.names, trainer.device)):
         for group in trainer.optimizer.param_groups:
             group["lr"] = cfg["lr"] * lr_factor((epoch - 1 + step / len(batches)) / cfg["epochs"], cfg["warmup_fraction"])
-        batch = collate([graphs[i] for i in batch_ids], trainer.device)
         trainer.optimizer.zero_grad()
         with trainer.autocast:
             loss = trainer.task.loss(trainer.model(batch), batch, trainer.model.head)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"epoch {epoch}: loss is {loss.item()} on proteins {[names[i] for i in batch_ids]}; "
+                f"epoch {epoch}: loss is {loss.item()} on proteins {data.names(batch_ids)}; "
                 f"the last good state (epoch {trainer.progress.epoch}) stays in {trainer.folder.last}"
             )
         _optimizer_step(trainer, loss)
@@ -336,13 +373,13 @@ def time_training_steps(
     ``records`` are the proteins of ``graphs``, all in the train split; the caller prepares the
     model's head (``task.prepare``).
     """
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
+    optimizer = make_optimizer(model, train_cfg)
     autocast, scaler = _amp(device)
     trainer = Trainer(
         spec, train_cfg, model, TASKS[spec.task], device, optimizer, autocast, scaler, np.random.default_rng(spec.seed),
         TrainProgress(), RunFolder(Path("calibration")), "calibration",
     )
-    data = RunData(records, graphs, {"train": graphs}, None, Path(), "")
+    data = RunData(records, graphs, {"train": list(range(len(graphs)))}, None, Path(), "")
     _train_epoch(trainer, data, 1)
     done, residues, seconds = 0, 0, 0.0
     while done < steps:
@@ -385,7 +422,7 @@ def _fit(trainer: Trainer, data: RunData) -> None:
         epoch = trainer.progress.epoch + 1
         started = time.time()
         losses, residues = _train_epoch(trainer, data, epoch)
-        val = _evaluate(trainer.model, trainer.task, data.splits["val"], cfg["residue_budget"], trainer.device)
+        val = _evaluate(trainer.model, trainer.task, data, "val", cfg["residue_budget"], trainer.device)
         seconds = time.time() - started
         log.info(
             "epoch %d/%d loss %.4f val %s | %.1f proteins/s %.0f residues/s",
@@ -436,11 +473,11 @@ def _start(spec: RunSpec, proteins_path: Path, cache_path: Path, model_cfg: dict
     device = pick_device()
     task = TASKS[spec.task]
     cache = EmbeddingCache(cache_path)
-    context = _fusion_context(cache, model_cfg)
-    model = build_model(spec.encoder, spec.fusion, spec.task, model_cfg, context, spec.task_options).to(device)
-    data = _load_data(spec, proteins_path, cache_path, cache, reads_esm(spec.fusion, context, model_cfg["num_layers"]))
+    read = read_layers(spec.fusion, cache, model_cfg)
+    model = build_model(spec.encoder, spec.fusion, spec.task, model_cfg, _fusion_context(cache, model_cfg, read), spec.task_options).to(device)
+    data = _load_data(spec, proteins_path, cache_path, cache, read, train_cfg["mem_mb"])
     task.prepare(model.head, data.train_targets)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
+    optimizer = make_optimizer(model, train_cfg)
     autocast, scaler = _amp(device)
     trainer = Trainer(
         spec, train_cfg, model, task, device, optimizer, autocast, scaler, np.random.default_rng(spec.seed),
@@ -472,7 +509,7 @@ def train_run(
     progress, model, folder = trainer.progress, trainer.model, trainer.folder
     model.load_state_dict(progress.best_state)
     budget = train_cfg["residue_budget"]
-    metrics = {name: _evaluate(model, trainer.task, graphs, budget, trainer.device) for name, graphs in data.splits.items() if name != "train"}
+    metrics = {name: _evaluate(model, trainer.task, data, name, budget, trainer.device) for name in data.splits if name != "train"}
     record = RunRecord(
         path=folder.metrics, dataset=spec.dataset, encoder=spec.encoder, fusion=spec.fusion, seed=spec.seed, task=spec.task,
         metrics=metrics, best_epoch=progress.best_epoch, epochs_run=len(progress.curve),
@@ -480,7 +517,7 @@ def train_run(
     )
     write_model(folder.model, SavedModel(spec, model_cfg, progress.best_state, progress.best_epoch))
     write_curve(folder.curve, progress.curve)
-    write_test_predictions(folder.test_predictions, predictions_by_protein(model, trainer.task, data.records, data.graphs, trainer.device))
+    write_test_predictions(folder.test_predictions, predictions_by_protein(model, trainer.task, data, trainer.device))
     write_record(record)
     _log_summary(record, trainer.task, progress, trainer.device)
     return record

@@ -65,3 +65,20 @@ def test_scannet_length_spread_is_the_real_label_files(monkeypatch):
     assert len(drawn) == 2000 and set(drawn) <= set(pool) and len(set(drawn)) > 300
     even = bench.set_lengths(random.Random(0), 16, "even")
     assert sorted(even) == [round(50 + i * 1450 / 15) for i in range(16)]
+
+
+def test_kernel_count_takes_a_multi_tensor_operator_once_and_skips_views(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from bench.data_path import launches
+
+    tensors = [torch.ones(3) for _ in range(5)]
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(False)  # a training test may have left it on: then empty tensors are filled
+    try:
+        with torch.profiler.profile() as profile:
+            torch._foreach_mul_(tensors, 2.0)
+            torch.ones(4).view(2, 2).t().exp()
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+    counted = sum(launches(e) for e in profile.events() if e.cpu_parent is None)
+    assert counted == 1 + 2  # the foreach call; ones' fill and exp (view and t launch nothing)

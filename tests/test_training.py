@@ -179,3 +179,54 @@ def test_time_training_steps_runs_the_training_loop_without_writing(demo_tables,
     assert timing.seconds > 0 and timing.seconds_per_residue == timing.seconds / timing.residues
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())  # backward ran
     assert list(tmp_path.iterdir()) == []
+
+
+def test_rows_streamed_from_the_cache_give_the_same_run(demo_tables, cfgs, tmp_path, caplog):
+    """A job whose rows exceed its memory share streams them per batch; nothing else changes."""
+    model_cfg, train_cfg = cfgs
+    train_cfg = {**train_cfg, "epochs": 2}
+    with caplog.at_level("INFO", logger="bihmf.loader"):
+        in_memory = _run(demo_tables, tmp_path / "memory", (model_cfg, train_cfg))
+        streamed = _run(demo_tables, tmp_path / "streamed", (model_cfg, {**train_cfg, "mem_mb": 0.001}))
+    decisions = [r.getMessage() for r in caplog.records if "ESM rows" in r.getMessage()]
+    assert decisions[0].endswith("kept in memory") and decisions[1].endswith("streamed from the cache per batch")
+    assert streamed.metrics == in_memory.metrics
+
+
+def test_cache_serves_float16_rows_of_the_layers_asked_within_its_bound(demo_tables):
+    from bihmf.esm_cache import EmbeddingCache
+
+    cache = EmbeddingCache(demo_tables / "cache.parquet", decoded_bytes=1)
+    record = read_proteins(demo_tables / "proteins.parquet")[0]
+    full = cache.protein(record)
+    last = cache.layers[-1]
+    rows = cache.rows(record, [last])
+    assert rows.dtype == np.float16 and rows.shape == (len(record.sequence), 1, full.shape[2])
+    assert np.array_equal(rows[:, 0].astype(np.float32), full[:, -1])
+    assert len(cache._decoded) == 1  # the bound keeps only the group in use
+    with pytest.raises(ValueError, match="layers \\[99\\] are not cached"):
+        cache.rows(record, [99])
+
+
+@pytest.mark.parametrize("fusion", ["seq_only", "serial", "parallel", "cross", "bihmf_local", "bihmf_global", "token"])
+def test_a_model_reading_only_its_layers_equals_one_reading_the_whole_cache(demo_tables, cfgs, fusion):
+    """Training loads only the layers a fusion reads, so its slots number those; the weights,
+    and so the outputs, are those of a model built on the whole cache (what predict builds)."""
+    from bihmf.batching import collate, protein_graph
+    from bihmf.esm_cache import EmbeddingCache
+    from bihmf.models.model import build_model
+    from bihmf.training import _fusion_context, read_layers
+
+    model_cfg = {**cfgs[0], "dropout": 0.0}
+    cache = EmbeddingCache(demo_tables / "cache.parquet")
+    read = read_layers(fusion, cache, model_cfg)
+    record = read_proteins(demo_tables / "proteins.parquet")[0]
+    outputs = []
+    for layers in (tuple(cache.layers), read):
+        torch.manual_seed(0)
+        model = build_model("gvp", fusion, "residue_binary", model_cfg, _fusion_context(cache, model_cfg, layers), {}).eval()
+        with torch.no_grad():
+            outputs.append(model(collate([protein_graph(record, cache.rows(record, layers))], torch.device("cpu"))))
+    assert set(read) <= set(cache.layers) and torch.equal(outputs[0], outputs[1])
+    if fusion in ("seq_only", "serial", "parallel", "cross"):  # the last layer only: one of the cache's two
+        assert read == (cache.layers[-1],)

@@ -2,12 +2,15 @@
 
 PyG 2.8's ``knn_graph`` / ``radius_graph`` need pyg-lib, which has no wheel here, so the
 k-nearest-neighbour and radius graphs over CA atoms are built with blocked distance
-computations: memory is ``block x N`` per protein, never ``N x N`` for the whole batch.
+computations over groups of similar-length proteins of a batch at once (padded to the
+group's longest, a few kernels per group, not a Python loop per protein): memory is about
+``block x N``, never ``N x N``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -16,29 +19,103 @@ from torch import Tensor
 N_IDX, CA_IDX, C_IDX, O_IDX, CB_IDX = range(5)
 
 
+PADDING_SLACK = 1.25  # most padded distance entries a group may compute per real one
+
+
+def _padded_by_protein(pos: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
+    """Positions as [proteins, longest, 3] (zeros past each protein's end) and the node index
+    of each slot (-1 past the end).
+
+    Encoders append ligand atoms after all residues, so ``batch`` is not sorted; a stable sort
+    keeps each protein's nodes in their order, so edges come out in the per-protein order.
+    """
+    order = torch.argsort(batch, stable=True)
+    grouped = batch[order]
+    counts = torch.bincount(grouped)
+    local = torch.arange(order.shape[0], device=pos.device) - (torch.cumsum(counts, 0) - counts)[grouped]
+    longest = int(counts.max())
+    padded = pos.new_zeros(counts.shape[0], longest, pos.shape[-1])
+    padded[grouped, local] = pos[order]
+    index = torch.full((counts.shape[0], longest), -1, dtype=torch.long, device=pos.device)
+    index[grouped, local] = order
+    return padded, index
+
+
+def length_groups(counts: list[int], slack: float = PADDING_SLACK) -> list[list[int]]:
+    """Proteins in groups of similar length, longest first: padding a group to its longest
+    member computes at most ``slack`` times the distances a loop per protein would (on a CPU
+    the padded entries cost as much as real ones), while a batch still needs only a few groups."""
+    groups: list[list[int]] = []
+    area = 0
+    for protein in sorted((p for p, n in enumerate(counts) if n > 0), key=lambda p: -counts[p]):
+        if groups and (len(groups[-1]) + 1) * counts[groups[-1][0]] ** 2 <= slack * (area + counts[protein] ** 2):
+            groups[-1].append(protein)
+            area += counts[protein] ** 2
+        else:
+            groups.append([protein])
+            area = counts[protein] ** 2
+    return groups
+
+
+def _distance_blocks(pos: Tensor, batch: Tensor, block: int, direct: bool) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Per length group and block of rows: distances [proteins, rows, longest] from those rows
+    of each protein to all its nodes (inf to padding and to self), the node index of every
+    slot of the group [proteins, longest] (-1: padding) and of the block's rows.
+
+    Rows per block are sized so that a block holds about ``block x N`` entries (N = nodes of
+    the group): a group of similar lengths in one go, one long protein ``block`` rows at a time.
+    """
+    mode = "donot_use_mm_for_euclid_dist" if direct else "use_mm_for_euclid_dist_if_necessary"
+    padded, index = _padded_by_protein(pos, batch)
+    counts = (index >= 0).sum(dim=1)
+    for group in length_groups(counts.tolist()):
+        chosen = torch.tensor(group, device=pos.device)
+        longest = int(max(counts[group].tolist()))
+        nodes, slots = padded[chosen, :longest], index[chosen, :longest]
+        present = slots >= 0
+        rows = max(1, min(longest, block * int(present.sum()) // (len(group) * longest)))
+        for start in range(0, longest, rows):
+            stop = min(start + rows, longest)
+            dist = torch.cdist(nodes[:, start:stop], nodes, compute_mode=mode)
+            dist = dist.masked_fill(~(present[:, start:stop, None] & present[:, None, :]), math.inf)
+            own = torch.arange(stop - start, device=pos.device)
+            dist[:, own, own + start] = math.inf
+            yield dist, slots, slots[:, start:stop]
+
+
+def _in_node_order(sources: list[Tensor], targets: list[Tensor], batch: Tensor) -> Tensor:
+    """Edges of all blocks ordered by protein, then target node (stable: a target keeps its
+    edges' order), as one loop over proteins emits them."""
+    if not sources:
+        return torch.zeros(2, 0, dtype=torch.long, device=batch.device)
+    source, target = torch.cat(sources), torch.cat(targets)
+    rank = torch.empty_like(batch)
+    rank[torch.argsort(batch, stable=True)] = torch.arange(batch.shape[0], device=batch.device)
+    order = torch.argsort(rank[target], stable=True)
+    return torch.stack([source[order], target[order]])
+
+
 def knn_edges(ca: Tensor, batch: Tensor, k: int, block: int = 1024) -> Tensor:
     """Edges j -> i from each residue's k nearest residues of the same protein (self excluded).
 
-    Returns ``edge_index`` [2, E] with row 0 = source j, row 1 = target i (PyG convention).
-    Residues of a protein with fewer than k+1 residues connect to all others.
+    Returns ``edge_index`` [2, E] with row 0 = source j, row 1 = target i (PyG convention),
+    ordered by protein, then target, then distance. Residues of a protein with fewer than
+    k+1 residues connect to all others. Proteins of similar length go through each kernel
+    together (:func:`length_groups`), so a step launches a few kernels per group instead of a
+    dozen per protein.
     """
     sources, targets = [], []
-    for protein in torch.unique(batch):
-        idx = torch.nonzero(batch == protein).flatten()
-        pos = ca[idx]
-        kk = min(k, len(idx) - 1)
-        if kk <= 0:
-            continue
-        for start in range(0, len(idx), block):
-            dist = torch.cdist(pos[start : start + block], pos)
-            rows = torch.arange(dist.shape[0], device=ca.device)
-            dist[rows, rows + start] = math.inf
-            nearest = dist.topk(kk, dim=1, largest=False).indices
-            targets.append(idx[start : start + block].repeat_interleave(kk))
-            sources.append(idx[nearest.flatten()])
-    if not sources:
-        return torch.zeros(2, 0, dtype=torch.long, device=ca.device)
-    return torch.stack([torch.cat(sources), torch.cat(targets)])
+    if ca.shape[0]:
+        for dist, slots, rows in _distance_blocks(ca, batch, block, direct=False):
+            kk = min(k, slots.shape[1] - 1)
+            if kk <= 0:
+                continue
+            nearest = dist.topk(kk, dim=2, largest=False).indices
+            wanted = torch.clamp((slots >= 0).sum(dim=1) - 1, max=k)
+            keep = (rows[:, :, None] >= 0) & (torch.arange(kk, device=ca.device) < wanted[:, None, None])
+            targets.append(rows[:, :, None].expand_as(nearest)[keep])
+            sources.append(torch.gather(slots, 1, nearest.flatten(1)).view_as(nearest)[keep])
+    return _in_node_order(sources, targets, batch)
 
 
 def normalize(x: Tensor, dim: int = -1) -> Tensor:
@@ -133,26 +210,18 @@ def element_index(elements: tuple[str, ...] | list[str]) -> list[int]:
 def radius_edges(pos: Tensor, batch: Tensor, cutoff: float, block: int = 1024) -> Tensor:
     """Edges j -> i between nodes of the same protein closer than ``cutoff`` (self excluded).
 
-    Same contract as :func:`knn_edges` (row 0 = source j, row 1 = target i) and the same
-    memory bound: one ``block x N`` distance block of one protein at a time. Distances are
+    Same contract, order, grouping and memory bound as :func:`knn_edges`. Distances are
     computed directly rather than through the ``|x|^2 - 2 x.y + |y|^2`` matrix product, whose
     float32 cancellation at coordinates of ~100 Å would let a rigid motion flip edges near
     the cutoff.
     """
     sources, targets = [], []
-    for protein in torch.unique(batch):
-        idx = torch.nonzero(batch == protein).flatten()
-        nodes = pos[idx]
-        for start in range(0, len(idx), block):
-            dist = torch.cdist(nodes[start : start + block], nodes, compute_mode="donot_use_mm_for_euclid_dist")
-            rows = torch.arange(dist.shape[0], device=pos.device)
-            dist[rows, rows + start] = math.inf
-            row, col = torch.nonzero(dist < cutoff, as_tuple=True)
-            targets.append(idx[row + start])
-            sources.append(idx[col])
-    if not sources:
-        return torch.zeros(2, 0, dtype=torch.long, device=pos.device)
-    return torch.stack([torch.cat(sources), torch.cat(targets)])
+    if pos.shape[0]:
+        for dist, slots, rows in _distance_blocks(pos, batch, block, direct=True):
+            protein, row, col = torch.nonzero(dist < cutoff, as_tuple=True)
+            targets.append(rows[protein, row])
+            sources.append(slots[protein, col])
+    return _in_node_order(sources, targets, batch)
 
 
 def residue_and_ligand_nodes(graph: Any) -> tuple[Tensor, Tensor]:

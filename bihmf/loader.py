@@ -1,0 +1,135 @@
+"""Batches for the training loop: ESM rows in memory or streamed from the cache, and a
+background producer that prepares the next batches while the current step runs.
+
+A job keeps each graph's ESM rows in memory (float16, only the layers its fusion reads) when
+the split's rows fit a share of the job's declared memory (``train.mem_mb``); otherwise the
+graphs carry no rows and each batch reads its proteins' rows from the cache, whose reader
+keeps a bounded store of decoded row groups. The data order and the batches are the same
+either way, so the choice never changes the numbers a run produces.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import torch
+from torch_geometric.data import Batch, Data
+
+from bihmf.batching import assemble, residue_mask, to_device
+from bihmf.data.schema import ProteinRecord
+from bihmf.esm_cache import EmbeddingCache
+
+log = logging.getLogger(__name__)
+
+# Share of train.mem_mb the in-memory ESM rows may take; the rest holds the model, optimiser
+# state, batches in flight, decoded row groups and the Python process itself.
+ESM_MEMORY_SHARE = 0.5
+PREFETCH_DEPTH = 2  # batches prepared ahead: one in the step's shadow, one spare for jitter
+T = TypeVar("T")
+
+
+class BatchError(RuntimeError):
+    """Preparing a batch failed; the message names its proteins."""
+
+
+@dataclass(frozen=True)
+class EsmRows:
+    """Where a job's ESM rows come from: the cache, the layers its model reads, and which
+    residues enter the graphs (the rows of the others are dropped)."""
+
+    cache: EmbeddingCache
+    layers: tuple[int, ...]
+    residues: str
+
+    def of(self, record: ProteinRecord) -> np.ndarray:
+        """float16 [graph nodes, layers, D] of one protein."""
+        return self.cache.rows(record, self.layers)[residue_mask(record, self.residues)]
+
+    def bytes(self, records: Sequence[ProteinRecord]) -> int:
+        """What holding every record's rows in memory takes (float16)."""
+        nodes = sum(int(residue_mask(r, self.residues).sum()) for r in records)
+        return nodes * len(self.layers) * int(self.cache.metadata["embed_dim"]) * 2
+
+
+def fits_in_memory(rows: EsmRows, records: Sequence[ProteinRecord], mem_mb: int) -> bool:
+    """Whether the rows of ``records`` fit the job's memory share; the decision is logged."""
+    need, budget = rows.bytes(records), ESM_MEMORY_SHARE * mem_mb * 2**20
+    fits = need <= budget
+    log.info(
+        "ESM rows of %d proteins (%d layers): %.0f MiB, budget %.0f MiB (%.0f %% of train.mem_mb=%d): %s",
+        len(records), len(rows.layers), need / 2**20, budget / 2**20, 100 * ESM_MEMORY_SHARE, mem_mb,
+        "kept in memory" if fits else "streamed from the cache per batch",
+    )
+    return fits
+
+
+def with_rows(graph: Data, esm: np.ndarray) -> Data:
+    """A shallow copy of ``graph`` carrying ``esm`` (the stored graph stays without rows)."""
+    out = copy.copy(graph)
+    out.esm = torch.from_numpy(esm)
+    return out
+
+
+def host_batch(graphs: list[Data], device: torch.device) -> Batch:
+    """What the producer thread hands over: for a GPU the assembled batch in pinned memory
+    (so its copy can overlap), for the CPU the finished batch (there is no copy to overlap)."""
+    batch = assemble(graphs)
+    return batch.pin_memory() if device.type == "cuda" else to_device(batch, device)
+
+
+def device_batches(
+    batches: list[list[int]], graphs: Callable[[list[int]], list[Data]], names: Callable[[list[int]], list[str]],
+    device: torch.device, depth: int = PREFETCH_DEPTH,
+) -> Iterator[tuple[list[int], Batch]]:
+    """Each batch of ``batches`` on ``device``, assembled by a background thread ``depth``
+    batches ahead of the consumer; copies to a GPU are issued without waiting."""
+    for ids, batch in prefetched(batches, lambda ids: host_batch(graphs(ids), device), names, depth):
+        yield ids, (to_device(batch, device, non_blocking=True) if device.type == "cuda" else batch)
+
+
+def prefetched(
+    items: list[list[int]], prepare: Callable[[list[int]], T], names: Callable[[list[int]], list[str]], depth: int,
+) -> Iterator[tuple[list[int], T]]:
+    """``prepare(ids)`` for each item, computed by one background thread into a queue of
+    ``depth``; in order. A failure is raised here as :class:`BatchError` naming the proteins;
+    a consumer that stops early stops the thread."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        for ids in items:
+            try:
+                entry = (ids, prepare(ids), None)
+            except Exception as error:  # noqa: BLE001 - handed to the consumer, which raises it
+                put((ids, None, error))
+                return
+            if not put(entry):
+                return
+
+    worker = threading.Thread(target=produce, name="batch-producer", daemon=True)
+    worker.start()
+    try:
+        for _ in items:
+            ids, value, error = ready.get()
+            if error is not None:
+                raise BatchError(f"preparing the batch of proteins {names(ids)} failed: {error}") from error
+            yield ids, value
+    finally:
+        stop.set()
+        worker.join()
