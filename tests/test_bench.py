@@ -52,3 +52,39 @@ def test_joint_attention_takes_the_fused_kernel_on_cpu():
     names = {event.name for event in profile.events()}
     assert "aten::_scaled_dot_product_flash_attention_for_cpu" in names
     assert "aten::_scaled_dot_product_flash_attention_for_cpu_backward" in names
+
+
+def test_rehearsal_quick_run_scales_its_figures_to_the_published_counts(monkeypatch, tmp_path):
+    """The scale rehearsal alone, at its quick size: every stage runs and the full-count figures
+    follow from the measured ones (what BENCHMARKS.md's section 7 shows)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    threads = torch.get_num_threads()
+    rehearsal = importlib.import_module("bench.rehearsal")
+    rehearsal.main(["--quick", "--out", str(tmp_path)])
+    torch.set_num_threads(threads)
+    result = json.loads((tmp_path / "rehearsal.json").read_text())
+    bce = result["results"]["datasets"]["bce"]
+    table = bce["stages"]["table"]
+    assert table["proteins"] == sum(max(1, round(n * result["setup"]["fraction"])) for n in (990, 580, 760, 927, 499))
+    full = bce["full"]
+    assert full["scale"] == pytest.approx(3756 / table["proteins"])
+    assert full["table_mb"] == pytest.approx(table["table_bytes"] * full["scale"] / 2**20)
+    width, layers = result["setup"]["esm"]["embed_dim"], len(result["setup"]["esm"]["layers"])
+    assert full["job_layers_gb"] == pytest.approx(sum(s["graph_residues"] for s in table["splits"].values()) * full["scale"] * layers * width * 4 / 2**30)
+    assert set(bce["epoch_seconds"]) >= set(result["results"]["steps"]["timed"])
+    assert ("| fits |" if full["fits"] else "| must stream |") in rehearsal.render(result)
+
+
+def test_rehearsal_reads_real_lengths_and_completes_untimed_pairs(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    synthetic = importlib.import_module("bench.synthetic")
+    rehearsal = importlib.import_module("bench.rehearsal")
+    sources = synthetic.length_sources()
+    assert sum(map(sum, sources["bce_fold2"])) == 144_094  # residues of labels_fold2.txt, from BCE's table.csv lengths
+    assert sum(map(sum, sources["ppbs_val_70"])) == 109_990 and len(sources["ppbs_val_70"]) == 414
+    timed = {"gvp/struct_only": 3.0, "egnn/struct_only": 1.0, "egnn/cross": 1.5, "none/seq_only": 0.2}
+    assert rehearsal.timed_combinations(["gvp", "egnn"], ["struct_only", "seq_only", "cross"], "egnn") == [
+        ("gvp", "struct_only"), ("egnn", "struct_only"), ("none", "seq_only"), ("egnn", "cross"),
+    ]
+    estimated = rehearsal.step_seconds(timed, ["gvp", "egnn"], ["struct_only", "seq_only", "cross"], "egnn")
+    assert estimated["gvp/cross"] == pytest.approx(3.5) and estimated["none/seq_only"] == 0.2
