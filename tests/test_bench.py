@@ -54,6 +54,7 @@ def test_joint_attention_takes_the_fused_kernel_on_cpu():
     assert "aten::_scaled_dot_product_flash_attention_for_cpu_backward" in names
 
 
+@pytest.mark.slow  # minutes on a busy 2-core machine: 6 child processes and 13 model builds
 def test_rehearsal_quick_run_scales_its_figures_to_the_published_counts(monkeypatch, tmp_path):
     """The scale rehearsal alone, at its quick size: every stage runs and the full-count figures
     follow from the measured ones (what BENCHMARKS.md's section 7 shows)."""
