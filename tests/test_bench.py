@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,11 @@ def suite(monkeypatch):
 
 
 def test_quick_suite_runs_every_benchmark_and_writes_the_report(suite, tmp_path):
+    """Every benchmark but the rehearsal (minutes even at its quick size: its own slow test below),
+    whose committed result renders beside the others."""
     report = tmp_path / "BENCHMARKS.md"
-    suite(["--quick", "--devices", "cpu", "--out", str(tmp_path), "--report", str(report)])
+    shutil.copy(ROOT / "bench" / "results" / "rehearsal.json", tmp_path)
+    suite(["--quick", "--devices", "cpu", "--only", ",".join(BENCHES), "--out", str(tmp_path), "--report", str(report)])
     text = report.read_text()
     assert "{{" not in text and "Not measured yet" not in text
     for name in BENCHES:
@@ -82,3 +86,40 @@ def test_kernel_count_takes_a_multi_tensor_operator_once_and_skips_views(monkeyp
         torch.use_deterministic_algorithms(deterministic)
     counted = sum(launches(e) for e in profile.events() if e.cpu_parent is None)
     assert counted == 1 + 2  # the foreach call; ones' fill and exp (view and t launch nothing)
+
+
+@pytest.mark.slow  # minutes on a busy 2-core machine: 6 child processes and 13 model builds
+def test_rehearsal_quick_run_scales_its_figures_to_the_published_counts(monkeypatch, tmp_path):
+    """The scale rehearsal alone, at its quick size: every stage runs and the full-count figures
+    follow from the measured ones (what BENCHMARKS.md's section 7 shows)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    threads = torch.get_num_threads()
+    rehearsal = importlib.import_module("bench.rehearsal")
+    rehearsal.main(["--quick", "--out", str(tmp_path)])
+    torch.set_num_threads(threads)
+    result = json.loads((tmp_path / "rehearsal.json").read_text())
+    bce = result["results"]["datasets"]["bce"]
+    table = bce["stages"]["table"]
+    assert table["proteins"] == sum(max(1, round(n * result["setup"]["fraction"])) for n in (990, 580, 760, 927, 499))
+    full = bce["full"]
+    assert full["scale"] == pytest.approx(3756 / table["proteins"])
+    assert full["table_mb"] == pytest.approx(table["table_bytes"] * full["scale"] / 2**20)
+    width, layers = result["setup"]["esm"]["embed_dim"], len(result["setup"]["esm"]["layers"])
+    assert full["job_layers_gb"] == pytest.approx(sum(s["graph_residues"] for s in table["splits"].values()) * full["scale"] * layers * width * 4 / 2**30)
+    assert set(bce["epoch_seconds"]) >= set(result["results"]["steps"]["timed"])
+    assert ("| fits |" if full["fits"] else "| must stream |") in rehearsal.render(result)
+
+
+def test_rehearsal_reads_real_lengths_and_completes_untimed_pairs(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    synthetic = importlib.import_module("bench.synthetic")
+    rehearsal = importlib.import_module("bench.rehearsal")
+    sources = synthetic.length_sources()
+    assert sum(map(sum, sources["bce_fold2"])) == 144_094  # residues of labels_fold2.txt, from BCE's table.csv lengths
+    assert sum(map(sum, sources["ppbs_val_70"])) == 109_990 and len(sources["ppbs_val_70"]) == 414
+    timed = {"gvp/struct_only": 3.0, "egnn/struct_only": 1.0, "egnn/cross": 1.5, "none/seq_only": 0.2}
+    assert rehearsal.timed_combinations(["gvp", "egnn"], ["struct_only", "seq_only", "cross"], "egnn") == [
+        ("gvp", "struct_only"), ("egnn", "struct_only"), ("none", "seq_only"), ("egnn", "cross"),
+    ]
+    estimated = rehearsal.step_seconds(timed, ["gvp", "egnn"], ["struct_only", "seq_only", "cross"], "egnn")
+    assert estimated["gvp/cross"] == pytest.approx(3.5) and estimated["none/seq_only"] == 0.2
