@@ -128,7 +128,7 @@ def report_outputs():
 
 
 def ablation_run_files(ablation, name):
-    """Input-function factory (rule ablation_report): one file of every variant run of the
+    """Input-function factory of the ablation_report rule, one file of every variant run of the
     ablation (``ablation`` may be the pattern "{ablation}"), after the main runs they are
     compared with (the variant "default"); with report.partial only the finished ones."""
 
@@ -141,6 +141,17 @@ def ablation_run_files(ablation, name):
         return [f"{folder}/{name}" for folder in folders]
 
     return files
+
+
+def ablation_report_file(ext, caption, kind):
+    """A report() output of one ablation, filed under "4. Ablations" with the ablation as label."""
+    return report(
+        f"{REPORT_DIR}/ablations/{{ablation}}.{ext}",
+        caption=f"../report/{caption}.rst",
+        category="4. Ablations",
+        subcategory="{ablation}",
+        labels={"ablation": "{ablation}", "content": kind},
+    )
 
 
 def ablation_report_outputs():

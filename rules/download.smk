@@ -18,7 +18,7 @@ rule esm_checkpoint:
         model=ESM_CHECKPOINT,
         regression=ESM_CHECKPOINT.replace(".pt", "-contact-regression.pt"),
         # its sha256, hashed once here for every embed job (bihmf.download.record_sha256)
-        sha256=ESM_CHECKPOINT + ".sha256.json",
+        sha256=f"{ESM_CHECKPOINT}.sha256.json",
     conda:
         "../envs/bihmf.yaml"
     log:

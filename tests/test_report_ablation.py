@@ -24,7 +24,7 @@ from esm.model.esm2 import ESM2
 from scipy import stats
 
 from bihmf.report.ablation import (
-    ABLATION_OUTPUTS, esm2_parameters, esm_sizes, load_ablation_runs, resolve_entry, size_axis, write_ablation_report,
+    ABLATION_OUTPUTS, esm2_parameters, esm_sizes, load_ablation_runs, report_spec, size_axis, write_ablation_report,
 )
 from bihmf.report.stats import StatsSettings, bootstrap_metrics, split_rows
 from bihmf.run import RunRecord, read_test_predictions, write_record, write_test_predictions
@@ -82,11 +82,20 @@ def regression_tree(root: Path, entry: dict, skip: set[tuple[str, str, int]] = f
     return paths
 
 
+def config_of(entry: dict, seeds: tuple[int, ...] = SEEDS, splits: list[str] | None = None) -> dict:
+    """A config of lba30 and ppbs (gvp and egnn, struct_only) with ``entry`` as its one ablation."""
+    subsets = [split.removeprefix("test_") for split in splits or [] if split.startswith("test_")]
+    datasets = {
+        "lba30": {"task": "graph_regression", "train": {}},
+        "ppbs": {"task": "residue_binary", "train": {},
+                 "label_files": [{"file": f"{s}.txt", "split": "test", "subset": s} for s in subsets]},
+    }
+    return {"datasets": datasets, "model": {"encoders": ["gvp", "egnn"], "fusions": ["struct_only"]},
+            "train": {"seeds": list(seeds)}, "ablations": [entry], "report": SETTINGS_CFG}
+
+
 def spec_of(entry: dict, paths: list[Path], seeds: tuple[int, ...] = SEEDS, splits: list[str] | None = None):
-    return resolve_entry(entry, datasets={"lba30": "graph_regression", "ppbs": "residue_binary"}, encoders=["gvp", "egnn"],
-                         fusions=["struct_only"], seeds={"lba30": seeds, "ppbs": seeds},
-                         splits={"lba30": ["val", "test"], "ppbs": splits or ["val", "test"]}, metrics=paths,
-                         settings=SETTINGS)
+    return report_spec(config_of(entry, seeds, splits), entry["name"], paths, SETTINGS)
 
 
 def outputs(root: Path, name: str) -> dict[str, Path]:
@@ -237,7 +246,7 @@ def test_plot_against_esm_size_only_when_variants_differ_by_esm_alone(tmp_path: 
     assert size_axis(esm_sizes(mixed, load_ablation_runs(mixed))) is None  # default and one_way share one ESM
 
 
-def test_wrong_runs_and_bad_variant_names_are_errors(tmp_path: Path) -> None:
+def test_runs_of_another_ablation_or_variant_and_duplicates_are_errors(tmp_path: Path) -> None:
     paths = regression_tree(tmp_path, MIXED)
     with pytest.raises(ValueError, match="run of ablation 'mixed' given to the report of ablation 'other'"):
         load_ablation_runs(spec_of({**MIXED, "name": "other"}, paths))
@@ -245,8 +254,6 @@ def test_wrong_runs_and_bad_variant_names_are_errors(tmp_path: Path) -> None:
         load_ablation_runs(spec_of(MIXED, [*paths, paths[6]]))  # paths[6]: t12 struct_only seed 0
     with pytest.raises(ValueError, match=r"variant 't12' is not configured in ablation 'mixed' \(\['one_way'\]\)"):
         load_ablation_runs(spec_of({**MIXED, "variants": MIXED["variants"][1:]}, paths))
-    with pytest.raises(ValueError, match="variant names \\['default'\\] are repeated or reserved"):
-        spec_of({**MIXED, "variants": [{"name": "default", "model": {}}]}, paths)
 
 
 def test_workflow_script_builds_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -256,9 +263,8 @@ def test_workflow_script_builds_the_report(tmp_path: Path, monkeypatch: pytest.M
     job = SimpleNamespace(
         input=SimpleNamespace(metrics=[str(p) for p in paths]),
         output=SimpleNamespace(**{k: str(v) for k, v in out.items()}),
-        params=SimpleNamespace(ablation=MIXED, tasks={"lba30": "graph_regression"}, encoders=["gvp"],
-                               fusions=["struct_only"], seeds={"lba30": list(SEEDS)}, splits={"lba30": ["val", "test"]},
-                               settings=SETTINGS_CFG),
+        config={**config_of(MIXED), "model": {"encoders": ["gvp"], "fusions": ["struct_only"]}},
+        wildcards=SimpleNamespace(ablation="mixed"),
         log=[str(tmp_path / "logs/ablation_mixed.log")],
     )
     handlers, level = logging.root.handlers[:], logging.root.level

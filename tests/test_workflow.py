@@ -18,7 +18,7 @@ from bihmf.ablation import all_ablation_runs, cache_layers, esm_models
 from bihmf.config import load_config
 from bihmf.models.model import run_combinations
 from bihmf.report.stats import evaluate_rows, split_rows
-from bihmf.run import read_test_predictions
+from bihmf.run import read_record, read_test_predictions
 from bihmf.tasks.metrics import is_metric
 import pytest
 
@@ -175,6 +175,13 @@ def test_demo_workflow_runs_end_to_end(tmp_path):
     assert "published: GVP-GNN" in summary and "Columns filled: React ← react_demo" in summary
     assert "Not configured in this run (every cell of ours missing): LBA 60%." in summary
     assert (tmp_path / "benchmarks/train/ppbs_demo/gvp/bihmf_local/seed0.tsv").exists()
+    # the demo's two ablations: their variant runs, tables and plots
+    for ablation, variant in (("esm_size", "t12"), ("direction", "one_way")):
+        run = read_record(tmp_path / f"results/ablations/{ablation}/{variant}/ppbs_demo/gvp/bihmf_local/seed0/metrics.json")
+        assert run.provenance["ablation"]["variant"] == variant
+        table = (report / "ablations" / f"{ablation}.md").read_text()
+        assert "default" in table and variant in table
+        assert (report / "ablations" / f"{ablation}.png").read_bytes().startswith(b"\x89PNG")
     # a second invocation has nothing left to do
     again = _snakemake(["all", "--cores", "2", *DEMO, "--dry-run"], tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -183,7 +190,7 @@ def test_demo_workflow_runs_end_to_end(tmp_path):
     html = _snakemake([*DEMO, "--report", "report.html"], tmp_path)
     assert html.returncode == 0, html.stdout[-4000:] + html.stderr[-4000:]
     page = (tmp_path / "report.html").read_text()
-    for text in ("0. Summary", "summary.html", "ppbs_demo_table.html", "lba_demo_heatmap.png", "psr_demo_runs.csv",
+    for text in ("0. Summary", "4. Ablations", "esm_size.html", "summary.html", "ppbs_demo_table.html", "lba_demo_heatmap.png", "psr_demo_runs.csv",
                  "Test metrics of ppbs_demo", "Bi-HMF benchmark"):
         assert text in page, text
 

@@ -3,20 +3,16 @@
 from pathlib import Path
 
 from bihmf.logs import log_to
-from bihmf.report.ablation import ABLATION_OUTPUTS, resolve_entry, write_ablation_report
+from bihmf.report.ablation import ABLATION_OUTPUTS, report_spec, write_ablation_report
 from bihmf.report.stats import StatsSettings
 
 log_to(snakemake.log[0])
 write_ablation_report(
-    resolve_entry(
-        snakemake.params.ablation,
-        datasets=dict(snakemake.params.tasks),
-        encoders=list(snakemake.params.encoders),
-        fusions=list(snakemake.params.fusions),
-        seeds=dict(snakemake.params.seeds),
-        splits=dict(snakemake.params.splits),
+    report_spec(
+        snakemake.config,
+        snakemake.wildcards.ablation,
         metrics=[Path(p) for p in snakemake.input.metrics],
-        settings=StatsSettings.from_config(snakemake.params.settings),
+        settings=StatsSettings.from_config(snakemake.config["report"]),
     ),
     {name: Path(getattr(snakemake.output, name)) for name in ABLATION_OUTPUTS},
 )

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bihmf.ablation import DEFAULT_VARIANT, dataset_seeds, find_ablation
 from bihmf.io import write_text_atomic
 from bihmf.models.model import run_combinations
 from bihmf.report.aggregate import (
-    column_header, is_test_split, metric_frame, ordered_columns, row_counts, summarise, summary_cell,
+    column_header, split_order, is_test_split, metric_frame, ordered_columns, row_counts, summarise, summary_cell,
 )
 from bihmf.report.build import run_predictions
 from bihmf.report.format import MISSING, Block, Cell, Table, page_html, page_markdown
@@ -35,7 +36,6 @@ from bihmf.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_VARIANT = "default"  # the main runs every variant is compared with
 ABLATION_OUTPUTS = ("md", "csv", "html", "png")
 ESM2_ALPHABET = 33  # tokens of the ESM-1b alphabet every ESM-2 model uses
 COMPARISON_COLUMNS = ["dataset", "encoder", "fusion", "variant", "split", "metric", "test", "n", "delta", "ci_low",
@@ -76,40 +76,21 @@ class AblationReport:
         return [(encoder, fusion, seed) for encoder, fusion in self.pairs for seed in self.seeds[dataset]]
 
 
-def dotted(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{esm: {name: x}}`` -> ``{"esm.name": x}``: how run provenance and the report name overrides."""
-    flat: dict[str, Any] = {}
-    for key, value in overrides.items():
-        if isinstance(value, Mapping):
-            flat.update(dotted(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def resolve_entry(entry: Mapping[str, Any], datasets: Mapping[str, str], encoders: Sequence[str], fusions: Sequence[str],
-                  seeds: Mapping[str, Sequence[int]], splits: Mapping[str, Sequence[str]], metrics: Sequence[Path],
-                  settings: StatsSettings) -> AblationReport:
-    """An ``ablations`` config entry with its defaults filled: every dataset (name -> task), the
-    configured encoders and fusions, each dataset's training seeds."""
-    names = [v["name"] for v in entry["variants"]]
-    clash = sorted({n for n in names if names.count(n) > 1 or n == DEFAULT_VARIANT})
-    if clash:
-        raise ValueError(f"ablation {entry['name']!r}: variant names {clash} are repeated or reserved "
-                         f"({DEFAULT_VARIANT!r} names the main runs)")
-    chosen = list(entry.get("datasets") or datasets)
-    unknown = [d for d in chosen if d not in datasets]
-    if unknown:
-        raise ValueError(f"ablation {entry['name']!r}: datasets {unknown} are not configured ({list(datasets)})")
+def report_spec(config: Mapping[str, Any], name: str, metrics: Sequence[Path], settings: StatsSettings) -> AblationReport:
+    """What the report of ablation ``name`` compares, from the validated config through
+    :mod:`bihmf.ablation`, the expansion the DAG trains, so both agree on every expected run
+    (variant names are checked there, when the config is validated)."""
+    ablation = find_ablation(dict(config), name)
+    datasets = ablation.datasets
     return AblationReport(
-        name=entry["name"],
-        variants=(DEFAULT_VARIANT, *names),
-        overrides={v["name"]: dotted({k: x for k, x in v.items() if k != "name"}) for v in entry["variants"]},
-        datasets=tuple(chosen),
-        tasks={d: datasets[d] for d in chosen},
-        pairs=tuple(run_combinations(entry.get("encoders") or encoders, entry.get("fusions") or fusions)),
-        seeds={d: tuple(entry.get("seeds") or seeds[d]) for d in chosen},
-        splits={d: list(splits[d]) for d in chosen},
+        name=name,
+        variants=(DEFAULT_VARIANT, *(variant.name for variant in ablation.variants)),
+        overrides={variant.name: variant.overrides for variant in ablation.variants},
+        datasets=datasets,
+        tasks={d: config["datasets"][d]["task"] for d in datasets},
+        pairs=tuple(run_combinations(list(ablation.encoders), list(ablation.fusions))),
+        seeds={d: tuple(ablation.seeds if ablation.seeds is not None else dataset_seeds(dict(config), d)) for d in datasets},
+        splits={d: split_order(config["datasets"][d]) for d in datasets},
         metrics=tuple(map(Path, metrics)),
         settings=settings,
     )
