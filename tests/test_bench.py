@@ -104,10 +104,11 @@ def test_rehearsal_quick_run_scales_its_figures_to_the_published_counts(monkeypa
     full = bce["full"]
     assert full["scale"] == pytest.approx(3756 / table["proteins"])
     assert full["table_mb"] == pytest.approx(table["table_bytes"] * full["scale"] / 2**20)
-    width, layers = result["setup"]["esm"]["embed_dim"], len(result["setup"]["esm"]["layers"])
-    assert full["job_layers_gb"] == pytest.approx(sum(s["graph_residues"] for s in table["splits"].values()) * full["scale"] * layers * width * 4 / 2**30)
+    width, read = result["setup"]["esm"]["embed_dim"], result["setup"]["esm"]["read_layers"]
+    assert 1 <= read <= len(result["setup"]["esm"]["layers"])
+    assert full["job_layers_gb"] == pytest.approx(sum(s["graph_residues"] for s in table["splits"].values()) * full["scale"] * read * width * 2 / 2**30)
     assert set(bce["epoch_seconds"]) >= set(result["results"]["steps"]["timed"])
-    assert ("| fits |" if full["fits"] else "| must stream |") in rehearsal.render(result)
+    assert f"| {full['rows']} |" in rehearsal.render(result) and ("| fits |" if full["fits"] else "| does not fit |") in rehearsal.render(result)
 
 
 def test_rehearsal_reads_real_lengths_and_completes_untimed_pairs(monkeypatch):
