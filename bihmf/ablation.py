@@ -21,6 +21,7 @@ from bihmf.recipes import Recipes, RunSettings, load_recipes, run_esm_layers, ru
 from bihmf.run import ABLATION_RUN_DIR
 
 DEFAULT_VARIANT = "default"  # the main runs, in an ablation's tables
+ESM_LIST_ABLATION = "esm_models"  # what a list in esm.name expands into
 # the esm keys that make one checkpoint: a variant naming another model brings its own
 ESM_IDENTITY = ("name", "checkpoint", "random_init")
 
@@ -76,6 +77,22 @@ def _dotted(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
         else:
             out[f"{prefix}.{key}"] = value
     return out
+
+
+def expand_esm_list(config: dict[str, Any]) -> dict[str, Any]:
+    """``esm.name`` given as a list of models: the first is the main model; each other one trains
+    the whole benchmark again as a variant of the ablation :data:`ESM_LIST_ABLATION` (every
+    dataset, encoder × fusion and seed: the full cross product the list asks for), named after the
+    model in lower case, so it gets its own cache and run folders and is compared with the first."""
+    names = config["esm"]["name"]
+    if isinstance(names, str):
+        return config
+    expanded = copy.deepcopy(config)
+    expanded["esm"]["name"] = names[0]
+    if len(names) > 1:
+        variants = [{"name": name.lower(), "esm": {"name": name}} for name in names[1:]]
+        expanded["ablations"] = [*expanded["ablations"], {"name": ESM_LIST_ABLATION, "variants": variants}]
+    return expanded
 
 
 def ablations(config: dict[str, Any]) -> list[Ablation]:

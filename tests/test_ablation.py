@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from bihmf.ablation import (
+    ESM_LIST_ABLATION,
     ablation_runs,
     ablations,
     all_ablation_runs,
@@ -143,6 +144,26 @@ def test_the_ablation_config_is_the_full_config_plus_its_ablations() -> None:
     assert len(ablation_runs(ablation, size)) == 3 * 2 * 3 * 3  # variants x datasets x fusions x seeds
     assert len(ablation_runs(ablation, by_name["direction"])) == 2 * 2 * 3 * 3
     assert len(ablation_runs(ablation, by_name["layer_pairing"])) == 1 * 2 * 3 * 3
+
+
+def test_a_list_of_esm_models_runs_the_whole_benchmark_per_model() -> None:
+    """esm.name as a list: the first is the main model, each other one a variant of 'esm_models'
+    over every dataset, encoder x fusion and seed, with its own checkpoint and caches."""
+    full = load_config(ROOT / "config.yaml")
+    listed = validate_config({**yaml.safe_load((ROOT / "config.yaml").read_text()),
+                              "esm": {"name": ["esm2_t33_650M_UR50D", "esm2_t12_35M_UR50D", "esm2_t6_8M_UR50D"]}})
+    assert listed["esm"] == full["esm"]
+    (entry,) = [a for a in ablations(listed) if a.name == ESM_LIST_ABLATION]
+    assert [(v.name, v.esm) for v in entry.variants] == [
+        ("esm2_t12_35m_ur50d", {"name": "esm2_t12_35M_UR50D"}), ("esm2_t6_8m_ur50d", {"name": "esm2_t6_8M_UR50D"})]
+    main_runs = [run for ablation in ablations(listed) for run in default_runs(listed, ablation)]
+    assert len(ablation_runs(listed, entry)) == 2 * len(main_runs) == 2 * 774  # every main run, once per other model
+    assert list(esm_models(listed)) == ["esm2_t33_650M_UR50D", "esm2_t12_35M_UR50D", "esm2_t6_8M_UR50D"]
+    assert {model for _, model in cache_layers(listed, {})} == set(esm_models(listed))
+    assert validate_config({**copy.deepcopy(DEMO), "esm": {**DEMO["esm"], "name": [DEMO["esm"]["name"]]}})["ablations"] == \
+        validate_config(copy.deepcopy(DEMO))["ablations"]  # a one-model list is that model alone
+    assert "esm2_t12_demo_random" in _error({**copy.deepcopy(DEMO), "ablations": [],
+                                             "esm": {**DEMO["esm"], "name": [DEMO["esm"]["name"], "esm2_t12_demo_random"]}})
 
 
 def test_seq_only_runs_once_under_encoder_none_and_seeds_default_to_the_datasets() -> None:
