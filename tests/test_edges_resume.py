@@ -29,6 +29,7 @@ def _arguments(tmp_path: Path) -> list[str]:
     config = copy.deepcopy(demo)
     config["datasets"] = {"ppbs_demo": demo["datasets"]["ppbs_demo"]}
     config["model"]["fusions"] = ["struct_only"]
+    config["ablations"] = []  # the demo's ablations compare fusions this run does not train
     config["train"].update(seeds=[0], epochs=3, patience=3)
     path = tmp_path / "reduced.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -72,6 +72,7 @@ def reduced_demo_config(demo: dict) -> dict:
     config = copy.deepcopy(demo)
     config["datasets"] = {DEMO_DATASET: demo["datasets"][DEMO_DATASET]}
     config["model"]["fusions"] = list(DEMO_FUSIONS)
+    config["ablations"] = []  # the two training jobs above are the whole training stage
     config["train"].update(seeds=[0], epochs=2, patience=2, runtime_min=10)
     return config
 
