@@ -84,14 +84,16 @@ def expand_esm_list(config: dict[str, Any]) -> dict[str, Any]:
     the whole benchmark again as a variant of the ablation :data:`ESM_LIST_ABLATION` (every
     dataset, encoder × fusion and seed: the full cross product the list asks for), named after the
     model in lower case, so it gets its own cache and run folders and is compared with the first."""
-    names = config["esm"]["name"]
-    if isinstance(names, str):
-        return config
+    names = config.get("esm", {}).get("name")
+    if not isinstance(names, list):
+        return config  # one model (or nothing yet): the schema checks it
+    if not names or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"esm.name {names!r}: a list must name one or more ESM-2 models")
     expanded = copy.deepcopy(config)
     expanded["esm"]["name"] = names[0]
     if len(names) > 1:
         variants = [{"name": name.lower(), "esm": {"name": name}} for name in names[1:]]
-        expanded["ablations"] = [*expanded["ablations"], {"name": ESM_LIST_ABLATION, "variants": variants}]
+        expanded["ablations"] = [*expanded.get("ablations", []), {"name": ESM_LIST_ABLATION, "variants": variants}]
     return expanded
 
 

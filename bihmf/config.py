@@ -113,11 +113,13 @@ def _ablation_problems(config: dict[str, Any]) -> list[str]:
 def _validated(config: dict[str, Any], details: Path | None) -> dict[str, Any]:
     from bihmf.ablation import expand_esm_list
 
-    filled = copy.deepcopy(config)
+    try:
+        filled = expand_esm_list(copy.deepcopy(config))
+    except ValueError as error:
+        raise ConfigError(f"invalid bihmf config: {error}") from None
     errors = _schema_errors(filled)
     if errors:
         raise config_error(errors, details)
-    filled = expand_esm_list(filled)
     problems = _ablation_problems(filled)
     if problems:
         raise ConfigError("invalid bihmf config: " + "\n  ".join(problems))

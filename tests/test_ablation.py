@@ -164,6 +164,8 @@ def test_a_list_of_esm_models_runs_the_whole_benchmark_per_model() -> None:
         validate_config(copy.deepcopy(DEMO))["ablations"]  # a one-model list is that model alone
     assert "esm2_t12_demo_random" in _error({**copy.deepcopy(DEMO), "ablations": [],
                                              "esm": {**DEMO["esm"], "name": [DEMO["esm"]["name"], "esm2_t12_demo_random"]}})
+    assert "esm.name []: a list must name one or more ESM-2 models" in _error({**copy.deepcopy(DEMO), "esm": {"name": []}})
+    assert "does not match '^esm2'" in _error({**copy.deepcopy(DEMO), "ablations": [], "esm": {"name": ["t12"]}})
 
 
 def test_seq_only_runs_once_under_encoder_none_and_seeds_default_to_the_datasets() -> None:
