@@ -14,7 +14,8 @@ import copy
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 ESM_MEMORY_SHARE = 0.5
 PREFETCH_DEPTH = 2  # batches prepared ahead: one in the step's shadow, one spare for jitter
 T = TypeVar("T")
+_END = ("end",)  # the producer's last entry: every item was handed over
 
 
 class BatchError(RuntimeError):
@@ -85,21 +87,23 @@ def host_batch(graphs: list[Data], device: torch.device) -> Batch:
 
 
 def device_batches(
-    batches: list[list[int]], graphs: Callable[[list[int]], list[Data]], names: Callable[[list[int]], list[str]],
+    batches: Iterable[list[int]], graphs: Callable[[list[int]], list[Data]], names: Callable[[list[int]], list[str]],
     device: torch.device, depth: int = PREFETCH_DEPTH,
 ) -> Iterator[tuple[list[int], Batch]]:
     """Each batch of ``batches`` on ``device``, assembled by a background thread ``depth``
-    batches ahead of the consumer; copies to a GPU are issued without waiting."""
-    for ids, batch in prefetched(batches, lambda ids: host_batch(graphs(ids), device), names, depth):
-        yield ids, (to_device(batch, device, non_blocking=True) if device.type == "cuda" else batch)
+    batches ahead of the consumer; copies to a GPU are issued without waiting. ``batches`` may
+    be lazy and span epochs, so the next epoch's first batches are ready when it starts."""
+    with closing(prefetched(batches, lambda ids: host_batch(graphs(ids), device), names, depth)) as ready:
+        for ids, batch in ready:
+            yield ids, (to_device(batch, device, non_blocking=True) if device.type == "cuda" else batch)
 
 
 def prefetched(
-    items: list[list[int]], prepare: Callable[[list[int]], T], names: Callable[[list[int]], list[str]], depth: int,
+    items: Iterable[list[int]], prepare: Callable[[list[int]], T], names: Callable[[list[int]], list[str]], depth: int,
 ) -> Iterator[tuple[list[int], T]]:
     """``prepare(ids)`` for each item, computed by one background thread into a queue of
-    ``depth``; in order. A failure is raised here as :class:`BatchError` naming the proteins;
-    a consumer that stops early stops the thread."""
+    ``depth``; in order. A failure to prepare is raised here as :class:`BatchError` naming the
+    proteins, one to list the items as itself; a consumer that stops early stops the thread."""
     ready: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -113,20 +117,27 @@ def prefetched(
         return False
 
     def produce() -> None:
-        for ids in items:
-            try:
-                entry = (ids, prepare(ids), None)
-            except Exception as error:  # noqa: BLE001 - handed to the consumer, which raises it
-                put((ids, None, error))
-                return
-            if not put(entry):
-                return
+        try:
+            for ids in items:
+                try:
+                    entry = (ids, prepare(ids), None)
+                except Exception as error:  # noqa: BLE001 - handed to the consumer, which raises it
+                    put((ids, None, error))
+                    return
+                if not put(entry):
+                    return
+        except Exception as error:  # noqa: BLE001 - the item list itself failed: the consumer raises it as is
+            put((None, None, error))
+            return
+        put(_END)
 
     worker = threading.Thread(target=produce, name="batch-producer", daemon=True)
     worker.start()
     try:
-        for _ in items:
-            ids, value, error = ready.get()
+        while (entry := ready.get()) is not _END:
+            ids, value, error = entry
+            if error is not None and ids is None:
+                raise error
             if error is not None:
                 raise BatchError(f"preparing the batch of proteins {names(ids)} failed: {error}") from error
             yield ids, value

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -22,7 +23,8 @@ import platform
 import resource
 import subprocess
 import time
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator
+from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
-from torch_geometric.data import Data
+from torch_geometric.data import Batch, Data
 
 from bihmf.batching import in_order_batches, protein_graph, residue_budget_batches
 from bihmf.data.schema import ProteinRecord, read_proteins
@@ -207,7 +209,6 @@ class Trainer:
     optimizer: torch.optim.Optimizer
     autocast: Any
     scaler: torch.amp.GradScaler | None
-    order_rng: np.random.Generator
     progress: TrainProgress
     folder: RunFolder
     run_hash: str
@@ -265,7 +266,6 @@ def _save_last(trainer: Trainer) -> None:
         "model": trainer.model.state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
         "scaler": trainer.scaler.state_dict() if trainer.scaler else None,
-        "order_rng": trainer.order_rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "progress": asdict(trainer.progress),
@@ -294,7 +294,6 @@ def _resume(trainer: Trainer) -> bool:
     trainer.optimizer.load_state_dict(resumed["optimizer"])
     if trainer.scaler is not None and resumed["scaler"]:
         trainer.scaler.load_state_dict(resumed["scaler"])
-    trainer.order_rng.bit_generator.state = resumed["order_rng"]
     torch.set_rng_state(resumed["torch_rng"])
     if resumed["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(resumed["cuda_rng"])
@@ -319,17 +318,35 @@ def _optimizer_step(trainer: Trainer, loss: torch.Tensor) -> None:
         trainer.optimizer.step()
 
 
-def _train_epoch(trainer: Trainer, data: RunData, epoch: int) -> tuple[list[float], int]:
-    """One pass over the training proteins in a seeded order; the losses and residues seen."""
-    cfg, train = trainer.cfg, data.splits["train"]
-    trainer.model.train()
-    order = trainer.order_rng.permutation(len(train))
+def epoch_batches(data: RunData, budget: int, seed: int, epoch: int) -> list[list[int]]:
+    """The training batches of ``epoch``, packed by residue budget in an order drawn from the
+    run's seed and the epoch alone: the batches of the next epoch are known, and prepared,
+    while this one and its validation run, and a resumed run draws the same ones."""
+    train = data.splits["train"]
+    order = np.random.default_rng([seed, epoch]).permutation(len(train))
     sizes = [data.graphs[i].num_nodes for i in train]
-    batches = [[train[j] for j in ids] for ids in residue_budget_batches(sizes, data.names(train), cfg["residue_budget"], order)]
+    return [[train[j] for j in ids] for ids in residue_budget_batches(sizes, data.names(train), budget, order)]
+
+
+def training_batches(trainer: Trainer, data: RunData, epochs: Iterable[int]) -> Iterator[tuple[list[int], Batch]]:
+    """Every training batch of ``epochs`` in turn, on the device, through one background
+    producer, so an epoch boundary (and the validation pass at it) never empties the queue."""
+    budget, seed = trainer.cfg["residue_budget"], trainer.spec.seed
+    plans = (ids for epoch in epochs for ids in epoch_batches(data, budget, seed, epoch))
+    return device_batches(plans, data.batch_graphs, data.names, trainer.device)
+
+
+def _train_epoch(trainer: Trainer, data: RunData, epoch: int, batches: Iterator[tuple[list[int], Batch]]) -> tuple[list[float], int]:
+    """One pass over the training proteins, taking this epoch's batches from ``batches``
+    (:func:`training_batches`); the losses and residues seen."""
+    cfg = trainer.cfg
+    trainer.model.train()
+    steps = len(epoch_batches(data, cfg["residue_budget"], trainer.spec.seed, epoch))
     losses, residues = [], 0
-    for step, (batch_ids, batch) in enumerate(device_batches(batches, data.batch_graphs, data.names, trainer.device)):
+    for step in range(steps):
+        batch_ids, batch = next(batches)
         for group in trainer.optimizer.param_groups:
-            group["lr"] = cfg["lr"] * lr_factor((epoch - 1 + step / len(batches)) / cfg["epochs"], cfg["warmup_fraction"])
+            group["lr"] = cfg["lr"] * lr_factor((epoch - 1 + step / steps) / cfg["epochs"], cfg["warmup_fraction"])
         trainer.optimizer.zero_grad()
         with trainer.autocast:
             loss = trainer.task.loss(trainer.model(batch), batch, trainer.model.head)
@@ -376,19 +393,22 @@ def time_training_steps(
     optimizer = make_optimizer(model, train_cfg)
     autocast, scaler = _amp(device)
     trainer = Trainer(
-        spec, train_cfg, model, TASKS[spec.task], device, optimizer, autocast, scaler, np.random.default_rng(spec.seed),
+        spec, train_cfg, model, TASKS[spec.task], device, optimizer, autocast, scaler,
         TrainProgress(), RunFolder(Path("calibration")), "calibration",
     )
     data = RunData(records, graphs, {"train": list(range(len(graphs)))}, None, Path(), "")
-    _train_epoch(trainer, data, 1)
     done, residues, seconds = 0, 0, 0.0
-    while done < steps:
-        _synchronize(device)
-        started = time.perf_counter()
-        losses, seen = _train_epoch(trainer, data, 1)
-        _synchronize(device)
-        seconds += time.perf_counter() - started
-        done, residues = done + len(losses), residues + seen
+    with closing(training_batches(trainer, data, itertools.count(1))) as batches:
+        _train_epoch(trainer, data, 1, batches)
+        for epoch in itertools.count(2):
+            if done >= steps:
+                break
+            _synchronize(device)
+            started = time.perf_counter()
+            losses, seen = _train_epoch(trainer, data, epoch, batches)
+            _synchronize(device)
+            seconds += time.perf_counter() - started
+            done, residues = done + len(losses), residues + seen
     return StepTiming(done, residues, seconds)
 
 
@@ -418,18 +438,26 @@ def _end_epoch(trainer: Trainer, epoch: int, val: dict[str, float | None], losse
 def _fit(trainer: Trainer, data: RunData) -> None:
     """Epochs until the configured number or until patience runs out (a resumed run continues)."""
     cfg = trainer.cfg
-    while trainer.progress.epoch < cfg["epochs"] and not _patience_spent(trainer.progress, cfg["patience"]):
-        epoch = trainer.progress.epoch + 1
-        started = time.time()
-        losses, residues = _train_epoch(trainer, data, epoch)
-        val = _evaluate(trainer.model, trainer.task, data, "val", cfg["residue_budget"], trainer.device)
-        seconds = time.time() - started
-        log.info(
-            "epoch %d/%d loss %.4f val %s | %.1f proteins/s %.0f residues/s",
-            epoch, cfg["epochs"], float(np.mean(losses)), json.dumps({k: _rounded(v) for k, v in val.items()}),
-            len(data.splits["train"]) / seconds, residues / seconds,
-        )
-        _end_epoch(trainer, epoch, val, losses, seconds)
+    remaining = range(trainer.progress.epoch + 1, cfg["epochs"] + 1)
+    with closing(training_batches(trainer, data, remaining)) as batches:
+        while trainer.progress.epoch < cfg["epochs"] and not _patience_spent(trainer.progress, cfg["patience"]):
+            _fit_epoch(trainer, data, batches)
+
+
+def _fit_epoch(trainer: Trainer, data: RunData, batches: Iterator[tuple[list[int], Batch]]) -> None:
+    """Train the next epoch, validate, log and record it."""
+    cfg = trainer.cfg
+    epoch = trainer.progress.epoch + 1
+    started = time.time()
+    losses, residues = _train_epoch(trainer, data, epoch, batches)
+    val = _evaluate(trainer.model, trainer.task, data, "val", cfg["residue_budget"], trainer.device)
+    seconds = time.time() - started
+    log.info(
+        "epoch %d/%d loss %.4f val %s | %.1f proteins/s %.0f residues/s",
+        epoch, cfg["epochs"], float(np.mean(losses)), json.dumps({k: _rounded(v) for k, v in val.items()}),
+        len(data.splits["train"]) / seconds, residues / seconds,
+    )
+    _end_epoch(trainer, epoch, val, losses, seconds)
 
 
 def _provenance(trainer: Trainer, data: RunData, model_cfg: dict[str, Any], started: float, resumed: bool) -> dict[str, Any]:
@@ -480,7 +508,7 @@ def _start(spec: RunSpec, proteins_path: Path, cache_path: Path, model_cfg: dict
     optimizer = make_optimizer(model, train_cfg)
     autocast, scaler = _amp(device)
     trainer = Trainer(
-        spec, train_cfg, model, task, device, optimizer, autocast, scaler, np.random.default_rng(spec.seed),
+        spec, train_cfg, model, task, device, optimizer, autocast, scaler,
         TrainProgress(best_state=copy.deepcopy(model.state_dict())), RunFolder(out_dir),
         _run_hash(spec, model_cfg, train_cfg, data.data_sha, cache.metadata["checkpoint_sha256"]),
     )

@@ -115,3 +115,34 @@ def test_a_consumer_that_stops_early_stops_the_producer():
     next(items)
     items.close()
     assert threading.active_count() == before
+
+
+def test_the_producer_prepares_the_next_epoch_before_the_consumer_reaches_it():
+    """A lazy item list spanning epochs: while the consumer holds the last batch of epoch 1
+    (its step, then validation), the first batches of epoch 2 are already prepared."""
+    epochs = {1: [[0], [1]], 2: [[2], [3]]}
+    prepared: list[int] = []
+    done = threading.Event()
+
+    def prepare(ids: list[int]) -> list[int]:
+        prepared.extend(ids)
+        if len(prepared) == 4:
+            done.set()
+        return ids
+
+    items = prefetched((ids for epoch in (1, 2) for ids in epochs[epoch]), prepare, lambda ids: [], depth=2)
+    assert [next(items)[0], next(items)[0]] == epochs[1]
+    assert done.wait(timeout=10)
+    assert prepared == [0, 1, 2, 3]
+    assert list(ids for ids, _ in items) == epochs[2]
+
+
+def test_a_failing_item_list_is_raised_as_itself():
+    def plans():
+        yield [0]
+        raise ValueError("protein p9 has 900 residues, more than train.residue_budget=500")
+
+    items = prefetched(plans(), lambda ids: ids, lambda ids: [], depth=2)
+    assert next(items) == ([0], [0])
+    with pytest.raises(ValueError, match="p9 has 900 residues"):
+        next(items)

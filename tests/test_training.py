@@ -230,3 +230,18 @@ def test_a_model_reading_only_its_layers_equals_one_reading_the_whole_cache(demo
     assert set(read) <= set(cache.layers) and torch.equal(outputs[0], outputs[1])
     if fusion in ("seq_only", "serial", "parallel", "cross"):  # the last layer only: one of the cache's two
         assert read == (cache.layers[-1],)
+
+
+def test_an_epochs_batches_follow_from_the_seed_and_the_epoch_alone(demo_tables):
+    """What lets the producer prepare the next epoch early and a resumed run draw the same batches."""
+    from bihmf.batching import protein_graph
+    from bihmf.training import RunData, epoch_batches
+
+    records = read_proteins(demo_tables / "proteins.parquet")
+    graphs = [protein_graph(r, None) for r in records]
+    data = RunData(records, graphs, {"train": list(range(len(records)))}, None, Path(), "")
+    budget = max(g.num_nodes for g in graphs)
+    first = epoch_batches(data, budget, 0, 1)
+    assert len(first) > 1 and sorted(i for ids in first for i in ids) == data.splits["train"]
+    assert first == epoch_batches(data, budget, 0, 1)
+    assert first != epoch_batches(data, budget, 0, 2) and first != epoch_batches(data, budget, 1, 1)
