@@ -392,3 +392,26 @@ def test_snakemake_predict_target_trains_the_run_then_predicts(inputs, tmp_path)
     missing = _dry_run(tmp_path)
     assert missing.returncode != 0
     assert "target predict needs --config predict_run=<run folder> predict_in=" in missing.stdout + missing.stderr
+
+
+def test_the_checkpoint_is_checked_by_its_recorded_digest_while_it_matches(workflow, monkeypatch):
+    """`bihmf predict` trusts the esm_checkpoint rule's sha256 record instead of rehashing a
+    multi-GB checkpoint per call, and hashes again once the file no longer matches the record."""
+    import bihmf.download
+    from bihmf.download import digest_record, record_sha256
+    from bihmf.predict.embeddings import verified_checkpoint
+
+    run = load_run(workflow["ppbs"])
+    checkpoint = workflow["root"] / "resources/esm" / CHECKPOINT
+    times = checkpoint.stat().st_atime_ns, checkpoint.stat().st_mtime_ns
+    record_sha256(checkpoint)
+    hashed: list[Path] = []
+    real_digest = bihmf.download.file_digest
+    monkeypatch.setattr(bihmf.download, "file_digest", lambda path, algorithm: hashed.append(path) or real_digest(path, algorithm))
+    try:
+        assert verified_checkpoint(run, None) == checkpoint and hashed == []
+        os.utime(checkpoint, ns=(times[0], times[1] + 1))
+        assert verified_checkpoint(run, None) == checkpoint and hashed == [checkpoint]
+    finally:  # the workflow fixture is shared: leave its checkpoint as found
+        digest_record(checkpoint).unlink()
+        os.utime(checkpoint, ns=times)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from bihmf.data.schema import ProteinRecord
-from bihmf.download import file_digest
+from bihmf.download import recorded_sha256
 from bihmf.esm import embed_sequences, load_esm, regression_path
 from bihmf.esm_cache import EmbedSettings, EmbeddingCache, chain_sequences
 from bihmf.predict.options import InputError, PredictOptions, RunError
@@ -38,7 +38,7 @@ def verified_checkpoint(run: TrainedRun, given: Path | None) -> Path | None:
         return None
     if not regression_path(path).exists():
         raise RunError(f"{path}: fair-esm needs {regression_path(path).name} beside the checkpoint")
-    digest = file_digest(path, "sha256")
+    digest = recorded_sha256(path)  # the esm_checkpoint rule's record, while size and mtime match
     if digest != run.provenance["esm_checkpoint_sha256"]:
         raise RunError(
             f"{path}: sha256 {digest} differs from the checkpoint the run was trained with "
