@@ -39,8 +39,9 @@ whose peak resident set is measured:
 Figures at ``--fraction`` < 1 are scaled to the full count linearly (counts, bytes, seconds,
 and the per-residue part of memory); the result file records which.
 
-Run: ``.venv/bin/python -m bench.rehearsal`` (3 % of the counts; about 30 minutes on 2 busy cores);
-``--fraction 0.01 --datasets bce`` to see it run.
+Run: ``.venv/bin/python -m bench.rehearsal`` (the full counts; projected at about 40 minutes and
+under 5 GB per stage on 2 quiet cores, from runs at 3 % and 10 %); ``--fraction 0.01 --datasets bce``
+to see it run.
 """
 
 from __future__ import annotations
@@ -437,6 +438,10 @@ def _gb(mb: float) -> str:
     return f"{mb / 1024:,.1f} GB"
 
 
+def _layers(count: int) -> str:
+    return f"{count} layer{'' if count == 1 else 's'}"
+
+
 def cached_text(caches: dict[str, dict[str, Any]], datasets: list[str]) -> str:
     """Each distinct cached layer list once, with the datasets whose cache holds it."""
     groups: dict[tuple[int, ...], list[str]] = {}
@@ -473,8 +478,8 @@ def render(result: dict[str, Any]) -> str:
         ])
         train_rows.append([
             dataset, f"{t['train']['epoch_seconds']:,.0f} s", f"{full['epoch_seconds'] / 60:,.0f} min", f"{full['train_peak_mb']:,.0f} MB",
-            f"{t['train']['rows']} ({t['train']['read_layers']} layers, mem_mb {t['train']['rehearsal_mem_mb']:g} of {t['train']['mem_mb']:,})",
-            f"{full['train_split_fp16_gb']:,.1f} GB", f"{full['job_layers_gb']:,.0f} GB ({esm['caches'][dataset]['read_layers']} layers)",
+            f"{t['train']['rows']} ({_layers(t['train']['read_layers'])}, mem_mb {t['train']['rehearsal_mem_mb']:g} of {t['train']['mem_mb']:,})",
+            f"{full['train_split_fp16_gb']:,.1f} GB", f"{full['job_layers_gb']:,.0f} GB ({_layers(esm['caches'][dataset]['read_layers'])})",
             full["rows"], f"{_gb(full['job_mb'])} vs {t['train']['mem_mb'] / 1024:.1f} GB", "fits" if full["fits"] else "does not fit",
         ])
     data_headers = [
@@ -558,7 +563,7 @@ def rehearse(args: argparse.Namespace, datasets: list[str]) -> dict[str, Any]:
 def main(argv: list[str]) -> None:
     parser = base_parser(__doc__.splitlines()[0], devices=False)
     parser.add_argument("--datasets", default=",".join(SHAPES), help=f"comma-separated, of {', '.join(SHAPES)}")
-    parser.add_argument("--fraction", type=float, default=0.03, help="share of each published count to draw (figures scale to the full count)")
+    parser.add_argument("--fraction", type=float, default=1.0, help="share of each published count to draw (figures scale to the full count)")
     parser.add_argument("--esm-width", type=int, default=8, help="reduced ESM width of the rehearsal's cache")
     parser.add_argument("--encoder", default="none", help="encoder of the measured one-epoch train_run")
     parser.add_argument("--fusion", default="seq_only", help="fusion of the measured one-epoch train_run")
