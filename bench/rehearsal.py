@@ -11,8 +11,9 @@ whose peak resident set is measured:
   entries/s is extrapolated linearly to the full count.
 - **embed**: the real embed job (``embed_shard`` per configured shard, then ``write_index``) on
   every distinct chain of the table, with a random-init ESM-2 of the configured model's depth
-  (so the cached layers are the configured ones, from ``esm_layers_to_cache`` on config.yaml)
-  and a reduced width (``--esm-width``). The language model's forward is replaced by Gaussian
+  and a reduced width (``--esm-width``). Each dataset's cache holds the layers the workflow
+  caches for it (``bihmf.ablation.cache_layers`` on config.yaml: the union over every run
+  reading that (dataset, ESM model) cache). The language model's forward is replaced by Gaussian
   float16 rows of the model's width: an ESM forward of this many residues takes hours on two
   cores, and only the bytes matter here. A sample of chains is embedded by the real forward too,
   and its bytes per value are shown beside the Gaussian rows' (how well values compress decides
@@ -21,10 +22,14 @@ whose peak resident set is measured:
 - **train**: the real ``train_run`` for one epoch of ``--encoder`` x ``--fusion`` (cheap, so
   it runs at scale on two cores) on the table and cache above. ``train_run`` keeps float16 rows of
   only the layers its fusion reads in memory when they fit half of ``train.mem_mb``
-  (``bihmf.loader``), else streams them from the cache through a bounded store of decoded row
-  groups; the job's memory at the configured width is the measured peak with the reduced width's
-  rows exchanged for the configured width's (or for that store's bound when they stream), and
-  the verdict compares it with the job's ``train.mem_mb``.
+  (``bihmf.loader``), else streams them from the cache through a store of decoded row groups
+  bounded in bytes. The rehearsal's rows are narrower than the configured model's, so the job
+  runs with ``train.mem_mb`` shrunk by the same ratio (reduced width / configured width): it
+  keeps or streams its rows exactly as the job at the configured width does, and the result
+  records both figures and the choice taken. The job reading the most layers (the widest; rows
+  a job reads come from ``bihmf.ablation.run_layers``, the expansion behind ``cache_layers``)
+  at the configured width is the measured peak with the measured job's rows exchanged for its
+  own, or for one store when it streams; the verdict compares that with ``train.mem_mb``.
 - **steps**: seconds per residue of one training step (``time_training_steps``, the loop of
   ``train_run``) for every configured encoder x fusion with its recipe's sizes, on a sample of
   the dataset's training proteins; seconds per epoch at full count = that x the split's graph
@@ -34,8 +39,9 @@ whose peak resident set is measured:
 Figures at ``--fraction`` < 1 are scaled to the full count linearly (counts, bytes, seconds,
 and the per-residue part of memory); the result file records which.
 
-Run: ``.venv/bin/python -m bench.rehearsal`` (3 % of the counts; about 30 minutes on 2 busy cores);
-``--fraction 0.01 --datasets bce`` to see it run.
+Run: ``.venv/bin/python -m bench.rehearsal`` (the full counts; projected at about 40 minutes and
+under 5 GB per stage on 2 quiet cores, from runs at 3 % and 10 %); ``--fraction 0.01 --datasets bce``
+to see it run.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ import torch
 import yaml
 
 import bihmf.esm
+import bihmf.training
 from bench.common import (
     ESM_SHAPES,
     ROOT,
@@ -75,6 +82,7 @@ from bench.common import (
     unpack,
 )
 from bench.synthetic import SHAPES, records
+from bihmf.ablation import cache_layers, run_layers
 from bihmf.batching import protein_graph, residue_mask
 from bihmf.config import validate_config
 from bihmf.data import DATASETS
@@ -84,8 +92,8 @@ from bihmf.esm_cache import EmbeddingCache, EmbedSettings, chain_sequences, read
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import build_model, run_combinations
 from bihmf.esm_cache import DECODED_BYTES
-from bihmf.loader import ESM_MEMORY_SHARE
-from bihmf.recipes import esm_layers_to_cache, run_esm_layers, run_settings
+from bihmf.loader import ESM_MEMORY_SHARE, EsmRows, fits_in_memory
+from bihmf.recipes import load_recipes, run_settings
 from bihmf.run import CURVE_FILE, RunSpec
 from bihmf.tasks import TASKS, task_options
 from bihmf.training import time_training_steps, train_run
@@ -104,17 +112,22 @@ def full_config() -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def configured_esm() -> dict[str, Any]:
-    """The configured ESM-2: name, released shape, the layers the embed stage caches and the most
-    layers one training job needs (its fusion's reads; a job loads only those)."""
+    """The configured ESM-2 (name, released shape, shards) and per dataset its cache of that model:
+    the layers the embed job writes (the union over every run reading the cache, as the workflow's
+    ``cache_layers``) and the most layers one training job reading it loads (its fusion's reads)."""
     config, explicit = full_config()
-    depth = esm_depth(config["esm"])
-    model = config["model"]
-    read = max(len(run_esm_layers(run_settings(config, explicit, dataset, encoder).model, fusion, depth))
-               for dataset in config["datasets"] for encoder, fusion in run_combinations(model["encoders"], model["fusions"]))
-    return {
-        "name": config["esm"]["name"], **ESM_SHAPES[f"t{depth}"], "layers": esm_layers_to_cache(config, explicit, depth),
-        "read_layers": read, "shards": config["esm"]["shards"],
-    }
+    name, recipes = config["esm"]["name"], load_recipes()
+    cached, runs = cache_layers(config, explicit, recipes), run_layers(config, explicit, recipes)
+    caches = {dataset: {"layers": cached[(dataset, name)], "read_layers": max(map(len, runs[(dataset, name)]))}
+              for dataset in config["datasets"]}
+    return {"name": name, **ESM_SHAPES[f"t{esm_depth(config['esm'])}"], "shards": config["esm"]["shards"], "caches": caches}
+
+
+def dataset_esm(esm: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """The configured ESM-2 as one dataset's jobs see it: its shape and that dataset's cache."""
+    if dataset not in esm["caches"]:
+        raise KeyError(f"dataset {dataset!r} is not in {CONFIG} (datasets: {', '.join(esm['caches'])})")
+    return {**{key: value for key, value in esm.items() if key != "caches"}, **esm["caches"][dataset]}
 
 
 def paths(work: Path, dataset: str) -> dict[str, Path]:
@@ -201,7 +214,7 @@ def embed_table(proteins: Path, cache: Path, esm: dict[str, Any], checkpoint: Pa
 
 def cache_stage(dataset: str, work: Path) -> dict[str, Any]:
     """The embed stage on every distinct chain, the forward replaced by Gaussian rows."""
-    where, esm = paths(work, dataset), configured_esm()
+    where, esm = paths(work, dataset), dataset_esm(configured_esm(), dataset)
     shutil.rmtree(where["cache"], ignore_errors=True)
 
     def embed() -> dict[str, Any]:
@@ -216,7 +229,7 @@ def cache_stage(dataset: str, work: Path) -> dict[str, Any]:
 def forward_stage(dataset: str, work: Path, residues: int) -> dict[str, Any]:
     """Bytes per cached value of the real (random-init) forward against the Gaussian rows, on the
     same chains: the first of the dataset's table up to ``residues`` residues."""
-    where, esm = paths(work, dataset), configured_esm()
+    where, esm = paths(work, dataset), dataset_esm(configured_esm(), dataset)
     chosen, total = [], 0
     for record in read_proteins(where["proteins"]):
         if total >= residues:
@@ -241,22 +254,52 @@ def train_spec(dataset: str, encoder: str, fusion: str) -> RunSpec:
     return RunSpec(dataset, encoder, fusion, 0, dataset_cfg["task"], task_options(dataset_cfg), dataset_cfg["graph_residues"])
 
 
+def rehearsal_mem_mb(mem_mb: int, reduced_width: int, configured_width: int) -> float:
+    """The job's ``train.mem_mb`` shrunk with the ESM width, so that the loader's in-memory or
+    streamed choice on rows of the reduced width is the one the job takes on rows of the
+    configured width (their bytes shrink by the same ratio). Kept exact, not rounded, so the two
+    choices agree at every size."""
+    return mem_mb * reduced_width / configured_width
+
+
 def train_stage(dataset: str, work: Path, encoder: str, fusion: str) -> dict[str, Any]:
-    """``train_run`` for one epoch with the recipe's settings, on the table and cache above."""
+    """``train_run`` for one epoch with the recipe's settings, on the table and cache above, under
+    :func:`rehearsal_mem_mb`; records whether it kept the ESM rows in memory or streamed them."""
     where = paths(work, dataset)
     settings = run_settings(*full_config(), dataset, encoder)
-    train_cfg = {**settings.train, "epochs": 1, "threads": cores()}
+    reduced = int(EmbeddingCache(where["index"]).metadata["embed_dim"])
+    mem_mb = settings.train["mem_mb"]
+    train_cfg = {**settings.train, "epochs": 1, "threads": cores(),
+                 "mem_mb": rehearsal_mem_mb(mem_mb, reduced, configured_esm()["embed_dim"])}
     out = where["runs"] / encoder / fusion
     shutil.rmtree(out, ignore_errors=True)
+    decisions: list[dict[str, Any]] = []
+
+    def recorded(rows: EsmRows, records: list, mem_mb: float) -> bool:
+        fits = fits_in_memory(rows, records, mem_mb)
+        decisions.append({"rows": "in memory" if fits else "streamed", "read_layers": len(rows.layers), "rows_mb": rows.bytes(records) / MB})
+        return fits
 
     def train() -> dict[str, Any]:
-        train_run(train_spec(dataset, encoder, fusion), where["proteins"], where["index"], settings.model, train_cfg, out)
+        with mock.patch.object(bihmf.training, "fits_in_memory", recorded):
+            train_run(train_spec(dataset, encoder, fusion), where["proteins"], where["index"], settings.model, train_cfg, out)
         return {}
 
     result = measured(train)
     with (out / CURVE_FILE).open() as handle:
         curve = list(csv.DictReader(handle))
-    return {**result, "epoch_seconds": float(curve[0]["seconds"]), "mem_mb": train_cfg["mem_mb"], "model": settings.model}
+    return {
+        **result, "epoch_seconds": float(curve[0]["seconds"]), "mem_mb": mem_mb, "rehearsal_mem_mb": train_cfg["mem_mb"],
+        **rows_kept(decisions), "model": settings.model,
+    }
+
+
+def rows_kept(decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The loader's one choice for the measured job: where its ESM rows were, how many layers and
+    MiB of them (at the reduced width); a fusion reading no ESM layer makes no choice."""
+    if len(decisions) > 1:
+        raise RuntimeError(f"train_run chose where to keep its ESM rows {len(decisions)} times; the rehearsal expects once")
+    return decisions[0] if decisions else {"rows": "none read", "read_layers": 0, "rows_mb": 0.0}
 
 
 def timed_combinations(encoders: list[str], fusions: list[str], reference: str) -> list[tuple[str, str]]:
@@ -342,14 +385,10 @@ def derive(dataset: str, stages: dict[str, Any], esm: dict[str, Any], reduced_wi
     layers = len(esm["layers"])
     values = cache_["shard_bytes"] / (table_["distinct_residues"] * layers * reduced_width)
     all_graph = sum(s["graph_residues"] for s in splits.values()) * scale
-    # train_run keeps float16 rows of the layers the fusion reads when they fit its share of
-    # train.mem_mb (bihmf.loader), else streams them through a bounded store of decoded row groups
-    read = esm["read_layers"]
-    reduced_layer_mb = all_graph * read * reduced_width * 2 / MB  # in memory at the rehearsal's width
-    configured_layer_mb = all_graph * read * esm["embed_dim"] * 2 / MB
+    configured_layer_mb = all_graph * esm["read_layers"] * esm["embed_dim"] * 2 / MB
     in_memory = configured_layer_mb <= ESM_MEMORY_SHARE * train_["mem_mb"]
-    held_mb = configured_layer_mb if in_memory else DECODED_BYTES / MB
     train_mb = at_full_count(train_, scale)
+    job_mb = widest_job_mb(train_mb, train_["rows"], train_["rows_mb"] * scale, configured_layer_mb if in_memory else None)
     return {
         "scale": scale,
         "residues": sum(s["residues"] for s in splits.values()) * scale,
@@ -364,9 +403,26 @@ def derive(dataset: str, stages: dict[str, Any], esm: dict[str, Any], reduced_wi
         "epoch_seconds": train_["epoch_seconds"] * scale,
         "job_layers_gb": configured_layer_mb / 1024,
         "rows": "in memory" if in_memory else "streamed",
-        "job_mb": train_mb - reduced_layer_mb + held_mb,
-        "fits": train_mb - reduced_layer_mb + held_mb <= train_["mem_mb"],
+        "job_mb": job_mb,
+        "fits": job_mb <= train_["mem_mb"],
     }
+
+
+def widest_job_mb(measured_mb: float, measured_rows: str, measured_rows_mb: float, widest_rows_mb: float | None) -> float:
+    """Memory of the training job reading the most ESM layers, at the configured width and full
+    count: the measured job's peak with the ESM rows it held exchanged for the widest job's.
+
+    ``train_run`` keeps float16 rows of the layers the fusion reads when they fit its share of
+    ``train.mem_mb``, else streams them through a store of decoded row groups bounded in bytes
+    (:data:`DECODED_BYTES`, whatever the width). ``measured_rows_mb``: the measured job's rows at
+    the reduced width and full count; ``widest_rows_mb``: the widest job's at the configured
+    width when they fit its share, None when it streams. A measured job that streamed already
+    holds a full store in its peak, which then stands for the widest job's.
+    """
+    held = measured_rows_mb if measured_rows == "in memory" else 0.0
+    if widest_rows_mb is not None:
+        return measured_mb - held + widest_rows_mb
+    return measured_mb - held + (0.0 if measured_rows == "streamed" else DECODED_BYTES / MB)
 
 
 def epoch_seconds(per_residue: dict[str, float], table_: dict[str, Any], scale: float) -> dict[str, float]:
@@ -382,16 +438,32 @@ def _gb(mb: float) -> str:
     return f"{mb / 1024:,.1f} GB"
 
 
+def _layers(count: int) -> str:
+    return f"{count} layer{'' if count == 1 else 's'}"
+
+
+def cached_text(caches: dict[str, dict[str, Any]], datasets: list[str]) -> str:
+    """Each distinct cached layer list once, with the datasets whose cache holds it."""
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for dataset in datasets:
+        groups.setdefault(tuple(caches[dataset]["layers"]), []).append(dataset)
+    return "; ".join(f"{list(layers)} for {', '.join(names)}" for layers, names in groups.items())
+
+
 def render(result: dict[str, Any]) -> str:
     s, r = result["setup"], result["results"]
     esm = s["esm"]
     intro = (
         f"Synthetic datasets at {s['fraction']:g} of the published counts"
         + (" (figures scaled linearly to the full count)" if s["fraction"] < 1 else "")
-        + f". ESM: {esm['name']} ({esm['num_layers']} layers x {esm['embed_dim']}), caching layers {esm['layers']} "
-        f"(from `esm_layers_to_cache` on config.yaml); the rehearsal's ESM has that depth and width {s['esm_width']} "
-        f"(reduced on this machine), its forward replaced by Gaussian rows. Measured training run: `train_run`, one epoch of "
-        f"{s['encoder']} x {s['fusion']} at width {s['esm_width']}. Forward sample: {r['forward']['residues']:,} residues of "
+        + f". ESM: {esm['name']} ({esm['num_layers']} layers x {esm['embed_dim']}); each dataset's cache holds the layers "
+        f"every run reading it needs (`cache_layers` on config.yaml): {cached_text(esm['caches'], list(r['datasets']))}. "
+        f"The rehearsal's ESM has that depth and width {s['esm_width']} (reduced on this machine), its forward replaced by "
+        f"Gaussian rows. Measured training run: `train_run`, one epoch of {s['encoder']} x {s['fusion']} at width {s['esm_width']}, "
+        "its train.mem_mb shrunk by the same ratio as the width, so it keeps its ESM rows in memory or streams them as the "
+        "job at the configured width does. The widest job (the most ESM layers read) at the configured width is that "
+        "measured peak with the measured job's rows exchanged for its own (in memory) or for the store of decoded row "
+        f"groups (streamed). Forward sample: {r['forward']['residues']:,} residues of "
         f"{s['forward_dataset']}, {r['forward']['forward']['shard_bytes'] / r['forward']['gaussian']['shard_bytes']:.2f}x "
         "the Gaussian rows' cache bytes (the cache sizes below use the Gaussian rows' bytes per value)."
     )
@@ -401,22 +473,24 @@ def render(result: dict[str, Any]) -> str:
         data_rows.append([
             dataset, f"{full_count(dataset):,}", f"{full['residues'] / 1e6:.1f} M", f"{full['table_mb']:,.0f} MB",
             f"{full['preprocess_seconds'] / 60:,.0f} min ({full['parse_entries_per_s']:.1f} entries/s)", f"{full['writer_peak_mb']:,.0f} MB",
-            f"{full['bytes_per_value']:.2f}", f"{full['cache_gb']:,.1f} GB", f"{t['cache']['peak_mb']:,.0f} MB",
+            str(len(esm["caches"][dataset]["layers"])), f"{full['bytes_per_value']:.2f}", f"{full['cache_gb']:,.1f} GB",
+            f"{t['cache']['peak_mb']:,.0f} MB",
         ])
         train_rows.append([
             dataset, f"{t['train']['epoch_seconds']:,.0f} s", f"{full['epoch_seconds'] / 60:,.0f} min", f"{full['train_peak_mb']:,.0f} MB",
-            f"{full['train_split_fp16_gb']:,.1f} GB", f"{full['job_layers_gb']:,.0f} GB",
+            f"{t['train']['rows']} ({_layers(t['train']['read_layers'])}, mem_mb {t['train']['rehearsal_mem_mb']:g} of {t['train']['mem_mb']:,})",
+            f"{full['train_split_fp16_gb']:,.1f} GB", f"{full['job_layers_gb']:,.0f} GB ({_layers(esm['caches'][dataset]['read_layers'])})",
             full["rows"], f"{_gb(full['job_mb'])} vs {t['train']['mem_mb'] / 1024:.1f} GB", "fits" if full["fits"] else "does not fit",
         ])
     data_headers = [
         "dataset", "proteins", "residues", "protein table", "preprocess parse time", "preprocess peak (writer)",
-        "cache bytes/value", f"ESM cache at {esm['embed_dim']}", "embed job peak (measured)",
+        "cached layers", "cache bytes/value", f"ESM cache at {esm['embed_dim']}", "embed job peak (measured)",
     ]
     train_headers = [
         "dataset", "epoch measured", "epoch at full count", f"train job peak at width {s['esm_width']}",
-        f"train split's cached layers, float16 at {esm['embed_dim']}",
-        f"rows a job reads ({esm['read_layers']} layers, float16 at {esm['embed_dim']})", "ESM rows",
-        "train job at full width vs train.mem_mb", "verdict",
+        "measured job's ESM rows", f"train split's cached layers, float16 at {esm['embed_dim']}",
+        f"rows the widest job reads (float16 at {esm['embed_dim']})", "widest job's ESM rows",
+        "widest job at full width vs train.mem_mb", "verdict",
     ]
     step_rows = [d["epoch_seconds"] for d in r["datasets"].values()]
     datasets = list(r["datasets"])
@@ -445,7 +519,7 @@ def targets(result: dict[str, Any]) -> list[Target]:
     return [
         Target(
             "Training job memory at full ESM width", "<= train.mem_mb",
-            f"over: {', '.join(over) or 'none'}; ESM rows streamed from the cache: {', '.join(streamed) or 'none'}",
+            f"over: {', '.join(over) or 'none'}; widest job's ESM rows streamed from the cache: {', '.join(streamed) or 'none'}",
             not over,
             "a training job keeps a split's ESM rows in memory within half of train.mem_mb and streams them from the cache beyond",
         )
@@ -475,7 +549,7 @@ def rehearse(args: argparse.Namespace, datasets: list[str]) -> dict[str, Any]:
         for stage in STAGES:
             print(f"   {dataset}: {stage}", flush=True)
             stages[stage] = run_child(NAME, child_args(stage, dataset, args))
-        found[dataset] = {"stages": stages, "full": derive(dataset, stages, esm, args.esm_width)}
+        found[dataset] = {"stages": stages, "full": derive(dataset, stages, dataset_esm(esm, dataset), args.esm_width)}
     print(f"   {datasets[0]}: forward sample and step times", flush=True)
     forward = run_child(NAME, child_args("forward", datasets[0], args))
     steps = run_child(NAME, child_args("steps", datasets[0], args))
@@ -489,7 +563,7 @@ def rehearse(args: argparse.Namespace, datasets: list[str]) -> dict[str, Any]:
 def main(argv: list[str]) -> None:
     parser = base_parser(__doc__.splitlines()[0], devices=False)
     parser.add_argument("--datasets", default=",".join(SHAPES), help=f"comma-separated, of {', '.join(SHAPES)}")
-    parser.add_argument("--fraction", type=float, default=0.03, help="share of each published count to draw (figures scale to the full count)")
+    parser.add_argument("--fraction", type=float, default=1.0, help="share of each published count to draw (figures scale to the full count)")
     parser.add_argument("--esm-width", type=int, default=8, help="reduced ESM width of the rehearsal's cache")
     parser.add_argument("--encoder", default="none", help="encoder of the measured one-epoch train_run")
     parser.add_argument("--fusion", default="seq_only", help="fusion of the measured one-epoch train_run")

@@ -178,24 +178,30 @@ def variant_run_settings(config: dict[str, Any], explicit: dict[str, Any], run: 
     return variant_settings(config, explicit, run.dataset, run.encoder, variant.model, recipes)
 
 
-def cache_layers(config: dict[str, Any], explicit: dict[str, Any], recipes: Recipes | None = None) -> dict[tuple[str, str], list[int]]:
-    """(dataset, ESM model name) -> the ESM layers its cache holds: the union of what every run
-    reading that cache needs, main runs and variant runs alike (a variant's pairing or depth
-    adds its layers to the cache of the model it reads)."""
+def run_layers(config: dict[str, Any], explicit: dict[str, Any], recipes: Recipes | None = None) -> dict[tuple[str, str], list[list[int]]]:
+    """(dataset, ESM model name) -> the ESM layers of each training run reading that cache, main
+    runs and variant runs alike (a variant's pairing or depth reads its own layers of the model
+    it names). The one expansion behind the cache's layers and the widest job reading it."""
     recipes = recipes or load_recipes()
     main = config["esm"]
-    needed: dict[tuple[str, str], set[int]] = {}
+    runs: dict[tuple[str, str], list[list[int]]] = {}
     for dataset in config["datasets"]:
         for encoder, fusion in run_combinations(config["model"]["encoders"], config["model"]["fusions"]):
             model = run_settings(config, explicit, dataset, encoder, recipes).model
-            needed.setdefault((dataset, main["name"]), set()).update(run_esm_layers(model, fusion, esm_depth(main)))
+            runs.setdefault((dataset, main["name"]), []).append(run_esm_layers(model, fusion, esm_depth(main)))
     for ablation in ablations(config):
         for variant in ablation.variants:
             esm = variant_esm(config, variant)
             for dataset, encoder, fusion, _ in default_runs(config, ablation):
                 model = variant_settings(config, explicit, dataset, encoder, variant.model, recipes).model
-                needed.setdefault((dataset, esm["name"]), set()).update(run_esm_layers(model, fusion, esm_depth(esm)))
-    return {key: sorted(layers) for key, layers in needed.items()}
+                runs.setdefault((dataset, esm["name"]), []).append(run_esm_layers(model, fusion, esm_depth(esm)))
+    return runs
+
+
+def cache_layers(config: dict[str, Any], explicit: dict[str, Any], recipes: Recipes | None = None) -> dict[tuple[str, str], list[int]]:
+    """(dataset, ESM model name) -> the ESM layers its cache holds: the union of what every run
+    reading that cache needs (:func:`run_layers`)."""
+    return {key: sorted({layer for layers in runs for layer in layers}) for key, runs in run_layers(config, explicit, recipes).items()}
 
 
 def run_provenance(run: AblationRun, variant: Variant) -> dict[str, Any]:

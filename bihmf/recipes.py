@@ -24,7 +24,6 @@ import yaml
 
 from bihmf.config import deep_merge
 from bihmf.models.fusion import cached_layers, paired_layers
-from bihmf.models.model import run_combinations
 
 RECIPES_PATH = Path(__file__).parent / "data" / "recipes.yaml"
 # every (benchmark, encoder) recipe states these, each sourced or marked as our choice
@@ -216,13 +215,3 @@ def layer_choice(model: dict[str, Any], esm_depth: int) -> list[int] | None:
 def run_esm_layers(model: dict[str, Any], fusion: str, esm_depth: int) -> list[int]:
     """ESM layers one run needs cached: those its fusion reads at its depth and pairing, and the last."""
     return cached_layers([fusion], model["num_layers"], esm_depth, layer_choice(model, esm_depth))
-
-
-def esm_layers_to_cache(config: dict[str, Any], explicit: dict[str, Any], esm_depth: int,
-                        recipes: Recipes | None = None) -> list[int]:
-    """ESM layers every configured main run reads. Recipes give the encoders different depths,
-    and a fusion pairs each depth with its own ESM layer."""
-    recipes = recipes or load_recipes()
-    model = config["model"]
-    return sorted({layer for dataset in config["datasets"] for encoder, fusion in run_combinations(model["encoders"], model["fusions"])
-                   for layer in run_esm_layers(run_settings(config, explicit, dataset, encoder, recipes).model, fusion, esm_depth)})

@@ -104,9 +104,15 @@ def test_rehearsal_quick_run_scales_its_figures_to_the_published_counts(monkeypa
     full = bce["full"]
     assert full["scale"] == pytest.approx(3756 / table["proteins"])
     assert full["table_mb"] == pytest.approx(table["table_bytes"] * full["scale"] / 2**20)
-    width, read = result["setup"]["esm"]["embed_dim"], result["setup"]["esm"]["read_layers"]
-    assert 1 <= read <= len(result["setup"]["esm"]["layers"])
-    assert full["job_layers_gb"] == pytest.approx(sum(s["graph_residues"] for s in table["splits"].values()) * full["scale"] * read * width * 2 / 2**30)
+    esm = result["setup"]["esm"]
+    width, cache = esm["embed_dim"], esm["caches"]["bce"]
+    assert 1 <= cache["read_layers"] <= len(cache["layers"])
+    graph_residues = sum(s["graph_residues"] for s in table["splits"].values())
+    assert full["job_layers_gb"] == pytest.approx(graph_residues * full["scale"] * cache["read_layers"] * width * 2 / 2**30)
+    train = bce["stages"]["train"]  # the loader's choice at the reduced width is the configured width's
+    assert train["rehearsal_mem_mb"] == train["mem_mb"] * result["setup"]["esm_width"] / width
+    assert train["rows_mb"] == pytest.approx(graph_residues * train["read_layers"] * result["setup"]["esm_width"] * 2 / 2**20)
+    assert train["rows"] == ("in memory" if train["rows_mb"] * width / result["setup"]["esm_width"] <= train["mem_mb"] / 2 else "streamed")
     assert set(bce["epoch_seconds"]) >= set(result["results"]["steps"]["timed"])
     assert f"| {full['rows']} |" in rehearsal.render(result) and ("| fits |" if full["fits"] else "| does not fit |") in rehearsal.render(result)
 
@@ -124,3 +130,20 @@ def test_rehearsal_reads_real_lengths_and_completes_untimed_pairs(monkeypatch):
     ]
     estimated = rehearsal.step_seconds(timed, ["gvp", "egnn"], ["struct_only", "seq_only", "cross"], "egnn")
     assert estimated["gvp/cross"] == pytest.approx(3.5) and estimated["none/seq_only"] == 0.2
+
+
+def test_rehearsal_widest_job_exchanges_the_measured_rows_for_its_own(monkeypatch):
+    """The widest job's memory: the measured peak less the rows the measured job held, plus the
+    widest job's rows in memory or one bounded store when it streams (counted once)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    rehearsal = importlib.import_module("bench.rehearsal")
+    store = rehearsal.DECODED_BYTES / 2**20
+    assert rehearsal.widest_job_mb(5000.0, "in memory", 100.0, 3000.0) == 7900.0
+    assert rehearsal.widest_job_mb(5000.0, "in memory", 100.0, None) == 4900.0 + store
+    assert rehearsal.widest_job_mb(5000.0, "streamed", 100.0, None) == 5000.0  # the measured peak holds the store
+    assert rehearsal.widest_job_mb(5000.0, "none read", 0.0, None) == 5000.0 + store
+    assert rehearsal.rehearsal_mem_mb(16000, 8, 1280) == 100.0
+    esm = rehearsal.configured_esm()
+    assert rehearsal.dataset_esm(esm, "psr")["layers"] == esm["caches"]["psr"]["layers"]
+    with pytest.raises(KeyError, match="not_a_dataset"):
+        rehearsal.dataset_esm(esm, "not_a_dataset")

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bihmf.ablation import cache_layers
 from bihmf.config import load_config, validate_config
 from bihmf.models.encoders import ENCODERS
 from bihmf.models.fusion import FUSIONS, cached_layers
 from bihmf.models.model import NO_ENCODER
-from bihmf.recipes import RECIPE_KEY, RECIPES_PATH, REQUIRED, esm_layers_to_cache, load_recipes, run_settings
+from bihmf.recipes import RECIPE_KEY, RECIPES_PATH, REQUIRED, load_recipes, run_settings
 from bihmf.report.paper import load_published
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,8 +119,10 @@ def test_recipe_none_and_the_demo_keep_the_plain_config(full, recipes) -> None:
         settings = run_settings(demo, demo, dataset, "gvp", recipes)
         assert settings.recipe is None and settings.model == demo["model"]
         assert settings.train == {**demo["train"], **demo["datasets"][dataset]["train"]}  # byte-identical provenance
-    model = demo["model"]
-    assert esm_layers_to_cache(demo, demo, 6) == cached_layers(model["fusions"], model["num_layers"], 6, model["esm_layers"])
+    model, name = demo["model"], demo["esm"]["name"]
+    main_caches = {dataset: layers for (dataset, esm), layers in cache_layers(demo, demo, recipes).items() if esm == name}
+    assert set(main_caches) == set(demo["datasets"])
+    assert all(layers == cached_layers(model["fusions"], model["num_layers"], 6, model["esm_layers"]) for layers in main_caches.values())
     config, written = full
     off = validate_config({**written, "recipe": "none"})
     assert run_settings(off, written, "psr", "gvp", recipes).model == off["model"]
@@ -142,11 +145,14 @@ def test_paper_benchmark_picks_the_recipe(full, recipes) -> None:
 
 def test_esm_cache_covers_every_recipe_depth(full, recipes) -> None:
     config, written = full
-    depths = {recipes.get(d, e).settings()["model"]["num_layers"] for d in config["datasets"] for e in config["model"]["encoders"]}
-    assert depths == {3, 4, 5, 6}
-    layers = esm_layers_to_cache(config, written, 33, recipes)
-    for depth in depths | {config["model"]["num_layers"]}:  # seq_only keeps the config depth
-        assert set(cached_layers(config["model"]["fusions"], depth, 33, None)) <= set(layers)
+    caches = cache_layers(config, written, recipes)
+    every_depth = set()
+    for dataset in config["datasets"]:
+        depths = {recipes.get(dataset, e).settings()["model"]["num_layers"] for e in config["model"]["encoders"]}
+        every_depth |= depths
+        for depth in depths | {config["model"]["num_layers"]}:  # seq_only keeps the config depth
+            assert set(cached_layers(config["model"]["fusions"], depth, 33, None)) <= set(caches[(dataset, config["esm"]["name"])])
+    assert every_depth == {3, 4, 5, 6}
 
 
 def test_published_matches_name_trained_rows() -> None:
