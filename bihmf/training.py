@@ -69,28 +69,28 @@ def _evaluate(model: ProteinModel, task: ModuleType, data: RunData, split: str, 
     return task.evaluate(parts)
 
 
-def predictions_by_protein(model: ProteinModel, task: ModuleType, data: RunData, device: torch.device) -> pa.Table:
+def predictions_by_protein(model: ProteinModel, task: ModuleType, data: RunData, budget: int, device: torch.device) -> pa.Table:
     """The task's evaluation rows for every test protein, tagged with protein id and subset.
 
     The report bootstraps test metrics over proteins for single-seed runs, so each row must be
-    attributable to its protein: proteins go through the model one at a time (the task's
-    ``predictions`` drop unlabelled residues, so rows of a batch cannot be split afterwards).
+    attributable to its protein: the test proteins go through the model in batches of the
+    residue budget, and the task names the protein of each row (``prediction_owners``).
     """
     model.eval()
-    ids: list[str] = []
-    subsets: list[str] = []
+    tested = [i for i, record in enumerate(data.records) if record.split == "test"]
+    batches = [[tested[j] for j in batch] for batch in in_order_batches([data.graphs[i] for i in tested], budget)]
+    owners: list[np.ndarray] = []
     parts: dict[str, list[np.ndarray]] = {}
-    tested = [[i] for i, record in enumerate(data.records) if record.split == "test"]
     with torch.no_grad():
-        for (index,), batch in device_batches(tested, data.batch_graphs, data.names, device):
-            record = data.records[index]
-            part = task.predictions(model(batch), batch, model.head)
-            rows = len(next(iter(part.values())))
-            ids.extend([record.protein_id] * rows)
-            subsets.extend([record.subset] * rows)
-            for key, values in part.items():
+        for ids, batch in device_batches(batches, data.batch_graphs, data.names, device):
+            for key, values in task.predictions(model(batch), batch, model.head).items():
                 parts.setdefault(key, []).append(np.asarray(values))
-    columns = {"protein_id": ids, "subset": subsets, **{k: np.concatenate(v) for k, v in parts.items()}}
+            owners.append(np.asarray(ids)[task.prediction_owners(batch)])
+    records = [data.records[i] for i in np.concatenate(owners).tolist()] if owners else []
+    columns = {
+        "protein_id": [r.protein_id for r in records], "subset": [r.subset for r in records],
+        **{k: np.concatenate(v) for k, v in parts.items()},
+    }
     return pa.table(columns)
 
 
@@ -545,7 +545,7 @@ def train_run(
     )
     write_model(folder.model, SavedModel(spec, model_cfg, progress.best_state, progress.best_epoch))
     write_curve(folder.curve, progress.curve)
-    write_test_predictions(folder.test_predictions, predictions_by_protein(model, trainer.task, data, trainer.device))
+    write_test_predictions(folder.test_predictions, predictions_by_protein(model, trainer.task, data, budget, trainer.device))
     write_record(record)
     _log_summary(record, trainer.task, progress, trainer.device)
     return record

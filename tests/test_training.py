@@ -245,3 +245,41 @@ def test_an_epochs_batches_follow_from_the_seed_and_the_epoch_alone(demo_tables)
     assert len(first) > 1 and sorted(i for ids in first for i in ids) == data.splits["train"]
     assert first == epoch_batches(data, budget, 0, 1)
     assert first != epoch_batches(data, budget, 0, 2) and first != epoch_batches(data, budget, 1, 1)
+
+
+def test_test_predictions_in_batches_equal_those_of_one_protein_at_a_time(demo_tables, cfgs):
+    """Each test row keeps its protein when the test proteins go through the model together."""
+    from bihmf.batching import protein_graph
+    from bihmf.esm_cache import EmbeddingCache
+    from bihmf.models.fusion import FusionContext
+    from bihmf.models.model import build_model
+    from bihmf.tasks import TASKS
+    from bihmf.training import RunData, predictions_by_protein
+
+    model_cfg, _ = cfgs
+    cache = EmbeddingCache(demo_tables / "cache.parquet")
+    records = read_proteins(demo_tables / "proteins.parquet")
+    graphs = [protein_graph(r, cache.protein(r)) for r in records]
+    data = RunData(records, graphs, {}, cache, demo_tables / "cache.parquet", "")
+    context = FusionContext(int(cache.metadata["embed_dim"]), tuple(cache.layers), int(cache.metadata["esm_depth"]), None)
+    torch.manual_seed(0)
+    model = build_model("gvp", "bihmf_local", "residue_binary", model_cfg, context, {})
+    task, cpu = TASKS["residue_binary"], torch.device("cpu")
+    one_by_one = predictions_by_protein(model, task, data, max(g.num_nodes for g in graphs), cpu).to_pandas()
+    together = predictions_by_protein(model, task, data, 100_000, cpu).to_pandas()
+    tested = [r for r in records if r.split == "test"]
+    assert len(tested) > 1
+    assert list(together["protein_id"].unique()) == [r.protein_id for r in tested if (r.labels >= 0).any()]
+    assert (together["protein_id"] == one_by_one["protein_id"]).all() and (together["subset"] == one_by_one["subset"]).all()
+    assert (together["label"] == one_by_one["label"]).all()
+    np.testing.assert_allclose(together["score"], one_by_one["score"], atol=1e-5)
+
+
+def test_protein_level_tasks_own_one_row_per_graph():
+    from torch_geometric.data import Batch, Data
+
+    from bihmf.tasks import TASKS
+
+    batch = Batch.from_data_list([Data(num_nodes=n) for n in (3, 1, 2)])
+    for name in ("graph_classification", "graph_regression"):
+        assert TASKS[name].prediction_owners(batch).tolist() == [0, 1, 2]

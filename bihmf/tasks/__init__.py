@@ -4,6 +4,7 @@
 ``prepare(head, train_targets)``    fit/check anything that depends on the training targets
 ``loss(output, graph, head)``       scalar training loss
 ``predictions(output, graph, head)`` what evaluation keeps of a batch (numpy)
+``prediction_owners(graph)``         the graph of the batch each predictions row belongs to
 ``evaluate(parts) -> dict``          metrics over a split's batches
 ``SELECTION_METRIC``                 validation metric maximised by early stopping
 ``OPTIONS``                          dataset config keys the head needs (passed as ``task_options``)

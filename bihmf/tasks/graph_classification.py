@@ -10,11 +10,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bihmf.tasks.metrics import accuracy
-from bihmf.tasks.pooling import GraphHead
+from bihmf.tasks.pooling import GraphHead, one_row_per_graph
 
 SELECTION_METRIC = "accuracy"
 OPTIONS = ("num_classes",)
 PER_RESIDUE = False
+prediction_owners = one_row_per_graph
 
 
 class Head(GraphHead):

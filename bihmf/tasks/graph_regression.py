@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bihmf.tasks.metrics import GROUP_MEAN_PREFIX, METRICS, group_mean
-from bihmf.tasks.pooling import GraphHead
+from bihmf.tasks.pooling import GraphHead, one_row_per_graph
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ POOLED = ("rmse", "pearson", "spearman", "kendall")
 PER_GROUP = ("pearson", "spearman", "kendall")
 OPTIONS: tuple[str, ...] = ()
 PER_RESIDUE = False
+prediction_owners = one_row_per_graph
 
 
 class Head(GraphHead):

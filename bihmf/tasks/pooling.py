@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter, softmax
@@ -38,3 +39,8 @@ class GraphHead(nn.Module):
 
     def forward(self, residues: Tensor, graph: Any) -> Tensor:
         return self.mlp(self.pool(residues, graph))
+
+
+def one_row_per_graph(graph: Any) -> np.ndarray:
+    """Prediction owners of a protein-level task: row k belongs to graph k of the batch."""
+    return np.arange(graph.num_graphs)

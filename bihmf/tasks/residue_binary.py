@@ -49,6 +49,11 @@ def predictions(logits: Tensor, graph: Any, head: nn.Module) -> dict[str, np.nda
     }
 
 
+def prediction_owners(graph: Any) -> np.ndarray:
+    """The graph of the batch each row of :func:`predictions` belongs to (its labelled residues)."""
+    return graph.batch[graph.y >= 0].cpu().numpy()
+
+
 def prepare(head: nn.Module, train_targets: np.ndarray) -> None:
     """Residue labels need no fitting (protein-level targets are unused here)."""
 
