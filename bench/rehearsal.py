@@ -384,8 +384,7 @@ def derive(dataset: str, stages: dict[str, Any], esm: dict[str, Any], reduced_wi
     splits = table_["splits"]
     layers = len(esm["layers"])
     values = cache_["shard_bytes"] / (table_["distinct_residues"] * layers * reduced_width)
-    all_graph = sum(s["graph_residues"] for s in splits.values()) * scale
-    configured_layer_mb = all_graph * esm["read_layers"] * esm["embed_dim"] * 2 / MB
+    configured_layer_mb = train_["rows_mb"] * scale * (esm["read_layers"] / train_["read_layers"]) * (esm["embed_dim"] / reduced_width)
     in_memory = configured_layer_mb <= ESM_MEMORY_SHARE * train_["mem_mb"]
     train_mb = at_full_count(train_, scale)
     job_mb = widest_job_mb(train_mb, train_["rows"], train_["rows_mb"] * scale, configured_layer_mb if in_memory else None)
@@ -450,12 +449,16 @@ def cached_text(caches: dict[str, dict[str, Any]], datasets: list[str]) -> str:
     return "; ".join(f"{list(layers)} for {', '.join(names)}" for layers, names in groups.items())
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:,.0f} s" if seconds < 120 else f"{seconds / 60:,.0f} min"
+
+
 def render(result: dict[str, Any]) -> str:
     s, r = result["setup"], result["results"]
     esm = s["esm"]
     intro = (
-        f"Synthetic datasets at {s['fraction']:g} of the published counts"
-        + (" (figures scaled linearly to the full count)" if s["fraction"] < 1 else "")
+        ("Synthetic datasets at the full published counts" if s["fraction"] >= 1 else
+         f"Synthetic datasets at {s['fraction']:g} of the published counts (figures scaled linearly to the full count)")
         + f". ESM: {esm['name']} ({esm['num_layers']} layers x {esm['embed_dim']}); each dataset's cache holds the layers "
         f"every run reading it needs (`cache_layers` on config.yaml): {cached_text(esm['caches'], list(r['datasets']))}. "
         f"The rehearsal's ESM has that depth and width {s['esm_width']} (reduced on this machine), its forward replaced by "
@@ -477,7 +480,7 @@ def render(result: dict[str, Any]) -> str:
             f"{t['cache']['peak_mb']:,.0f} MB",
         ])
         train_rows.append([
-            dataset, f"{t['train']['epoch_seconds']:,.0f} s", f"{full['epoch_seconds'] / 60:,.0f} min", f"{full['train_peak_mb']:,.0f} MB",
+            dataset, _duration(t["train"]["epoch_seconds"]), _duration(full["epoch_seconds"]), f"{full['train_peak_mb']:,.0f} MB",
             f"{t['train']['rows']} ({_layers(t['train']['read_layers'])}, mem_mb {t['train']['rehearsal_mem_mb']:g} of {t['train']['mem_mb']:,})",
             f"{full['train_split_fp16_gb']:,.1f} GB", f"{full['job_layers_gb']:,.0f} GB ({_layers(esm['caches'][dataset]['read_layers'])})",
             full["rows"], f"{_gb(full['job_mb'])} vs {t['train']['mem_mb'] / 1024:.1f} GB", "fits" if full["fits"] else "does not fit",

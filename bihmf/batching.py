@@ -53,7 +53,7 @@ def protein_graph(record: ProteinRecord, esm: np.ndarray | None, residues: str =
         num_nodes=n,
     )
     if esm is not None:
-        data.esm = torch.from_numpy(esm[keep])
+        data.esm = torch.from_numpy(esm if keep.all() else esm[keep])  # shares ``esm`` when every residue is kept
     return data
 
 

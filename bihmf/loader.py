@@ -25,7 +25,7 @@ from torch_geometric.data import Batch, Data
 
 from bihmf.batching import assemble, residue_mask, to_device
 from bihmf.data.schema import ProteinRecord
-from bihmf.esm_cache import EmbeddingCache
+from bihmf.esm_cache import EmbeddingCache, chain_sequences
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,32 @@ class EsmRows:
         return self.cache.rows(record, self.layers)[residue_mask(record, self.residues)]
 
     def bytes(self, records: Sequence[ProteinRecord]) -> int:
-        """What holding every record's rows in memory takes (float16)."""
-        nodes = sum(int(residue_mask(r, self.residues).sum()) for r in records)
+        """What holding every record's rows in memory takes (float16, as :meth:`held` holds them)."""
+        if self.residues == "all":
+            nodes = sum(len(r.sequence) for r in {chain_key(r): r for r in records}.values())
+        else:
+            nodes = sum(int(residue_mask(r, self.residues).sum()) for r in records)
         return nodes * len(self.layers) * int(self.cache.metadata["embed_dim"]) * 2
+
+    def held(self, records: Sequence[ProteinRecord]) -> Iterator[np.ndarray]:
+        """Each record's whole-chain rows to build its graph from (``protein_graph`` keeps its
+        nodes'), one at a time. When every residue enters the graph, proteins of the same chains
+        share one array, which the graphs keep: PSR's decoys of a target (hundreds per sequence)
+        then cost one target's rows, not one per decoy. Pocket rows are cut, and so held, per protein."""
+        shared: dict[tuple[str, ...], np.ndarray] = {}
+        for record in records:
+            if self.residues != "all":
+                yield self.cache.rows(record, self.layers)
+                continue
+            key = chain_key(record)
+            if key not in shared:
+                shared[key] = self.cache.rows(record, self.layers)
+            yield shared[key]
+
+
+def chain_key(record: ProteinRecord) -> tuple[str, ...]:
+    """The hashes of a protein's chains: proteins with equal keys have equal ESM rows."""
+    return tuple(key for key, _ in chain_sequences(record.sequence, record.chain_ids))
 
 
 def fits_in_memory(rows: EsmRows, records: Sequence[ProteinRecord], mem_mb: int) -> bool:

@@ -247,7 +247,8 @@ def _load_data(
     records = read_proteins(proteins_path)
     rows = EsmRows(cache, read, spec.graph_residues) if read else None
     preload = rows is not None and fits_in_memory(rows, records, mem_mb)
-    graphs = [protein_graph(r, cache.rows(r, read) if preload else None, spec.graph_residues) for r in records]
+    held = rows.held(records) if preload else itertools.repeat(None, len(records))
+    graphs = [protein_graph(r, esm, spec.graph_residues) for r, esm in zip(records, held, strict=True)]
     return RunData(
         records, graphs, _split_ids(records), cache, cache_path, file_digest(proteins_path, "sha256"),
         stream=rows if rows is not None and not preload else None,

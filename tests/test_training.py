@@ -283,3 +283,22 @@ def test_protein_level_tasks_own_one_row_per_graph():
     batch = Batch.from_data_list([Data(num_nodes=n) for n in (3, 1, 2)])
     for name in ("graph_classification", "graph_regression"):
         assert TASKS[name].prediction_owners(batch).tolist() == [0, 1, 2]
+
+
+def test_proteins_of_one_sequence_share_their_rows_in_memory(demo_tables):
+    """PSR-like decoys: the rows a job keeps are one array per distinct sequence, and the memory
+    decision counts them once."""
+    from dataclasses import replace
+
+    from bihmf.batching import protein_graph
+    from bihmf.esm_cache import EmbeddingCache
+    from bihmf.loader import EsmRows
+
+    cache = EmbeddingCache(demo_tables / "cache.parquet")
+    first, other = read_proteins(demo_tables / "proteins.parquet")[:2]
+    decoys = [replace(first, protein_id=f"decoy{k}", coords=first.coords + k) for k in range(3)] + [other]
+    rows = EsmRows(cache, tuple(cache.layers), "all")
+    graphs = [protein_graph(r, esm) for r, esm in zip(decoys, rows.held(decoys))]
+    assert graphs[0].esm.data_ptr() == graphs[1].esm.data_ptr() == graphs[2].esm.data_ptr() != graphs[3].esm.data_ptr()
+    np.testing.assert_array_equal(graphs[2].esm.numpy(), cache.rows(first, cache.layers))
+    assert rows.bytes(decoys) == rows.bytes([first]) + rows.bytes([other]) < 4 * rows.bytes([first]) + rows.bytes([other])
