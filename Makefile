@@ -47,7 +47,7 @@ $(ORACLE_STAMP): $(STAMP) tests/oracles/requirements.txt tests/oracles/requireme
 test-oracles: $(ORACLE_STAMP)
 	$(BIN)/python -m pytest tests/oracles
 
-# every benchmark side by side; rewrites BENCHMARKS.md (about 12 minutes on 2 cores, plus about 40 for the scale rehearsal at the full dataset counts)
+# every benchmark side by side; rewrites BENCHMARKS.md (about 12 minutes on 2 cores, plus about 13 for the scale rehearsal at the full dataset counts)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 

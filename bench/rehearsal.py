@@ -39,9 +39,8 @@ whose peak resident set is measured:
 Figures at ``--fraction`` < 1 are scaled to the full count linearly (counts, bytes, seconds,
 and the per-residue part of memory); the result file records which.
 
-Run: ``.venv/bin/python -m bench.rehearsal`` (the full counts; projected at about 40 minutes and
-under 5 GB per stage on 2 quiet cores, from runs at 3 % and 10 %); ``--fraction 0.01 --datasets bce``
-to see it run.
+Run: ``.venv/bin/python -m bench.rehearsal`` (the full counts: about 13 minutes and under 5 GB per
+stage on 2 quiet cores); ``--fraction 0.01 --datasets bce`` to see it run.
 """
 
 from __future__ import annotations
