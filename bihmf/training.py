@@ -58,10 +58,14 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/Inf loss; the last good checkpoint is kept."""
 
 
+def _in_order(data: RunData, ids: list[int], budget: int) -> list[list[int]]:
+    """Batches of the proteins ``ids`` in their order (evaluation and test predictions: no shuffling)."""
+    return [[ids[j] for j in batch] for batch in in_order_batches([data.graphs[i] for i in ids], budget)]
+
+
 def _evaluate(model: ProteinModel, task: ModuleType, data: RunData, split: str, budget: int, device: torch.device) -> dict[str, float]:
     model.eval()
-    ids = data.splits[split]
-    batches = [[ids[j] for j in batch] for batch in in_order_batches([data.graphs[i] for i in ids], budget)]
+    batches = _in_order(data, data.splits[split], budget)
     parts = []
     with torch.no_grad():
         for _, batch in device_batches(batches, data.batch_graphs, data.names, device):
@@ -78,7 +82,7 @@ def predictions_by_protein(model: ProteinModel, task: ModuleType, data: RunData,
     """
     model.eval()
     tested = [i for i, record in enumerate(data.records) if record.split == "test"]
-    batches = [[tested[j] for j in batch] for batch in in_order_batches([data.graphs[i] for i in tested], budget)]
+    batches = _in_order(data, tested, budget)
     owners: list[np.ndarray] = []
     parts: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
