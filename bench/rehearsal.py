@@ -379,6 +379,9 @@ def at_full_count(stage: dict[str, Any], scale: float) -> float:
 def derive(dataset: str, stages: dict[str, Any], esm: dict[str, Any], reduced_width: int) -> dict[str, Any]:
     """Full-count figures of one dataset from its stages (linear in the count below the full count)."""
     table_, parse_, cache_, train_ = (stages[s] for s in STAGES)
+    if not train_["read_layers"]:
+        raise ValueError(f"{dataset}: the measured training job read no ESM layer, so the widest job's rows cannot be "
+                         "derived from it; measure a fusion that reads ESM layers (--fusion, default seq_only)")
     scale = full_count(dataset) / table_["proteins"]
     splits = table_["splits"]
     layers = len(esm["layers"])

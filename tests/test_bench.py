@@ -147,3 +147,6 @@ def test_rehearsal_widest_job_exchanges_the_measured_rows_for_its_own(monkeypatc
     assert rehearsal.dataset_esm(esm, "psr")["layers"] == esm["caches"]["psr"]["layers"]
     with pytest.raises(KeyError, match="not_a_dataset"):
         rehearsal.dataset_esm(esm, "not_a_dataset")
+    no_rows = {"table": {}, "parse": {}, "cache": {}, "train": rehearsal.rows_kept([])}
+    with pytest.raises(ValueError, match="psr: the measured training job read no ESM layer"):
+        rehearsal.derive("psr", no_rows, rehearsal.dataset_esm(esm, "psr"), 8)
