@@ -25,7 +25,7 @@ import zlib
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import NoReturn
-from urllib.parse import parse_qs, unquote, urljoin, urlparse
+from urllib.parse import parse_qs, unquote, urlencode, urljoin, urlparse, urlunparse
 from urllib.request import url2pathname
 
 import requests
@@ -163,6 +163,53 @@ def _local_path(url: str) -> Path:
     if not path.is_absolute():
         raise ValueError(f"relative file URL {url!r}: resolve it with resolve_url() first")
     return path
+
+
+# --------------------------------------------------------------------------- upstream override
+
+UPSTREAM_BASE_ENV = "BIHMF_UPSTREAM_BASE"
+"""Environment variable that sends every http(s) request to a stand-in upstream (docs/datasets.md)."""
+
+_MAX_REDIRECTS = 10
+
+_announced_bases: set[str] = set()
+
+
+def upstream_url(url: str) -> str:
+    """Where a request for ``url`` really goes: ``$BIHMF_UPSTREAM_BASE/HOST/PATH?QUERY`` when set.
+
+    A rehearsal against a loopback upstream must run the real config unchanged, so the override
+    keeps the original host as the first path segment instead of editing URLs in the config.
+    ``file:`` URLs and an unset (or empty) variable leave ``url`` as it is.
+    """
+    base = os.environ.get(UPSTREAM_BASE_ENV, "").rstrip("/")
+    parts = urlparse(url)
+    if not base or parts.scheme.lower() not in ("http", "https"):
+        return url
+    if base not in _announced_bases:
+        _announced_bases.add(base)
+        log.warning("%s is set: every http(s) request goes to %s/<host>/<path> instead", UPSTREAM_BASE_ENV, base)
+    rest = parts.path or "/"
+    return f"{base}/{parts.netloc}{rest}" + (f"?{parts.query}" if parts.query else "")
+
+
+def _send(
+    session: requests.Session, url: str, headers: dict[str, str], timeout_s: float
+) -> tuple[requests.Response, str]:
+    """Streaming GET of ``url`` through :func:`upstream_url`; return the response and its URL.
+
+    Redirects are followed here, resolved against the URL as written (not the rewritten one), so
+    an absolute ``Location`` on a real host is rewritten too and a relative one stays on its host.
+    The returned URL is that logical URL, for anything that resolves links found in the body.
+    """
+    for _ in range(_MAX_REDIRECTS + 1):
+        resp = session.get(upstream_url(url), headers=headers, stream=True, timeout=timeout_s, allow_redirects=False)
+        location = resp.headers.get("Location")
+        if not (resp.is_redirect and location):
+            return resp, url
+        resp.close()
+        url = urljoin(url, location)
+    raise DownloadError(f"{url}: more than {_MAX_REDIRECTS} redirects")
 
 
 # --------------------------------------------------------------------------- download one file
@@ -369,7 +416,7 @@ class _HiddenFormParser(HTMLParser):
             self._in_form = False
 
 
-def _drive_confirmation(resp: requests.Response) -> tuple[str, dict[str, str]] | None:
+def _drive_confirmation(resp: requests.Response, page_url: str) -> tuple[str, dict[str, str]] | None:
     """``(url, query params)`` that confirm a Drive large-file warning page, if it has one.
 
     Old Drive sets a ``download_warning*`` cookie whose value goes into ``confirm``; newer
@@ -377,22 +424,29 @@ def _drive_confirmation(resp: requests.Response) -> tuple[str, dict[str, str]] |
     """
     for name, value in resp.cookies.items():
         if name.startswith("download_warning"):
-            return resp.url, {"confirm": value}
+            return page_url, {"confirm": value}
     parser = _HiddenFormParser()
     parser.feed(resp.text)
     for action, fields in parser.forms:
         if "confirm" in fields:
-            return urljoin(resp.url, action or resp.url), fields
+            return urljoin(page_url, action or page_url), fields
     return None
+
+
+def _with_query(url: str, params: dict[str, str]) -> str:
+    """``url`` with ``params`` merged into its query string (later values win)."""
+    parts = urlparse(url)
+    query = {key: values[-1] for key, values in parse_qs(parts.query, keep_blank_values=True).items()} | params
+    return urlunparse(parts._replace(query=urlencode(query)))
 
 
 def _get(session: requests.Session, url: str, headers: dict[str, str], timeout_s: float) -> requests.Response:
     """Streaming GET that transparently passes Google Drive's virus-scan warning page."""
-    resp = session.get(url, headers=headers, stream=True, timeout=timeout_s)
-    if not (resp.status_code == 200 and _is_html(resp) and (_looks_like_drive(url) or _looks_like_drive(resp.url))):
+    resp, final_url = _send(session, url, headers, timeout_s)
+    if not (resp.status_code == 200 and _is_html(resp) and (_looks_like_drive(url) or _looks_like_drive(final_url))):
         return resp
     with resp:
-        confirmation = _drive_confirmation(resp)
+        confirmation = _drive_confirmation(resp, final_url)
     if confirmation is None:
         raise DownloadError(
             f"{url}: Google Drive returned an HTML page without a download confirmation "
@@ -400,7 +454,7 @@ def _get(session: requests.Session, url: str, headers: dict[str, str], timeout_s
         )
     target, params = confirmation
     log.info("%s: confirming Google Drive download via %s", url, target)
-    resp = session.get(target, params=params, headers=headers, stream=True, timeout=timeout_s)
+    resp, _ = _send(session, _with_query(target, params), headers, timeout_s)
     if resp.status_code == 200 and _is_html(resp):
         resp.close()
         raise DownloadError(f"{url}: Google Drive still returned an HTML page after confirmation")

@@ -26,6 +26,7 @@ from bihmf.download import (
     parse_checksum,
     resolve_url,
     safe_extract,
+    upstream_url,
 )
 
 PAYLOAD = bytes(range(256)) * 40 + b"tail"  # 10 244 bytes, not a multiple of anything tidy
@@ -34,6 +35,7 @@ BIG = bytes(range(251)) * 12_000  # ~2.9 MiB: more than two of download_file's 1
 BIG_SHA256 = "sha256:" + hashlib.sha256(BIG).hexdigest()
 DRIVE_TOKEN = "t0k3n"
 DRIVE_UUID = "abc-123"
+UPSTREAM_HOST = "upstream.test"
 
 # --------------------------------------------------------------------------- fake server
 
@@ -51,6 +53,9 @@ class _Handler(BaseHTTPRequestHandler):
     /uc?id=viaform    Drive warning page with a hidden-input form pointing to /download
     /download?...     file if id/confirm/uuid match the form
     /uc?id=private    Drive HTML page without any token
+    /upstream.test/...  the same endpoints as seen through BIHMF_UPSTREAM_BASE (host as first segment),
+                    plus /upstream.test/moved/abs and /moved/rel: 301 to the host's /files/data.bin
+                    with an absolute https:// and a host-relative Location
     """
 
     server: _Server
@@ -65,8 +70,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.requests.append((self.path, dict(self.headers)))
             seen = self.server.hits[parts.path] = self.server.hits.get(parts.path, 0) + 1
         segments = parts.path.strip("/").split("/")
+        if segments[0] == UPSTREAM_HOST:
+            segments = segments[1:]
         head = segments[0]
-        if head == "files":
+        if head == "moved":
+            location = "https://upstream.test/files/data.bin" if segments[1] == "abs" else "/files/data.bin"
+            self.send_response(301)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif head == "files":
             self._serve_range(PAYLOAD)
         elif head == "norange":
             self._send(200, PAYLOAD)
@@ -321,6 +334,43 @@ def test_download_file_without_checksum_logs_sha256(
     with caplog.at_level(logging.WARNING, logger="bihmf.download"):
         _download(f"{server.base}/files/data.bin", tmp_path / "data.bin", None)
     assert SHA256 in caplog.text
+
+
+# --------------------------------------------------------------------------- upstream override
+
+
+@pytest.mark.parametrize("path", ["files/data.bin", "moved/abs", "moved/rel"])
+def test_upstream_base_override_sends_every_request_to_the_stand_in(
+    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    monkeypatch.setenv("BIHMF_UPSTREAM_BASE", server.base + "/")
+    with caplog.at_level(logging.WARNING, logger="bihmf.download"):
+        _download(f"https://{UPSTREAM_HOST}/{path}?x=1", tmp_path / "data.bin")
+    assert (tmp_path / "data.bin").read_bytes() == PAYLOAD
+    seen = [request for request, _headers in server.requests]
+    assert seen[0] == f"/{UPSTREAM_HOST}/{path}?x=1"
+    assert seen[-1].partition("?")[0] == f"/{UPSTREAM_HOST}/files/data.bin"  # redirects stay on the stand-in, on their host
+
+
+def test_upstream_base_override_announces_itself_once(
+    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("BIHMF_UPSTREAM_BASE", f"{server.base}/announce-once")
+    with caplog.at_level(logging.WARNING, logger="bihmf.download"):
+        for name in ("a", "b"):
+            with pytest.raises(DownloadError, match="404"):
+                _download(f"https://{UPSTREAM_HOST}/missing/{name}", tmp_path / name)
+    assert caplog.text.count("BIHMF_UPSTREAM_BASE is set") == 1
+
+
+def test_upstream_url_leaves_file_urls_and_unset_base_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BIHMF_UPSTREAM_BASE", raising=False)
+    assert upstream_url("https://zenodo.org/records/1?download=1") == "https://zenodo.org/records/1?download=1"
+    monkeypatch.setenv("BIHMF_UPSTREAM_BASE", "http://127.0.0.1:9")
+    assert upstream_url("https://zenodo.org/records/1/files/a.tar.gz?download=1") == (
+        "http://127.0.0.1:9/zenodo.org/records/1/files/a.tar.gz?download=1"
+    )
+    assert upstream_url("file:///data/a.tar.gz") == "file:///data/a.tar.gz"
 
 
 # --------------------------------------------------------------------------- Google Drive
