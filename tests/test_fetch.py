@@ -6,6 +6,7 @@ import copy
 import functools
 import http.server
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -261,3 +262,18 @@ def test_lock_records_what_the_first_run_saw_and_names_every_file_that_drifts(up
     assert bihmf_main(["lock", "--downloads", str(downloads), "--lock", str(lock_file)]) == 0  # accept the change
     fetch()
     assert (tmp_path / "raw" / "table.csv").read_bytes() == b"changed upstream\n"
+
+
+def test_preprocess_drops_an_obsolete_entry_with_the_reason_from_the_download(demo_raw, demo_spec, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(demo_raw, raw)
+    structures = raw / demo_spec["structure_dir"]
+    (structures / "19hc.pdb1.gz").unlink()
+    (structures / "structures_manifest.tsv").write_text(
+        "id\tstatus\tfile\turl\tsha256\tsuccessor\terror\n"
+        "19hc\tobsolete\t\t\t\t9XYZ\tremoved from the PDB on 2020-01-01; replaced by 9XYZ\n"
+    )
+    preprocess_dataset(raw, demo_spec, tmp_path / "p.parquet", tmp_path / "r.json")
+    report = json.loads((tmp_path / "r.json").read_text())
+    reasons = {entry["reason"] for entry in report["noteworthy_entries"] if entry["protein_id"].startswith("19hc")}
+    assert reasons == {"obsolete PDB entry 19HC: removed from the PDB on 2020-01-01; replaced by 9XYZ"}
