@@ -90,7 +90,9 @@ def _removed_entry(pdb_id: str, cache: Path, session: requests.Session, errors: 
     url = HOLDINGS_URL.format(ID=pdb_id.upper())
     try:
         dest = cache_entry(cache, url, f"{pdb_id.upper()}.json")
-        path = download_file(url, dest, None, retries=STRUCTURE_RETRIES, backoff_s=STRUCTURE_BACKOFF_S, session=session)
+        path = download_file(
+            url, dest, None, retries=STRUCTURE_RETRIES, backoff_s=STRUCTURE_BACKOFF_S, session=session, announce_unpinned=False
+        )
     except NotFoundError:
         return _row(pdb_id, "missing", " | ".join(errors) + " | not in RCSB's removed entries either")
     except DownloadError as exc:
@@ -119,7 +121,9 @@ def _fetch_entry(pdb_id: str, templates: list[str], cache: Path, session: reques
         url = template.format(id=pdb_id.lower(), ID=pdb_id.upper())
         dest = cache_entry(cache, url, remote_name({"url": url}))
         try:
-            download_file(url, dest, None, retries=STRUCTURE_RETRIES, backoff_s=STRUCTURE_BACKOFF_S, session=session)
+            download_file(
+                url, dest, None, retries=STRUCTURE_RETRIES, backoff_s=STRUCTURE_BACKOFF_S, session=session, announce_unpinned=False
+            )
         except NotFoundError as exc:
             errors.append(str(exc))
             continue
@@ -168,6 +172,7 @@ def fetch_structures(
         )
     for row in dropped:
         log.warning("structure %s dropped (%s): %s", row["id"], row["status"], row["error"])
+    log.info("%d of %d structures fetched; their sha256 are in %s (`bihmf lock` records them)", len(rows) - len(dropped), len(ids), manifest)
     return rows
 
 
