@@ -111,12 +111,14 @@ def _removed_entry(pdb_id: str, cache: Path, session: requests.Session, errors: 
 
 
 def _fetch_entry(pdb_id: str, templates: list[str], cache: Path, session: requests.Session) -> dict[str, str]:
-    """Try each URL template in order; the first that downloads wins.
+    """Try each URL template in order; the first that downloads wins, a 404 moves on.
 
-    Only when every template says 404 is the entry looked up in RCSB's removed holdings; a
-    template that failed transiently makes the whole entry transient (it may exist).
+    A template that fails transiently ends the entry as transient at once: falling through to the
+    next template would make which file ``raw/`` holds (PDB or mmCIF, assembly or asymmetric
+    unit) depend on which host hiccupped, and a clean rebuild would then drift from the lock.
+    Only when every template says 404 is the entry looked up in RCSB's removed holdings.
     """
-    errors, transient = [], False
+    errors = []
     for template in templates:
         url = template.format(id=pdb_id.lower(), ID=pdb_id.upper())
         dest = cache_entry(cache, url, remote_name({"url": url}))
@@ -128,12 +130,8 @@ def _fetch_entry(pdb_id: str, templates: list[str], cache: Path, session: reques
             errors.append(str(exc))
             continue
         except DownloadError as exc:
-            errors.append(str(exc))
-            transient = True
-            continue
+            return _row(pdb_id, "transient", " | ".join([*errors, str(exc)]))
         return _row(pdb_id, "ok", file=dest.name, url=url, sha256=file_digest(dest, "sha256"))
-    if transient:
-        return _row(pdb_id, "transient", " | ".join(errors))
     return _removed_entry(pdb_id, cache, session, errors)
 
 
