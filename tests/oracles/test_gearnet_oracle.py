@@ -2,8 +2,9 @@
 
 Both sides get the same real proteins (PPBS demo chains; LBA pockets with their ligand atoms as
 extra nodes), our relational graph (``edge_list`` rows = source, target, relation), our node
-states after the input embedding, and the same weights, with batch norm statistics and affine
-parameters randomised so that no norm is the identity. Compared in float64:
+states after the input embedding, and the same weights, every parameter drawn at random
+(``oracle_params``: biases and norm scales / shifts included) and the batch norms' running
+statistics too, so that no norm is the identity and no bias is zero. Compared in float64:
 
 * torchdrug's ``SpatialLineGraph`` on our edges and CA positions against the line graph and
   angle bins our GearNet-Edge multiplies with;
@@ -94,18 +95,19 @@ from bihmf.models.encoders.gearnet_edge import GearNetEdgeEncoder  # noqa: E402
 from bihmf.models.fusion.base import NUM_RESIDUE_TYPES  # noqa: E402
 from bihmf.models.graph import residue_and_ligand_nodes  # noqa: E402
 from bihmf.batching import collate, protein_graph  # noqa: E402
+from oracle_params import assert_all_random, randomise_parameters  # noqa: E402
 
 CPU = torch.device("cpu")
 CASES = [(variant, kind, training) for variant in ("gearnet", "gearnet_edge") for kind in ("chains", "complexes") for training in (False, True)]
 
 
-def _randomise_norms(encoder: StructureEncoder) -> None:
+def _randomise(encoder: StructureEncoder) -> None:
+    randomise_parameters(encoder, 1)
+    assert_all_random(encoder)
     generator = torch.Generator().manual_seed(1)
     for module in encoder.modules():
         if isinstance(module, torch.nn.BatchNorm1d):
             size = module.num_features
-            module.weight.data = 0.5 + torch.rand(size, generator=generator, dtype=torch.float64)
-            module.bias.data = 0.1 * torch.randn(size, generator=generator, dtype=torch.float64)
             module.running_mean = 0.2 * torch.randn(size, generator=generator, dtype=torch.float64)
             module.running_var = 0.5 + torch.rand(size, generator=generator, dtype=torch.float64)
 
@@ -114,7 +116,7 @@ def _ours(variant: str, graphs: list, training: bool) -> tuple[dict, dict]:
     """The case torchdrug gets (weights taken before any forward pass) and our outputs."""
     torch.manual_seed(0)
     encoder = ENCODERS[variant](NUM_RESIDUE_TYPES, WIDTH, 4, NUM_LAYERS, KNN, 0.0).double()
-    _randomise_norms(encoder)
+    _randomise(encoder)
     encoder.train(training)
     state_dict = {_torchdrug_name(k): v.clone() for k, v in encoder.state_dict().items() if not k.startswith(("node_in.", "ligand_in."))}
     batch = collate(graphs, CPU)

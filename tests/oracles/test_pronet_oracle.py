@@ -7,8 +7,8 @@ What is compared, per level and protein:
 * the edge features each interaction block receives (feature0, feature1, pos_emb), ours from
   ``prepare`` and the release's from its own geometry and bases on the same edges;
 * the node states entering the first block: the release embeds the residue type, ours maps
-  the fusion's node input linearly; with a one-hot residue-type input and the release's
-  embedding copied into our input layer the two are the same map; the backbone level's
+  the fusion's node input linearly; with a one-hot residue-type input the release's embedding
+  row k is our input layer's column k plus its bias, the same map; the backbone level's
   dihedral input (the release's bb_embs) is ours, reordered to its cos-then-sin layout;
 * every interaction block in isolation: the release's blocks carry our blocks' weights
   (loaded by parameter name, which both share), and our block runs on the release's inputs
@@ -16,6 +16,10 @@ What is compared, per level and protein:
 * the whole encoder: our states after each ``layer`` step against the release's block
   outputs, and the release's graph-level output against its own readout head applied to our
   final states (the head is the release's: fusion heads replace it in bihmf).
+
+Every parameter on both sides is random (``oracle_params``), biases included: with the
+release's zero-initialised biases, a bias added once per neighbour instead of once per node, or
+a block's final bias dropped, computed the same numbers as the right code.
 
 The release's graph comes from a radius search we cannot run here (pyg-lib is missing), so
 its ``radius_graph`` returns our edges. Its position encoding is computed in float32 and fed
@@ -42,6 +46,7 @@ from bihmf.models.encoders import ENCODERS
 from bihmf.models.encoders.pronet import SphericalBasis
 from bihmf.models.graph import C_IDX, CA_IDX, N_IDX, backbone_dihedrals, chain_breaks
 from bihmf.batching import collate, protein_graph
+from oracle_params import assert_all_random, randomise_parameters
 
 AA_TYPES = 26  # the release's residue vocabulary
 WIDTH, BLOCKS = 128, 4
@@ -87,16 +92,19 @@ def _pair(dig, level: str):
     torch.manual_seed(0)
     ours = ENCODERS[LEVELS[level]](AA_TYPES, WIDTH, 0, BLOCKS, 0, 0.0).double().eval()
     theirs = dig[0].ProNet(level=level, num_blocks=BLOCKS, hidden_channels=WIDTH).double().eval()
+    randomise_parameters(ours, 0)
+    randomise_parameters(theirs, 1)  # its embedding and readout head; the blocks take ours below
     for block, our_block in zip(theirs.interaction_blocks, ours.layers):
         block.load_state_dict(our_block.state_dict())
     with torch.no_grad():
-        if level == "aminoacid":
-            ours.node_in.weight.copy_(theirs.embedding.weight.T)
-            ours.node_in.bias.zero_()
+        if level == "aminoacid":  # one-hot residue type k: our W[:, k] + b is the release's row k
+            theirs.embedding.weight.copy_((ours.node_in.weight + ours.node_in.bias[:, None]).T)
         else:  # the release orders the dihedral input cos, sin; ours sin, cos
             weight = theirs.embedding.weight
             ours.node_in.weight.copy_(torch.cat([weight[:, :AA_TYPES], weight[:, AA_TYPES + 3 :], weight[:, AA_TYPES : AA_TYPES + 3]], 1))
             ours.node_in.bias.copy_(theirs.embedding.bias)
+    assert_all_random(ours)
+    assert_all_random(theirs)
     return ours, theirs
 
 
