@@ -28,6 +28,11 @@ line-graph edges that touch them. (The other documented departure, spatial edges
 different chains fewer than 5 rows apart, needs a multi-chain protein; the chains here are
 single.)
 
+The published readouts ``gearnet_psr`` and ``gearnet_fold`` (``bihmf.tasks.heads``) are compared
+with what torchdrug's ``PropertyPrediction`` composes from GearNet's configs: ``SumReadout``
+over each protein's nodes, then ``layers.MLP`` with two hidden layers (batch norm and dropout
+0.5 for Fold3D), on our encoder's last states, with the same random weights, in evaluation mode.
+
 torchdrug patches torch when imported (``nn.Module``, the optimisers, ``torch.utils.data``), so
 it runs in an interpreter of its own: this file, run as a script, reads the cases the test
 wrote and writes torchdrug's outputs back. Stand-ins there, none of which changes a result:
@@ -88,6 +93,20 @@ def _construct(case: dict) -> dict:
     }
 
 
+def _readout(case: dict) -> torch.Tensor:
+    """torchdrug's PropertyPrediction head on given node features (subprocess only)."""
+    from torchdrug import data, layers
+
+    features = case["features"]
+    graph = data.PackedGraph(torch.zeros(0, 2, dtype=torch.long), num_nodes=case["num_nodes"], num_edges=[0] * len(case["num_nodes"]))
+    width = features.shape[1]
+    head = layers.MLP(width, [width, width, case["out_dim"]], batch_norm=case["batch_norm"], dropout=case["dropout"])
+    head.load_state_dict(case["mlp"])
+    head.eval()
+    with torch.no_grad():
+        return head(layers.SumReadout()(graph, features))
+
+
 def _run_torchdrug(cases_path: Path, out_path: Path) -> None:
     """Evaluate torchdrug's models, or build its graphs, on every case (runs in the subprocess only)."""
     import oracle_shims
@@ -104,6 +123,9 @@ def _run_torchdrug(cases_path: Path, out_path: Path) -> None:
     for case in torch.load(cases_path):
         if "sequences" in case:
             results.append(_construct(case))
+            continue
+        if "mlp" in case:
+            results.append(_readout(case))
             continue
         edge_list, h0, edge_feature = case["edge_list"], case["input"], case["edge_feature"]
         graph = data.PackedGraph(
@@ -141,6 +163,7 @@ from bihmf.models.encoders import ENCODERS, StructureEncoder  # noqa: E402
 from bihmf.models.encoders.gearnet_edge import GearNetEdgeEncoder  # noqa: E402
 from bihmf.models.fusion.base import NUM_RESIDUE_TYPES  # noqa: E402
 from bihmf.data.structure import STANDARD_AA  # noqa: E402
+from bihmf.tasks.heads import READOUTS  # noqa: E402
 from bihmf.models.encoders.gearnet import RADIUS_RELATION  # noqa: E402
 from bihmf.models.encoders.gearnet_edge import NODE_TYPES  # noqa: E402
 from bihmf.models.graph import CA_IDX, chain_breaks, residue_and_ligand_nodes  # noqa: E402
@@ -226,7 +249,8 @@ def evaluated(batches, construction_batch, tmp_path_factory):
     chains, batch = construction_batch
     positions = batch.coords[:, CA_IDX].split([len(r.sequence) for r in chains])
     construction = {"sequences": [r.sequence for r in chains], "positions": list(positions)}
-    torch.save([case for case, _ in runs] + [construction], work / "cases.pt")
+    heads = [_readout_case(name, runs[0][1]["hiddens"][-1], batches["chains"]) for name in READOUT_CASES]
+    torch.save([case for case, _ in runs] + [construction] + [case for case, _ in heads], work / "cases.pt")
     done = subprocess.run(
         [sys.executable, str(Path(__file__)), str(work / "cases.pt"), str(work / "torchdrug.pt")],
         cwd=Path(__file__).parent, capture_output=True, text=True, timeout=900,
@@ -237,12 +261,43 @@ def evaluated(batches, construction_batch, tmp_path_factory):
             f"make test-oracles); its interpreter said:\n{done.stderr[-3000:]}"
         )
     theirs = torch.load(work / "torchdrug.pt")
-    return {key: (ours, reference) for key, (_, ours), reference in zip(CASES, runs, theirs)}, theirs[-1]
+    models = {key: (ours, reference) for key, (_, ours), reference in zip(CASES, runs, theirs)}
+    readouts = {name: (ours, reference) for name, (_, ours), reference in zip(READOUT_CASES, heads, theirs[len(CASES) + 1:])}
+    return models, theirs[len(CASES)], readouts
 
 
 @pytest.fixture(scope="module")
 def compared(evaluated):
     return evaluated[0]
+
+
+READOUT_CASES = ("gearnet_psr", "gearnet_fold")
+OUT_DIM = 3
+
+
+def _readout_case(name: str, states: torch.Tensor, graphs: list) -> tuple[dict, torch.Tensor]:
+    """Our published readout on our encoder's last states (random weights and running
+    statistics), and the case torchdrug gets: the same states and weights under its names."""
+    batch = collate(graphs, CPU)
+    pool, mlp = READOUTS[name](WIDTH, OUT_DIM, 0.0)
+    mlp = mlp.double()
+    randomise_parameters(mlp, 2)
+    generator = torch.Generator().manual_seed(2)
+    linears = [m for m in mlp if isinstance(m, torch.nn.Linear)]
+    norms = [m for m in mlp if isinstance(m, torch.nn.BatchNorm1d)]
+    for norm in norms:
+        norm.running_mean = 0.2 * torch.randn(WIDTH, generator=generator, dtype=torch.float64)
+        norm.running_var = 0.5 + torch.rand(WIDTH, generator=generator, dtype=torch.float64)
+    names = {**{f"layers.{i}": m for i, m in enumerate(linears)}, **{f"batch_norms.{i}": m for i, m in enumerate(norms)}}
+    state_dict = {f"{prefix}.{key}": value.clone() for prefix, module in names.items() for key, value in module.state_dict().items()}
+    dropout = next((m.p for m in mlp if isinstance(m, torch.nn.Dropout)), 0.0)
+    mlp.eval()
+    residues = states[: batch.coords.shape[0]]
+    with torch.no_grad():
+        ours = mlp(pool(residues, batch))
+    case = {"features": residues, "num_nodes": torch.bincount(batch.batch).tolist(), "mlp": state_dict,
+            "batch_norm": bool(norms), "dropout": dropout, "out_dim": OUT_DIM}
+    return case, ours
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -323,3 +378,11 @@ def test_graph_construction_equals_torchdrugs_own(evaluated, construction_batch)
     assert len(our_line) == extra["line_adjacency"].indices().shape[1] and len(their_line) == theirs["line_graph"].shape[0]
     assert our_line <= their_line
     assert their_line - our_line == {e for e in their_line if e[0] in across_gaps or e[1] in across_gaps}
+
+
+@pytest.mark.parametrize("name", READOUT_CASES)
+def test_published_readouts_equal_torchdrugs_head(name, evaluated):
+    ours, theirs = evaluated[2][name]
+    diff = _max_diff(ours, theirs)
+    print(f"{name}: max |ours - torchdrug| = {diff:.1e}")
+    assert diff < ATOL and ours.abs().max() > 0.1

@@ -14,8 +14,9 @@ What is compared, per level and protein:
   (loaded by parameter name, which both share), and our block runs on the release's inputs
   to that block;
 * the whole encoder: our states after each ``layer`` step against the release's block
-  outputs, and the release's graph-level output against its own readout head applied to our
-  final states (the head is the release's: fusion heads replace it in bihmf).
+  outputs, and the release's graph-level output against our published readout ``pronet``
+  (``bihmf.tasks.heads``, which ``recipe: published`` gives ProNet on react) applied to our final
+  states, with the release's readout weights.
 
 Every parameter on both sides is random (``oracle_params``), biases included: with the
 release's zero-initialised biases, a bias added once per neighbour instead of once per node, or
@@ -46,6 +47,7 @@ from bihmf.models.encoders import ENCODERS
 from bihmf.models.encoders.pronet import SphericalBasis
 from bihmf.models.graph import C_IDX, CA_IDX, N_IDX, backbone_dihedrals, chain_breaks
 from bihmf.batching import collate, protein_graph
+from bihmf.tasks.heads import READOUTS
 from oracle_params import assert_all_random, randomise_parameters
 
 AA_TYPES = 26  # the release's residue vocabulary
@@ -108,6 +110,16 @@ def _pair(dig, level: str):
     return ours, theirs
 
 
+def _published_readout(theirs) -> torch.nn.Module:
+    """Our ``pronet`` readout carrying the release's readout weights (lins_out, then lin_out)."""
+    pool, mlp = READOUTS["pronet"](WIDTH, 1, 0.0)
+    linears = [m for m in mlp if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == len(theirs.lins_out) + 1
+    for mine, reference in zip(linears, [*theirs.lins_out, theirs.lin_out]):
+        mine.load_state_dict(reference.state_dict())
+    return lambda residues, batch: mlp.double()(pool(residues, batch))
+
+
 def _run_ours(encoder, batch, residue_type):
     state = encoder.prepare(batch, F.one_hot(residue_type, AA_TYPES).double())
     states = [state.s]
@@ -164,10 +176,7 @@ def test_pronet_equals_the_release(level, dig, proteins, monkeypatch):
             for depth, (args, out) in enumerate(calls):
                 diffs[f"block {depth} alone"] = _max_diff(ours.layers[depth](*args[:5]), out)
                 diffs[f"encoder after block {depth}"] = _max_diff(states[depth + 1], out)
-            head = states[-1].sum(0, keepdim=True)
-            for lin in theirs.lins_out:
-                head = theirs.relu(lin(head))
-            diffs["readout"] = _max_diff(theirs.lin_out(head), output)
+            diffs["published readout"] = _max_diff(_published_readout(theirs)(states[-1], batch), output)
         print(level, name, graph.num_nodes, "residues", edge_index.shape[1], "edges", diffs)
         assert len(calls) == BLOCKS and edge_index.shape[1] > 10 * graph.num_nodes
         assert max(diffs.values()) < ATOL, diffs
