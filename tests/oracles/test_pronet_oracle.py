@@ -113,11 +113,12 @@ def _pair(dig, level: str):
 def _published_readout(theirs) -> torch.nn.Module:
     """Our ``pronet`` readout carrying the release's readout weights (lins_out, then lin_out)."""
     pool, mlp = READOUTS["pronet"](WIDTH, 1, 0.0)
+    mlp = mlp.double()
     linears = [m for m in mlp if isinstance(m, torch.nn.Linear)]
     assert len(linears) == len(theirs.lins_out) + 1
     for mine, reference in zip(linears, [*theirs.lins_out, theirs.lin_out]):
         mine.load_state_dict(reference.state_dict())
-    return lambda residues, batch: mlp.double()(pool(residues, batch))
+    return lambda residues, batch: mlp(pool(residues, batch))
 
 
 def _run_ours(encoder, batch, residue_type):
