@@ -26,8 +26,10 @@ def registries() -> dict[str, list[str]]:
     from bihmf.models.encoders import ENCODERS
     from bihmf.models.fusion import FUSIONS
     from bihmf.tasks import TASKS
+    from bihmf.tasks.heads import READOUTS
 
-    return {"datasets": list(DATASETS), "tasks": list(TASKS), "encoders": list(ENCODERS), "fusions": list(FUSIONS)}
+    return {"datasets": list(DATASETS), "tasks": list(TASKS), "encoders": list(ENCODERS), "fusions": list(FUSIONS),
+            "readouts": list(READOUTS)}
 
 
 def _fill_registries(node: Any, names: dict[str, list[str]]) -> Any:

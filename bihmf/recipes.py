@@ -24,6 +24,7 @@ import yaml
 
 from bihmf.config import deep_merge
 from bihmf.models.fusion import cached_layers, paired_layers
+from bihmf.tasks.heads import READOUTS
 
 RECIPES_PATH = Path(__file__).parent / "data" / "recipes.yaml"
 # every (benchmark, encoder) recipe states these, each sourced or marked as our choice
@@ -31,11 +32,12 @@ REQUIRED = ("epochs", "optimizer", "lr", "schedule", "batch_size", "hidden_dim",
             "early_stopping")
 # the config keys a recipe may set; resources and seeds stay ours
 SETTABLE = {
-    "model": frozenset({"hidden_dim", "vector_dim", "num_layers", "knn", "dropout"}),
+    "model": frozenset({"hidden_dim", "vector_dim", "num_layers", "knn", "dropout", "readout"}),
     "train": frozenset({"epochs", "lr", "weight_decay", "warmup_fraction", "patience", "grad_clip"}),
 }
 INTEGER_KEYS = frozenset({"model.hidden_dim", "model.vector_dim", "model.num_layers", "model.knn", "train.epochs",
                           "train.patience"})
+NAMED_KEYS = {"model.readout": READOUTS}  # keys set to a registry name, not a number
 RECIPE_KEY = "recipe"  # where a run's train settings record the recipe (training writes them to provenance)
 
 
@@ -93,6 +95,10 @@ def _sets(raw: Any, value: Any, where: str, path: Path) -> dict[str, Any]:
         if name not in SETTABLE.get(section, ()):
             allowed = sorted(f"{s}.{n}" for s, names in SETTABLE.items() for n in names)
             raise ValueError(f"{path}: {where}: sets {key!r}, which a recipe may not set (allowed: {allowed})")
+        if key in NAMED_KEYS:
+            if sets[key] not in NAMED_KEYS[key]:
+                raise ValueError(f"{path}: {where}: sets {key!r} to {sets[key]!r}, not one of {sorted(NAMED_KEYS[key])}")
+            continue
         integer = key in INTEGER_KEYS
         if isinstance(sets[key], bool) or not isinstance(sets[key], int if integer else (int, float)):
             kind = "an integer" if integer else "a number"

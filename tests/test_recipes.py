@@ -55,12 +55,13 @@ def test_every_benchmark_and_encoder_of_the_full_config_has_a_sourced_recipe(ful
 def test_recipes_hold_the_source_values(recipes) -> None:
     """Spot checks against the files read: drorlab run_atom3d.py, DIG run_ProNet.py, ESM-GearNet PSR."""
     assert recipes.get("lba30", "gvp").settings() == {
-        "model": {"hidden_dim": 100, "vector_dim": 16, "num_layers": 5, "dropout": 0.1},
+        "model": {"hidden_dim": 100, "vector_dim": 16, "num_layers": 5, "dropout": 0.1, "readout": "atom3d_gvp"},
         "train": {"epochs": 50, "weight_decay": 0.0, "lr": 1e-4, "patience": 50},
     }
     assert recipes.get("react", "pronet_backbone").settings()["train"] == {
         "epochs": 400, "weight_decay": 0.0, "lr": 5e-4, "patience": 400}
-    assert recipes.get("psr", "gearnet").settings()["model"] == {"hidden_dim": 512, "num_layers": 6, "knn": 10, "dropout": 0.0}
+    assert recipes.get("psr", "gearnet").settings()["model"] == {
+        "hidden_dim": 512, "num_layers": 6, "knn": 10, "dropout": 0.0, "readout": "gearnet_psr"}
     react = recipes.get("react", "gearnet")  # SGD: its rate is recorded, not applied to AdamW
     assert react.hyperparameters["lr"].value == 1e-3 and "lr" not in react.settings()["train"]
     assert not recipes.get("ppbs", "gvp").published and recipes.get("psr", "gvp").published

@@ -22,6 +22,7 @@ from bihmf.models import encoders
 from bihmf.models.encoders import ENCODERS
 from bihmf.models.fusion import FUSIONS
 from bihmf.tasks import TASKS
+from bihmf.tasks.heads import READOUTS
 from tests.conftest import ROOT
 
 RAW_SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
@@ -36,6 +37,7 @@ REGISTRY_LISTS: dict[tuple[str, ...], list[str]] = {
     (*DATASET, "task"): list(TASKS),
     (*MODEL, "encoders", "items"): list(ENCODERS),
     (*MODEL, "fusions", "items"): list(FUSIONS),
+    (*MODEL, "readout"): list(READOUTS),
     (*ABLATION, "encoders", "items"): list(ENCODERS),
     (*ABLATION, "fusions", "items"): list(FUSIONS),
 }

@@ -12,6 +12,7 @@ from bihmf.models.encoders import ENCODERS
 from bihmf.models.fusion import FUSIONS, Fusion, FusionContext
 from bihmf.models.fusion.base import BOTH_DIRECTIONS, EncoderFactory
 from bihmf.tasks import TASKS
+from bihmf.tasks.heads import DEFAULT_READOUT, READOUT_OPTION
 
 
 NO_ENCODER = "none"
@@ -69,7 +70,11 @@ def build_model(
     )
     # a run saved before model.fusion_direction existed was two-way
     fusion_module = _build_fusion(fusion, encoder_factory, context, model_cfg.get("fusion_direction", BOTH_DIRECTIONS))
-    return ProteinModel(fusion_module, TASKS[task].Head(fusion_module.width, model_cfg["dropout"], task_options or {}))
+    readout = model_cfg.get("readout", DEFAULT_READOUT)  # a run saved before model.readout existed used the default
+    if readout != DEFAULT_READOUT and TASKS[task].PER_RESIDUE:
+        raise ValueError(f"model.readout {readout!r} pools proteins, but task {task!r} predicts per residue")
+    options = {**(task_options or {}), READOUT_OPTION: readout}
+    return ProteinModel(fusion_module, TASKS[task].Head(fusion_module.width, model_cfg["dropout"], options))
 
 
 def _build_fusion(name: str, encoder_factory: EncoderFactory, context: FusionContext, direction: str) -> Fusion:

@@ -178,7 +178,8 @@ def write_summary_report(tables: Mapping[str, Path], paper_benchmarks: Mapping[s
         ("p", "Rows `ours` are mean ± sample std over seeds (n = seeds with a value), best of ours per column in "
               "**bold**. Published numbers are converted to our scale (percentages to fractions); `published` rows "
               "are the same model as the `ours` row above them, followed by Δ = ours − published; `published only` "
-              f"rows are related models this benchmark does not train. \"{MISSING}\": not run here; "
+              "rows are related models this benchmark does not train; `re-run` rows are a later paper's re-run or a "
+              f"public reproduction of a method, not its authors' numbers. \"{MISSING}\": not run here; "
               f"\"{NOT_AVAILABLE}\": no published number is known; \"{NOT_GIVEN}\": the source omits it."),
         ("table", table),
         ("list", notes),

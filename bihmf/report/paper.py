@@ -4,7 +4,9 @@ published numbers (``bihmf/data/published.yaml``) beside ours and the difference
 Our rows are the configured encoder × fusion pairs; each column is one headline metric of one
 benchmark. A published method that is the same model as one of our rows (``match``) is
 printed under that row with a Δ row (ours − published); the other published methods follow
-as reference rows. Nothing is ever filled in: a benchmark we have not run is "missing", a
+as reference rows, and after them the re-runs (``kind: rerun``: a later paper's or a public
+reproduction's numbers for a method, never its authors'), which are never put under our rows
+and print as "re-run: ...". Nothing is ever filled in: a benchmark we have not run is "missing", a
 number nobody has published is "not available", one the source omits is "not given".
 """
 
@@ -26,6 +28,8 @@ from bihmf.tasks.metrics import higher_is_better, is_metric
 PUBLISHED_PATH = Path(__file__).parents[1] / "data" / "published.yaml"
 UNITS = {None: 1.0, "fraction": 1.0, "percent": 0.01}  # factor onto our metrics' scale
 NO_DIFFERENCE = "—"
+PUBLISHED, RERUN = "published", "rerun"  # the kinds of method row (module docstring)
+ROW_LABELS = {PUBLISHED: "published only", RERUN: "re-run"}
 Column = tuple[str, str, str]  # benchmark, split, metric
 
 
@@ -45,6 +49,7 @@ class Method:
     source: str | None
     note: str
     values: dict[Column, PublishedValue] = field(default_factory=dict)
+    kind: str = PUBLISHED
 
     @property
     def matched(self) -> bool:
@@ -119,6 +124,11 @@ def _method(raw: Any, index: int, published: dict[str, Any], path: Path) -> Meth
     match = _mapping(entry.get("match", {}), f"method {name!r} match", path)
     if set(match) - {"encoder", "fusion"} or (match and "fusion" not in match):
         raise ValueError(f"{path}: method {name!r}: match takes a fusion and optionally an encoder, got {match}")
+    kind = entry.get("kind", PUBLISHED)
+    if kind not in ROW_LABELS:
+        raise ValueError(f"{path}: method {name!r}: kind {kind!r} is not one of {sorted(ROW_LABELS)}")
+    if kind == RERUN and match:
+        raise ValueError(f"{path}: method {name!r}: a re-run is a reference row, never matched to a row of ours")
     source = entry.get("source")
     if source is not None and source not in published["sources"]:
         raise ValueError(f"{path}: method {name!r}: source {source!r} is not one of {sorted(published['sources'])}")
@@ -127,7 +137,7 @@ def _method(raw: Any, index: int, published: dict[str, Any], path: Path) -> Meth
         for key, value in _mapping(metrics, f"method {name!r} values.{benchmark}", path).items():
             where = f"method {name!r} values.{benchmark}.{key}"
             values[_column(published["benchmarks"], benchmark, key, where, path)] = _value(value, published["sources"], where, path)
-    return Method(name, match.get("encoder"), match.get("fusion"), source, str(entry.get("note", "")).strip(), values)
+    return Method(name, match.get("encoder"), match.get("fusion"), source, str(entry.get("note", "")).strip(), values, kind)
 
 
 def load_published(path: Path = PUBLISHED_PATH) -> Published:
@@ -239,12 +249,13 @@ def summary_table(ours: pd.DataFrame, rows: Sequence[tuple[str, str]], published
                 table.add_row([f"Δ ours − {method.name}", "", "",
                                *(Cell(number(d, signed=True) if np.isfinite(d) else NO_DIFFERENCE) for d in deltas)])
             records += [_published_record(method, c, encoder, fusion, d) for c, d in zip(columns, deltas)]
-    first = True
-    for method in (m for m in published.methods if not m.matched):
-        table.add_row([f"published only: {method.name}{_source_marks(method, order)}", "", "",
-                       *(_published_cell(method, c) for c in columns)], rule_before=first)
-        records += [_published_record(method, c, "", "", np.nan) for c in columns]
-        first = False
+    for kind in ROW_LABELS:
+        first = True
+        for method in (m for m in published.methods if not m.matched and m.kind == kind):
+            table.add_row([f"{ROW_LABELS[kind]}: {method.name}{_source_marks(method, order)}", "", "",
+                           *(_published_cell(method, c) for c in columns)], rule_before=first)
+            records += [_published_record(method, c, "", "", np.nan) for c in columns]
+            first = False
     tidy = pd.concat([ours.assign(row="ours", method="ours"), pd.DataFrame.from_records(records)], ignore_index=True)
     return table, tidy, order
 
@@ -252,7 +263,7 @@ def summary_table(ours: pd.DataFrame, rows: Sequence[tuple[str, str]], published
 def _published_record(method: Method, column: Column, encoder: str, fusion: str, delta: float) -> dict[str, Any]:
     value = method.values.get(column)
     return {
-        "row": "published", "method": method.name, "encoder": encoder, "fusion": fusion,
+        "row": method.kind, "method": method.name, "encoder": encoder, "fusion": fusion,
         "benchmark": column[0], "split": column[1], "metric": column[2],
         "published": np.nan if value is None or value.value is None else value.value,
         "published_as_printed": NOT_AVAILABLE if value is None else value.printed,

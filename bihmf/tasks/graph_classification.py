@@ -22,7 +22,7 @@ class Head(GraphHead):
     def __init__(self, width: int, dropout: float, options: dict[str, Any]):
         if not options.get("num_classes"):
             raise ValueError("graph_classification needs the dataset's num_classes in the config")
-        super().__init__(width, int(options["num_classes"]), dropout)
+        super().__init__(width, int(options["num_classes"]), dropout, options)
 
 
 def prepare(head: nn.Module, train_targets: np.ndarray) -> None:

@@ -32,7 +32,7 @@ prediction_owners = one_row_per_graph
 
 class Head(GraphHead):
     def __init__(self, width: int, dropout: float, options: dict[str, Any]):
-        super().__init__(width, 1, dropout)
+        super().__init__(width, 1, dropout, options)
         self.register_buffer("target_mean", torch.zeros(()))
         self.register_buffer("target_std", torch.ones(()))
 

@@ -1,8 +1,9 @@
-"""Protein-level readout shared by graph tasks: mean + attention pooling over residues.
+"""Protein-level head shared by graph tasks: a readout of bihmf.tasks.heads (pooling + MLP).
 
-docs/paper.md choice 4: protein tasks pool the final fused residue states with both a mean (robust
-for small proteins) and a learned attention pooling (lets a few residues, e.g. an active
-site, dominate); the two are concatenated.
+docs/paper.md choice 4: by default protein tasks pool the final fused residue states with both a
+mean (robust for small proteins) and a learned attention pooling (lets a few residues, e.g. an
+active site, dominate), concatenated; ``model.readout`` may choose an encoder's published
+readout instead (bihmf.tasks.heads).
 """
 
 from __future__ import annotations
@@ -10,32 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor, nn
-from torch_geometric.utils import scatter, softmax
 
-
-class MeanAttentionPool(nn.Module):
-    def __init__(self, width: int):
-        super().__init__()
-        self.score = nn.Linear(width, 1)
-
-    def forward(self, residues: Tensor, graph: Any) -> Tensor:
-        """[N, width] residue states -> [num proteins, 2 * width]."""
-        batch, size = graph.batch, graph.num_graphs
-        mean = scatter(residues, batch, dim=0, dim_size=size, reduce="mean")
-        weights = softmax(self.score(residues).squeeze(-1), batch, num_nodes=residues.shape[0])
-        attended = scatter(weights.unsqueeze(-1) * residues, batch, dim=0, dim_size=size, reduce="sum")
-        return torch.cat([mean, attended], dim=-1)
+from bihmf.tasks.heads import DEFAULT_READOUT, READOUT_OPTION, READOUTS
 
 
 class GraphHead(nn.Module):
     """Pooling followed by an MLP to ``out_dim`` values per protein."""
 
-    def __init__(self, width: int, out_dim: int, dropout: float):
+    def __init__(self, width: int, out_dim: int, dropout: float, options: dict[str, Any]):
         super().__init__()
-        self.pool = MeanAttentionPool(width)
-        self.mlp = nn.Sequential(nn.Linear(2 * width, width), nn.ReLU(), nn.Dropout(dropout), nn.Linear(width, out_dim))
+        self.pool, self.mlp = READOUTS[options.get(READOUT_OPTION, DEFAULT_READOUT)](width, out_dim, dropout)
 
     def forward(self, residues: Tensor, graph: Any) -> Tensor:
         return self.mlp(self.pool(residues, graph))

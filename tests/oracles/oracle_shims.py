@@ -1,4 +1,5 @@
-"""Stand-ins for the compiled PyG extension torch-scatter that the reference packages import.
+"""Stand-ins for the compiled PyG extensions torch-scatter and torch-cluster that the
+reference packages import.
 
 torch-scatter (like torch-sparse and torch-cluster) publishes no wheels for our torch and takes about a
 quarter of an hour to build from source, so the oracle tests register this pure-torch
@@ -100,23 +101,55 @@ def install() -> None:
     sys.modules["torch_scatter.composite"] = composite
 
 
-def _unavailable(name: str):
-    def call(*args, **kwargs):
-        raise RuntimeError(f"torch_cluster.{name} is not installed here; oracle tests pass their own graphs")
-    return call
+def _pair_distances(x: Tensor, batch: Tensor | None, loop: bool) -> Tensor:
+    """[N, N] distances, infinite between graphs of the batch and (unless ``loop``) on the diagonal."""
+    distance = torch.cdist(x, x)
+    if batch is not None:
+        distance = distance.masked_fill(batch[:, None] != batch[None, :], float("inf"))
+    if not loop:
+        distance.fill_diagonal_(float("inf"))
+    return distance
+
+
+def _flowing(neighbour: Tensor, centre: Tensor, flow: str) -> Tensor:
+    """torch_cluster's layout: row 0 the neighbour and row 1 the centre for source_to_target."""
+    return torch.stack([neighbour, centre] if flow == "source_to_target" else [centre, neighbour])
+
+
+def knn_graph(x: Tensor, k: int, batch: Tensor | None = None, loop: bool = False, flow: str = "source_to_target",
+              cosine: bool = False, num_workers: int = 1) -> Tensor:
+    """torch_cluster.knn_graph by brute force: each node's ``k`` nearest nodes of its graph."""
+    if cosine:
+        raise NotImplementedError("cosine kNN is not used by the references")
+    distance = _pair_distances(x, batch, loop)
+    nearest = distance.topk(min(k, x.shape[0]), dim=1, largest=False)
+    centre = torch.arange(x.shape[0]).repeat_interleave(nearest.indices.shape[1])
+    found = torch.isfinite(nearest.values).flatten()
+    return _flowing(nearest.indices.flatten()[found], centre[found], flow)
+
+
+def radius_graph(x: Tensor, r: float, batch: Tensor | None = None, loop: bool = False, max_num_neighbors: int = 32,
+                 flow: str = "source_to_target", num_workers: int = 1) -> Tensor:
+    """torch_cluster.radius_graph by brute force. The extension keeps the first
+    ``max_num_neighbors`` it happens to find, an order-dependent choice no other code can
+    reproduce; so this stand-in refuses input where a node has more, instead of choosing."""
+    centre, neighbour = torch.nonzero(_pair_distances(x, batch, loop) < r, as_tuple=True)
+    crowded = torch.bincount(centre, minlength=x.shape[0]).max() if centre.numel() else 0
+    if crowded > max_num_neighbors:
+        raise ValueError(f"a node has {int(crowded)} neighbours within {r}, above max_num_neighbors={max_num_neighbors}")
+    return _flowing(neighbour, centre, flow)
 
 
 def install_torchdrug_stand_ins() -> None:
-    """What torchdrug 0.2.1 imports but the oracle tests never run: torch_cluster (its graph
-    construction; the tests pass our edges in) and rdkit's removed ``Chem.Draw.mplCanvas``
-    (molecule drawing). Both are registered only where the real module is missing."""
+    """What torchdrug 0.2.1 imports beyond our stack: torch_cluster (its graph construction,
+    here by brute force: :func:`knn_graph`, :func:`radius_graph`) and rdkit's removed
+    ``Chem.Draw.mplCanvas`` (molecule drawing, never run). Both are registered only where the
+    real module is missing."""
     install()
     try:
         import torch_cluster  # noqa: F401
     except ImportError:
-        sys.modules["torch_cluster"] = _module(
-            "torch_cluster", knn_graph=_unavailable("knn_graph"), radius_graph=_unavailable("radius_graph")
-        )
+        sys.modules["torch_cluster"] = _module("torch_cluster", knn_graph=knn_graph, radius_graph=radius_graph)
     import rdkit.Chem.Draw as draw
 
     if not hasattr(draw, "mplCanvas"):

@@ -6,7 +6,9 @@ path (the package ``__init__`` pulls in its whole training stack). Every referen
 built in the setting of drorlab's ATOM3D GVP-GNN models, ``activations=(relu, None)`` with
 ``vector_gate=True`` (GVPs the reference builds with ``(None, None)`` stay so), our weights are
 copied into it parameter by parameter (each of ours used exactly once), and both run on the
-same inputs.
+same inputs. Every parameter of ours is drawn at random first (``oracle_params``): biases and
+the norms' scales and shifts too, which initialise to constants that would hide a bias or an
+affine step applied twice or not at all.
 
 Per layer: GVP (with and without activation, with vector, scalar-only and scalar-output
 dimensions), LayerNorm, and GVPConvLayer in eval mode and in training mode with dropout (the
@@ -40,6 +42,7 @@ from bihmf.data.ppbs import parse
 from bihmf.models.encoders.gvp import EDGE_SCALARS, LIGAND_TYPES, NODE_VECTORS, GVP, GVPConvLayer, GVPEncoder, GVPLayerNorm
 from bihmf.models.fusion.base import NUM_RESIDUE_TYPES
 from bihmf.batching import collate, protein_graph
+from oracle_params import assert_all_random, randomise_parameters
 
 REFERENCE_FILE = Path("proteinworkshop") / "models" / "graph_encoders" / "layers" / "gvp.py"
 ATOM3D = (F.relu, None)
@@ -87,6 +90,7 @@ def batch(demo_raw, demo_spec, lba_records):
 
 def _copy_weights(ours: nn.Module, theirs: nn.Module, rename: Callable[[str], str]) -> None:
     """Their parameter ``k`` takes our ``rename(k)``; every parameter of ours is used once."""
+    assert_all_random(ours)
     mine = ours.state_dict()
     wanted = {k: rename(k) for k in theirs.state_dict() if not k.endswith("dummy_param")}
     assert sorted(wanted.values()) == sorted(mine), (sorted(wanted.values()), sorted(mine))
@@ -104,7 +108,9 @@ def _max_diff(record_property, name: str, ours: torch.Tensor, theirs: torch.Tens
 
 def _encoder() -> GVPEncoder:
     torch.manual_seed(0)
-    return GVPEncoder(NUM_RESIDUE_TYPES, WIDTH, VECTORS, LAYERS, KNN, dropout=0.25).double().eval()
+    encoder = GVPEncoder(NUM_RESIDUE_TYPES, WIDTH, VECTORS, LAYERS, KNN, dropout=0.25).double().eval()
+    randomise_parameters(encoder, 0)
+    return encoder
 
 
 def _one_hot(batch) -> torch.Tensor:
@@ -134,6 +140,7 @@ def test_gvp_equals_reference(ref, raw_inputs, record_property, activations, out
     in_dims = (s.shape[-1], NODE_VECTORS)
     torch.manual_seed(1)
     ours = GVP(in_dims, out_dims, activate=activations[0] is not None).double()
+    randomise_parameters(ours, 1)
     theirs = ref.GVP(in_dims, out_dims, activations=activations, vector_gate=True).double()
     _copy_weights(ours, theirs, lambda k: k)
     with torch.no_grad():
@@ -155,6 +162,7 @@ def test_scalar_only_gvp_equals_reference(ref, raw_inputs, record_property):
     embed = nn.Embedding(LIGAND_TYPES, LIGAND_TYPES).double()
     s = embed(types).detach()
     ours = GVP((LIGAND_TYPES, 0), (WIDTH, VECTORS), activate=False).double()
+    randomise_parameters(ours, 2)
     theirs = ref.GVP((LIGAND_TYPES, 0), (WIDTH, VECTORS), activations=LINEAR, vector_gate=True).double()
     _copy_weights(ours, theirs, lambda k: k)
     with torch.no_grad():
@@ -167,9 +175,7 @@ def test_scalar_only_gvp_equals_reference(ref, raw_inputs, record_property):
 def test_layer_norm_equals_reference(ref, raw_inputs, record_property):
     s, v = raw_inputs["node_in"]
     ours = GVPLayerNorm(s.shape[-1]).double()
-    with torch.no_grad():
-        ours.scalar_norm.weight.uniform_(0.5, 1.5)
-        ours.scalar_norm.bias.uniform_(-0.5, 0.5)
+    randomise_parameters(ours, 3)
     theirs = ref.LayerNorm((s.shape[-1], NODE_VECTORS)).double()
     _copy_weights(ours, theirs, lambda k: k)
     with torch.no_grad():
@@ -193,6 +199,7 @@ def test_conv_layer_equals_reference(ref, raw_inputs, record_property, training)
     v = torch.cat([x["v"], x["ligand_v"]])
     torch.manual_seed(3)
     ours = GVPConvLayer((WIDTH, VECTORS), (EDGE_SCALARS, 1), dropout=0.25).double().train(training)
+    randomise_parameters(ours, 4)
     theirs = ref.GVPConvLayer(
         (WIDTH, VECTORS), (EDGE_SCALARS, 1), drop_rate=0.25, activations=ATOM3D, vector_gate=True
     ).double().train(training)

@@ -7,15 +7,20 @@ What is compared, per level and protein:
 * the edge features each interaction block receives (feature0, feature1, pos_emb), ours from
   ``prepare`` and the release's from its own geometry and bases on the same edges;
 * the node states entering the first block: the release embeds the residue type, ours maps
-  the fusion's node input linearly; with a one-hot residue-type input and the release's
-  embedding copied into our input layer the two are the same map; the backbone level's
+  the fusion's node input linearly; with a one-hot residue-type input the release's embedding
+  row k is our input layer's column k plus its bias, the same map; the backbone level's
   dihedral input (the release's bb_embs) is ours, reordered to its cos-then-sin layout;
 * every interaction block in isolation: the release's blocks carry our blocks' weights
   (loaded by parameter name, which both share), and our block runs on the release's inputs
   to that block;
 * the whole encoder: our states after each ``layer`` step against the release's block
-  outputs, and the release's graph-level output against its own readout head applied to our
-  final states (the head is the release's: fusion heads replace it in bihmf).
+  outputs, and the release's graph-level output against our published readout ``pronet``
+  (``bihmf.tasks.heads``, which ``recipe: published`` gives ProNet on react) applied to our final
+  states, with the release's readout weights.
+
+Every parameter on both sides is random (``oracle_params``), biases included: with the
+release's zero-initialised biases, a bias added once per neighbour instead of once per node, or
+a block's final bias dropped, computed the same numbers as the right code.
 
 The release's graph comes from a radius search we cannot run here (pyg-lib is missing), so
 its ``radius_graph`` returns our edges. Its position encoding is computed in float32 and fed
@@ -42,6 +47,8 @@ from bihmf.models.encoders import ENCODERS
 from bihmf.models.encoders.pronet import SphericalBasis
 from bihmf.models.graph import C_IDX, CA_IDX, N_IDX, backbone_dihedrals, chain_breaks
 from bihmf.batching import collate, protein_graph
+from bihmf.tasks.heads import READOUTS
+from oracle_params import assert_all_random, randomise_parameters
 
 AA_TYPES = 26  # the release's residue vocabulary
 WIDTH, BLOCKS = 128, 4
@@ -87,17 +94,31 @@ def _pair(dig, level: str):
     torch.manual_seed(0)
     ours = ENCODERS[LEVELS[level]](AA_TYPES, WIDTH, 0, BLOCKS, 0, 0.0).double().eval()
     theirs = dig[0].ProNet(level=level, num_blocks=BLOCKS, hidden_channels=WIDTH).double().eval()
+    randomise_parameters(ours, 0)
+    randomise_parameters(theirs, 1)  # its embedding and readout head; the blocks take ours below
     for block, our_block in zip(theirs.interaction_blocks, ours.layers):
         block.load_state_dict(our_block.state_dict())
     with torch.no_grad():
-        if level == "aminoacid":
-            ours.node_in.weight.copy_(theirs.embedding.weight.T)
-            ours.node_in.bias.zero_()
+        if level == "aminoacid":  # one-hot residue type k: our W[:, k] + b is the release's row k
+            theirs.embedding.weight.copy_((ours.node_in.weight + ours.node_in.bias[:, None]).T)
         else:  # the release orders the dihedral input cos, sin; ours sin, cos
             weight = theirs.embedding.weight
             ours.node_in.weight.copy_(torch.cat([weight[:, :AA_TYPES], weight[:, AA_TYPES + 3 :], weight[:, AA_TYPES : AA_TYPES + 3]], 1))
             ours.node_in.bias.copy_(theirs.embedding.bias)
+    assert_all_random(ours)
+    assert_all_random(theirs)
     return ours, theirs
+
+
+def _published_readout(theirs) -> torch.nn.Module:
+    """Our ``pronet`` readout carrying the release's readout weights (lins_out, then lin_out)."""
+    pool, mlp = READOUTS["pronet"](WIDTH, 1, 0.0)
+    mlp = mlp.double()
+    linears = [m for m in mlp if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == len(theirs.lins_out) + 1
+    for mine, reference in zip(linears, [*theirs.lins_out, theirs.lin_out]):
+        mine.load_state_dict(reference.state_dict())
+    return lambda residues, batch: mlp(pool(residues, batch))
 
 
 def _run_ours(encoder, batch, residue_type):
@@ -156,10 +177,7 @@ def test_pronet_equals_the_release(level, dig, proteins, monkeypatch):
             for depth, (args, out) in enumerate(calls):
                 diffs[f"block {depth} alone"] = _max_diff(ours.layers[depth](*args[:5]), out)
                 diffs[f"encoder after block {depth}"] = _max_diff(states[depth + 1], out)
-            head = states[-1].sum(0, keepdim=True)
-            for lin in theirs.lins_out:
-                head = theirs.relu(lin(head))
-            diffs["readout"] = _max_diff(theirs.lin_out(head), output)
+            diffs["published readout"] = _max_diff(_published_readout(theirs)(states[-1], batch), output)
         print(level, name, graph.num_nodes, "residues", edge_index.shape[1], "edges", diffs)
         assert len(calls) == BLOCKS and edge_index.shape[1] > 10 * graph.num_nodes
         assert max(diffs.values()) < ATOL, diffs

@@ -1,5 +1,6 @@
 """The torch_scatter stand-in reduces as the extension does (checked against PyG's scatter)."""
 
+import pytest
 import torch
 from torch_geometric.utils import scatter as pyg_scatter
 
@@ -28,3 +29,25 @@ def test_log_softmax_is_the_log_of_softmax():
     src = torch.randn(9, 3, dtype=torch.float64) * 30
     index = torch.tensor([0, 0, 1, 1, 1, 2, 3, 3, 3])
     torch.testing.assert_close(shims.scatter_log_softmax(src, index, dim=0), shims.scatter_softmax(src, index, dim=0).log())
+
+
+def test_knn_and_radius_stand_ins_follow_torch_cluster_layout():
+    """Row 0 the neighbour, row 1 the centre; no self pairs; no pairs across graphs."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(14, 3, generator=generator, dtype=torch.float64) * 10
+    batch = torch.tensor([0] * 8 + [1] * 6)
+    knn = shims.knn_graph(x, 3, batch)
+    for centre in range(14):
+        mine = (batch == batch[centre]).nonzero().flatten().tolist()
+        expected = sorted((m for m in mine if m != centre), key=lambda m: float((x[m] - x[centre]).norm()))[:3]
+        assert sorted(knn[0, knn[1] == centre].tolist()) == sorted(expected)
+    radius = shims.radius_graph(x, 4.0, batch)
+    pairs = {(a, b) for a in range(14) for b in range(14)
+             if a != b and batch[a] == batch[b] and float((x[a] - x[b]).norm()) < 4.0}
+    assert set(zip(radius[0].tolist(), radius[1].tolist())) == pairs
+
+
+def test_radius_stand_in_refuses_to_choose_among_too_many_neighbours():
+    x = torch.zeros(5, 3, dtype=torch.float64) + torch.arange(5, dtype=torch.float64)[:, None] * 0.1
+    with pytest.raises(ValueError, match="above max_num_neighbors=2"):
+        shims.radius_graph(x, 1.0, max_num_neighbors=2)
