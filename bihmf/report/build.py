@@ -17,7 +17,7 @@ from bihmf.report.costs import read_cache_info, run_table
 from bihmf.report.format import MISSING, NOT_AVAILABLE, NOT_GIVEN, Block, Table, page_html, page_markdown, to_latex
 from bihmf.report.paper import benchmark_of_datasets, load_published, ours_frame, summary_notes, summary_table
 from bihmf.report.plots import bars_figure, cost_figure, curves_figure, heatmap_figure, read_curves, save_figure
-from bihmf.report.stats import BIHMF_FUSIONS, StatsSettings, compare, comparison_table
+from bihmf.report.stats import BIHMF_FUSIONS, MAX_UNDEFINED_FRACTION, MIN_BOOTSTRAP_PROTEINS, StatsSettings, compare, comparison_table
 from bihmf.run import Predictions, RunKey, RunRecord, read_test_predictions
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,9 @@ def dataset_page(spec: DatasetReport, runs: Sequence[RunRecord], summary: pd.Dat
               f"{spec.settings.confidence:.0%} confidence interval, the baseline and the test. Two or more shared "
               "seeds: paired t-test over them (t interval, p-value); one seed: paired bootstrap over test proteins "
               f"({spec.settings.bootstrap_samples} resamples, seed {spec.settings.seed}, percentile interval). "
-              f"**Bold**: better at the {spec.settings.confidence:.0%} level."),
+              f"**Bold**: better at the {spec.settings.confidence:.0%} level. A bootstrap over fewer than "
+              f"{MIN_BOOTSTRAP_PROTEINS} proteins, or with more than {MAX_UNDEFINED_FRACTION:.0%} of its resamples "
+              "undefined, is never called significant (the cell says why)."),
         ("table", comparisons) if comparisons.rows else ("p", "No Bi-HMF row has finished runs."),
     ]
     auxiliary = _auxiliary_note(runs)
