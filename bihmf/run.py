@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from bihmf.io import atomic_output, write_json_atomic, write_text_atomic
+from bihmf.io import atomic_output, write_json_atomic, write_text_atomic, write_torch_atomic
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import reads_esm
 from bihmf.tasks.metrics import is_metric
@@ -198,9 +198,8 @@ class SavedModel:
 
 
 def write_model(path: Path, saved: SavedModel) -> None:
-    with atomic_output(path) as tmp:
-        torch.save({"state_dict": saved.state_dict, "spec": asdict(saved.spec), "model_config": saved.model_config,
-                    "epoch": saved.epoch}, tmp)
+    write_torch_atomic(path, {"state_dict": saved.state_dict, "spec": asdict(saved.spec), "model_config": saved.model_config,
+                              "epoch": saved.epoch})
 
 
 def read_model(path: Path) -> SavedModel:

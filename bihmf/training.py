@@ -41,7 +41,7 @@ from bihmf.data.schema import ProteinRecord, read_proteins
 from bihmf.download import file_digest
 from bihmf.esm_cache import EmbeddingCache
 from bihmf.gpu import pick_device
-from bihmf.io import atomic_output
+from bihmf.io import write_torch_atomic
 from bihmf.loader import EsmRows, device_batches, fits_in_memory, with_rows
 from bihmf.models.fusion import FUSIONS, FusionContext
 from bihmf.models.model import ProteinModel, build_model
@@ -275,8 +275,7 @@ def _save_last(trainer: Trainer) -> None:
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "progress": asdict(trainer.progress),
     }
-    with atomic_output(trainer.folder.last) as tmp:
-        torch.save(state, tmp)
+    write_torch_atomic(trainer.folder.last, state)
 
 
 def _load_last(folder: RunFolder, run_hash: str) -> dict[str, Any] | None:
