@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from bihmf.integrity import WRITE_OPTIONS, read_table
 from bihmf.io import atomic_output, write_json_atomic, write_text_atomic, write_torch_atomic
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import reads_esm
@@ -217,12 +218,12 @@ def write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def write_test_predictions(path: Path, table: pa.Table) -> None:
     with atomic_output(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, **WRITE_OPTIONS)
 
 
 def read_test_predictions(path: Path) -> Predictions:
     """A run's test predictions as column arrays; a missing column is an error naming the file."""
-    table = pq.read_table(path)
+    table = read_table(path)
     absent = [c for c in PREDICTION_KEYS if c not in table.column_names]
     if absent:
         raise ValueError(f"{path}: test predictions lack column(s) {absent}")
