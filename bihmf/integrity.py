@@ -46,6 +46,10 @@ REBUILT_BY = (
 class DamagedFile(ValueError):
     """A file whose bytes do not match what was written, or that cannot be read at all."""
 
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
 
 class OutOfRange(ValueError):
     """A value that cannot be physical (a NaN label, a coordinate of 1e23 Å), with the protein."""
@@ -62,7 +66,7 @@ def damaged(path: Path, reason: object) -> DamagedFile:
     fix = (f"`bihmf check --remove` deletes it and the next `snakemake all` reruns rule {rule} for it"
            if rule else "restore or rewrite it")
     said = " ".join(str(reason).split())  # pyarrow's messages span lines
-    return DamagedFile(f"{path}: damaged or unreadable ({said}); {fix}")
+    return DamagedFile(f"{path}: damaged or unreadable ({said}); {fix}", said)
 
 
 @contextmanager

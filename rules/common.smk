@@ -35,9 +35,8 @@ wildcard_constraints:
 
 
 def esm_shards(wc):
-    """Shard files of one (dataset, ESM model) cache."""
-    count = ESM_MODELS[wc.esm]["shards"]
-    return [f"results/embeddings/{wc.dataset}/{wc.esm}/shard-{shard}-of-{count}.parquet" for shard in range(count)]
+    """Shard files of one (dataset, ESM model) cache (rules/integrity.smk)."""
+    return cache_shards(wc.dataset, wc.esm)
 
 
 def train_settings(dataset, encoder=None):

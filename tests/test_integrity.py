@@ -108,3 +108,18 @@ def test_missing_atoms_pass_and_infinite_embeddings_do_not() -> None:
     rows[5, 1, 3] = np.inf
     with pytest.raises(OutOfRange, match="^input.pdb: protein prot0: 1 ESM embedding value"):
         check_inputs([record], [rows], "input.pdb")
+
+
+def test_check_lists_damage_and_remove_deletes_only_it(workflow: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bihmf.cli import main
+
+    shard = workflow / "results/embeddings/d/esm2_t4_test_random/shard-0-of-1.parquet"
+    assert main(["check", "--root", str(workflow)]) == 0
+    _flip(shard, column=2, count=48)
+    assert main(["check", "--root", str(workflow)]) == 1
+    out = capsys.readouterr().out
+    assert f"DAMAGED {shard} (rebuilt by rule embed): could not verify page integrity, CRC checksum" in out
+    assert "3 files checked" in out and "1 damaged" in out
+    assert main(["check", "--root", str(workflow), "--remove"]) == 0
+    assert not shard.exists() and (shard.parent / "index.parquet").exists()
+    assert (workflow / "results/data/d/proteins.parquet").exists()
