@@ -49,6 +49,7 @@ from bihmf.recipes import layer_choice
 from bihmf.run import (
     RunFolder, RunRecord, RunSpec, SavedModel, write_curve, write_model, write_record, write_test_predictions,
 )
+from bihmf.runlock import holding, run_lock
 from bihmf.tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -519,6 +520,7 @@ def _start(spec: RunSpec, proteins_path: Path, cache_path: Path, model_cfg: dict
     return trainer, data
 
 
+@holding(run_lock, "out_dir")  # one writer per run folder (bihmf/runlock.py)
 def train_run(
     spec: RunSpec,
     proteins_path: Path,
