@@ -36,6 +36,7 @@ import pyarrow as pa
 import torch
 from torch_geometric.data import Batch, Data
 
+from bihmf.attempts import record_attempt, start_attempt
 from bihmf.batching import in_order_batches, protein_graph, residue_budget_batches
 from bihmf.data.schema import ProteinRecord, read_proteins
 from bihmf.download import file_digest
@@ -438,6 +439,7 @@ def _end_epoch(trainer: Trainer, epoch: int, val: dict[str, float | None], losse
         log.info("early stop: no val %s gain for %d epochs", metric, trainer.cfg["patience"])
     progress.elapsed_s += seconds
     _save_last(trainer)
+    record_attempt(trainer.folder.path)
 
 
 def _fit(trainer: Trainer, data: RunData) -> None:
@@ -539,6 +541,7 @@ def train_run(
     started = time.time()
     trainer, data = _start(spec, proteins_path, cache_path, model_cfg, train_cfg, out_dir)
     resumed = _resume(trainer)
+    start_attempt(trainer.folder.path, resumed)  # cost of every attempt (bihmf/attempts.py)
     _fit(trainer, data)
     progress, model, folder = trainer.progress, trainer.model, trainer.folder
     model.load_state_dict(progress.best_state)
@@ -553,5 +556,6 @@ def train_run(
     write_curve(folder.curve, progress.curve)
     write_test_predictions(folder.test_predictions, predictions_by_protein(model, trainer.task, data, budget, trainer.device))
     write_record(record)
+    record_attempt(folder.path)
     _log_summary(record, trainer.task, progress, trainer.device)
     return record

@@ -126,6 +126,18 @@ def dataset_page(spec: DatasetReport, runs: Sequence[RunRecord], summary: pd.Dat
     return blocks
 
 
+def attempts_note(costs: pd.DataFrame, dataset: str) -> list[Block]:
+    """A paragraph naming the runs that took more than one attempt (resumed after a kill or a
+    failure): their cost in the runs CSV and the cost figure is the sum of their attempts."""
+    attempts = pd.to_numeric(costs["attempts"], errors="coerce") if "attempts" in costs else pd.Series(dtype=float)
+    several = costs[attempts > 1]
+    if several.empty:
+        return []
+    named = "; ".join(f"{r.encoder}/{r.fusion} seed {r.seed}: {int(r.attempts)} attempts" for r in several.itertuples())
+    return [("p", f"Costs sum every attempt at a run (column `attempts` of `{dataset}_runs.csv`); runs that took more "
+                  f"than one: {named}.")]
+
+
 def write_dataset_report(spec: DatasetReport, outputs: Mapping[str, Path]) -> None:
     """Tables (Markdown, LaTeX, CSV), statistics, per-run provenance and the four figures."""
     _check_outputs(outputs, DATASET_OUTPUTS)
@@ -141,7 +153,7 @@ def write_dataset_report(spec: DatasetReport, outputs: Mapping[str, Path]) -> No
     stats_table = comparison_table(comparisons, summary)
     costs = run_table(runs, {r.key: Path(b) for r, b in zip(runs, spec.benchmarks)}, read_cache_info(spec.cache_index))
 
-    page = dataset_page(spec, runs, summary, results, stats_table)
+    page = dataset_page(spec, runs, summary, results, stats_table) + attempts_note(costs, spec.dataset)
     write_text_atomic(outputs["table_md"], page_markdown(page))
     write_text_atomic(outputs["table_html"], page_html(page))
     tex = to_latex(results, f"{spec.dataset}: test metrics, mean ± std over seeds; best in bold.", f"tab:{spec.dataset}")
