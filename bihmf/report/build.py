@@ -14,7 +14,7 @@ import pandas as pd
 from bihmf.io import write_text_atomic
 from bihmf.report.aggregate import load_runs, missing_runs, results_table, row_counts, summarise, tidy_csv
 from bihmf.report.costs import read_cache_info, run_table
-from bihmf.report.format import MISSING, NOT_AVAILABLE, NOT_GIVEN, Block, Table, page_html, page_markdown, to_latex
+from bihmf.report.format import MISSING, NOT_AVAILABLE, NOT_GIVEN, Block, Table, html_body, page_html, page_markdown, to_latex
 from bihmf.report.paper import benchmark_of_datasets, load_published, ours_frame, summary_notes, summary_table
 from bihmf.report.plots import bars_figure, cost_figure, curves_figure, heatmap_figure, read_curves, save_figure
 from bihmf.report.stats import BIHMF_FUSIONS, MAX_UNDEFINED_FRACTION, MIN_BOOTSTRAP_PROTEINS, StatsSettings, compare, comparison_table
@@ -26,7 +26,7 @@ DATASET_OUTPUTS = (
     "table_md", "table_html", "table_tex", "table_csv", "stats_csv", "runs_csv",
     "bars_png", "bars_pdf", "heatmap_png", "heatmap_pdf", "curves_png", "curves_pdf", "cost_png", "cost_pdf",
 )
-SUMMARY_OUTPUTS = ("summary_md", "summary_html", "summary_tex", "summary_csv")
+SUMMARY_OUTPUTS = ("summary_md", "summary_html", "summary_tex", "summary_csv", "summary_front")
 
 
 @dataclass(frozen=True)
@@ -199,6 +199,7 @@ def write_summary_report(tables: Mapping[str, Path], paper_benchmarks: Mapping[s
     ]
     write_text_atomic(outputs["summary_md"], page_markdown(page))
     write_text_atomic(outputs["summary_html"], page_html(page))
+    write_text_atomic(outputs["summary_front"], html_body(page))  # the HTML report's first page opens on it
     write_text_atomic(outputs["summary_tex"], to_latex(table, "Summary across benchmarks, ours beside published numbers.",
                                                        "tab:summary"))
     write_text_atomic(outputs["summary_csv"], tidy.to_csv(index=False))
