@@ -15,11 +15,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from bihmf.data.schema import read_proteins
 from bihmf.esm_cache import INDEX_NAME, SHARED_KEYS, file_metadata
-from bihmf.integrity import DamagedFile, rebuilt_by, verify_parquet
+from bihmf.integrity import DamagedFile, load_checkpoint, rebuilt_by, verify_parquet
 from bihmf.run import LAST_CHECKPOINT, METRICS_FILE, MODEL_FILE, TEST_PREDICTIONS_FILE, read_record
 
 log = logging.getLogger(__name__)
@@ -45,14 +43,10 @@ def _shard(path: Path) -> None:
             raise ValueError(f"metadata {differing} differs from {index}")
 
 
-def _checkpoint(path: Path) -> None:
-    torch.load(path, map_location="cpu", weights_only=True)
-
-
 def _run_files(folder: Path) -> Iterator[tuple[Path, Callable[[Path], object]]]:
     yield folder / METRICS_FILE, read_record
-    yield folder / MODEL_FILE, _checkpoint
-    yield folder / LAST_CHECKPOINT, _checkpoint
+    yield folder / MODEL_FILE, load_checkpoint
+    yield folder / LAST_CHECKPOINT, load_checkpoint
     yield folder / TEST_PREDICTIONS_FILE, verify_parquet
 
 

@@ -16,6 +16,7 @@ from before checksums were written.
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -112,6 +113,19 @@ def read_metadata(path: str | os.PathLike[str]) -> pq.FileMetaData:
     """A Parquet footer; a truncated file is named, not "magic bytes not found"."""
     with reading(path):
         return pq.read_metadata(path)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Any:
+    """``torch.load`` (weights only, to the CPU); a truncated or garbled file is named, not
+    "PytorchStreamReader failed reading zip archive"."""
+    import torch  # the readers of checkpoints have it loaded already; the Parquet readers need not
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        raise damaged(Path(path), err) from err
 
 
 def verify_parquet(path: Path) -> None:

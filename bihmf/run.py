@@ -26,10 +26,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 from torch import Tensor
 
-from bihmf.integrity import WRITE_OPTIONS, read_table
+from bihmf.integrity import WRITE_OPTIONS, load_checkpoint, read_table
 from bihmf.io import atomic_output, write_json_atomic, write_text_atomic, write_torch_atomic
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import reads_esm
@@ -204,7 +203,7 @@ def write_model(path: Path, saved: SavedModel) -> None:
 
 
 def read_model(path: Path) -> SavedModel:
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = load_checkpoint(path)
     return SavedModel(RunSpec(**saved["spec"]), saved["model_config"], saved["state_dict"], saved["epoch"])
 
 

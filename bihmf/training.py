@@ -42,6 +42,7 @@ from bihmf.data.schema import ProteinRecord, read_proteins
 from bihmf.download import file_digest
 from bihmf.esm_cache import EmbeddingCache
 from bihmf.gpu import pick_device
+from bihmf.integrity import load_checkpoint
 from bihmf.io import write_torch_atomic
 from bihmf.loader import EsmRows, device_batches, fits_in_memory, with_rows
 from bihmf.models.fusion import FUSIONS, FusionContext
@@ -284,7 +285,7 @@ def _load_last(folder: RunFolder, run_hash: str) -> dict[str, Any] | None:
     """The last epoch checkpoint of this very run, or None (absent, or from another config)."""
     if not folder.last.exists():
         return None
-    state = torch.load(folder.last, map_location="cpu", weights_only=True)
+    state = load_checkpoint(folder.last)
     if state["run_hash"] != run_hash:
         log.warning("%s belongs to another configuration; starting afresh", folder.last)
         return None

@@ -123,3 +123,14 @@ def test_check_lists_damage_and_remove_deletes_only_it(workflow: Path, capsys: p
     assert main(["check", "--root", str(workflow), "--remove"]) == 0
     assert not shard.exists() and (shard.parent / "index.parquet").exists()
     assert (workflow / "results/data/d/proteins.parquet").exists()
+
+
+def test_a_truncated_checkpoint_is_named(tmp_path: Path) -> None:
+    from bihmf.integrity import load_checkpoint
+    from bihmf.io import write_torch_atomic
+
+    last = tmp_path / "results/runs/d/gvp/token/seed0/last.pt"
+    write_torch_atomic(last, {"model": {"w": torch.zeros(100)}})
+    last.write_bytes(last.read_bytes()[:200])
+    with pytest.raises(DamagedFile, match=rf"^{last}: damaged or unreadable \(.*\);.*rule train"):
+        load_checkpoint(last)
