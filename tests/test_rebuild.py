@@ -1,5 +1,5 @@
 """A deleted run or a damaged cache shard is rebuilt by the next `snakemake all`, with what
-depends on it (a real, small demo run; dry runs after each damage)."""
+depends on it (a real, small demo run; dry runs after each damage); the HTML report opens on the summary."""
 
 from __future__ import annotations
 
@@ -42,6 +42,13 @@ def test_deleted_runs_and_a_removed_shard_are_rebuilt(tmp_path: Path) -> None:
     done = snakemake()
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert planned() == {}
+    # the HTML report opens on the summary numbers (the front page's text, not inside an embedded file)
+    report = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+                             "--configfile", str(tmp_path / "mini.yaml"), "--report", "report.html"],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert report.returncode == 0, report.stderr[-3000:]
+    page = (tmp_path / "report.html").read_text()
+    assert "Summary: all benchmarks beside the published numbers" in page
 
     # a deleted dataset's runs are retrained and its report rebuilt
     for path in sorted((tmp_path / "results/runs/ppbs_demo").rglob("*"), reverse=True):
