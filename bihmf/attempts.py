@@ -23,8 +23,20 @@ from typing import Any
 from bihmf.io import write_json_atomic
 
 ATTEMPTS_FILE = "attempts.json"
-# this process's start, as near as a module can know it: training imports it at start-up
-STARTED = time.time()
+
+
+def process_start() -> float:
+    """When this process started (Linux: from /proc, so interpreter start-up and imports count);
+    elsewhere when this module was imported, early in a training job."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+STARTED = process_start()
 
 
 def _peak_gpu_mb() -> float | None:
