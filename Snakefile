@@ -28,6 +28,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/integrity.smk"
 include: "rules/download.smk"
 include: "rules/preprocess.smk"
 include: "rules/embed.smk"
@@ -42,3 +43,4 @@ rule all:
     input:
         report_outputs(),
         ablation_report_outputs(),
+        rebuildable_targets(),

@@ -7,7 +7,7 @@ them, so a new subcommand is one such function and one line there.
 Exit status of ``predict``: 0 every file predicted, 1 some file failed (listed in the summary),
 2 nothing predicted because the run or the arguments are unusable. ``plan``: 0 plan written,
 2 the config or ``--mean-length`` is unusable. ``lock``: 0 lock written, 2 nothing to lock or the
-existing lock is unreadable.
+existing lock is unreadable. ``check``: 0 nothing damaged (or all of it removed), 1 damaged files listed.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from bihmf import plan as cost_plan
+from bihmf.check import run_check
 from bihmf.config import validate_config
 from bihmf.download import DownloadError
 from bihmf.lock import LOCK_FILE, write_lock
@@ -196,7 +197,23 @@ def run_lock(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_predict, add_plan, add_lock)
+def add_check(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "check",
+        help="verify every protein table, ESM cache and run file; list or remove the damaged ones",
+        description=(
+            "Read every intermediate under ROOT/results in full (Parquet page checksums, protein value ranges, "
+            "cache shards against their index, run records and checkpoints) and list the damaged files with the "
+            "rule that rebuilds each. With --remove they are deleted, and the next `snakemake all` rebuilds exactly "
+            "those and what depends on them. Exit status 1 when damage is found and not removed."
+        ),
+    )
+    parser.add_argument("--root", type=Path, default=Path("."), help="workflow folder holding results/ (default: %(default)s)")
+    parser.add_argument("--remove", action="store_true", help="delete the damaged files")
+    parser.set_defaults(handler=lambda args: run_check(args.root, args.remove))
+
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_predict, add_plan, add_lock, add_check)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -62,6 +62,7 @@ from bihmf.esm_cache import (
     write_row_group,
 )
 from bihmf.io import atomic_output, record_sha256, recorded_sha256
+from bihmf.runlock import holding, shard_lock
 
 __all__ = [
     "ShardWriteError",
@@ -369,6 +370,7 @@ class _ShardWriter:
                     file.discard(exc)
 
 
+@holding(shard_lock, "out")  # one writer per shard (bihmf/runlock.py)
 def write_shard(
     checkpoint: Path,
     chains: dict[str, str],

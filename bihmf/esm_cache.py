@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bihmf.data.schema import sequence_hash
+from bihmf.integrity import WRITE_OPTIONS, check_embeddings, parquet_file, read_metadata, read_table
 from bihmf.io import atomic_output, nested_list_array
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def read_chains(proteins: Path) -> dict[str, str]:
 
     Reads only the two columns it needs: the embed jobs never touch coordinates.
     """
-    table = pq.read_table(proteins, columns=["sequence", "chain_ids"])
+    table = read_table(proteins, columns=["sequence", "chain_ids"])
     chains: dict[str, str] = {}
     for sequence, chain_ids in zip(table["sequence"].to_pylist(), table["chain_ids"].to_pylist(), strict=True):
         chains.update(chain_sequences(sequence, chain_ids))
@@ -154,6 +155,7 @@ def _writer_options(schema: pa.Schema) -> dict:
         "use_dictionary": False,
         "write_statistics": ["seq_hash", "length"],
         "use_byte_stream_split": leaf_paths,
+        **WRITE_OPTIONS,
     }
 
 
@@ -167,19 +169,19 @@ def write_row_group(writer: pq.ParquetWriter, table: pa.Table) -> None:
 
 
 def read_row_groups(path: Path) -> list[pa.Table]:
-    parquet = pq.ParquetFile(path)
+    parquet = parquet_file(path)
     return [parquet.read_row_group(i) for i in range(parquet.num_row_groups)]
 
 
 def file_metadata(path: Path) -> dict[str, str]:
     """Key-value metadata of a Parquet file (footer only), minus Arrow's own schema entry."""
-    raw = pq.read_metadata(path).metadata or {}
+    raw = read_metadata(path).metadata or {}
     return {k.decode(): v.decode() for k, v in raw.items() if k != b"ARROW:schema"}
 
 
 def _locations(path: Path, shard: int) -> dict[str, list]:
     """Index rows of one shard: where each chain sits (reads only the ``seq_hash`` column)."""
-    parquet = pq.ParquetFile(path)
+    parquet = parquet_file(path)
     rows: dict[str, list] = {"seq_hash": [], "shard": [], "row_group": [], "row": []}
     for group in range(parquet.num_row_groups):
         keys = parquet.read_row_group(group, columns=["seq_hash"])["seq_hash"].to_pylist()
@@ -220,7 +222,7 @@ def write_index(index: Path, shards: Sequence[Path], required: Iterable[str]) ->
     types = {"seq_hash": pa.string(), "shard": pa.int32(), "row_group": pa.int32(), "row": pa.int32()}
     table = pa.table({name: pa.array(values, types[name]) for name, values in columns.items()}).replace_schema_metadata(shared)
     with atomic_output(index) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", **WRITE_OPTIONS)
 
 
 class EmbeddingCache:
@@ -242,7 +244,7 @@ class EmbeddingCache:
         self, path: Path, *, layers: Sequence[int] | None = None, checkpoint_sha256: str | None = None,
         decoded_bytes: int = DECODED_BYTES,
     ):
-        index = pq.read_table(path)
+        index = read_table(path)
         self.path = Path(path)
         self.metadata: dict[str, str] = {k.decode(): v.decode() for k, v in (index.schema.metadata or {}).items()}
         if self.metadata.get("format") != FORMAT:
@@ -279,7 +281,8 @@ class EmbeddingCache:
         missing = [layer for layer in chosen if layer not in self.layers]
         if missing:
             raise ValueError(f"{self.path}: layers {missing} are not cached (cached: {self.layers})")
-        return np.concatenate([self._chain(key, chosen) for key, _ in chain_sequences(record.sequence, record.chain_ids)])
+        rows = np.concatenate([self._chain(key, chosen) for key, _ in chain_sequences(record.sequence, record.chain_ids)])
+        return check_embeddings(rows, record.protein_id, self.path)
 
     def __getitem__(self, seq_hash: str) -> np.ndarray:
         """Embedding of one chain by sequence hash, float32 [L, n_layers, D]."""
@@ -300,7 +303,7 @@ class EmbeddingCache:
             stale = [key for key in SHARED_KEYS if meta.get(key) != self.metadata.get(key)]
             if stale:
                 raise ValueError(f"{path}: metadata {stale} differs from the index {self.path}; the shard was replaced")
-            self._files[shard] = pq.ParquetFile(path)
+            self._files[shard] = parquet_file(path)
         return self._files[shard]
 
     def _row_group(self, shard: int, group: int, layers: tuple[int, ...]) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -3,11 +3,14 @@ and file digests (what a download, a lock file or a checkpoint record compares).
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +32,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     the file private (0600); the result gets the mode a plain ``open`` would give it, so results
     on a shared cluster file system stay readable by the group as the user's umask intends.
     A writer killed with SIGKILL cannot remove its temporary file; the next write of the same
-    target removes it (:func:`remove_stale_temporaries`).
+    target removes it (:func:`remove_stale_temporaries`). A full disk, however deep in a
+    library it is hit, ends as one :func:`no_space` error naming ``path`` and the space it needs.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -41,8 +45,37 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, umask_mode(0o666))
         os.replace(tmp, target)
+    except OSError as err:
+        if not is_no_space(err):
+            raise
+        raise no_space(target, max(_size(tmp), _size(target))) from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def is_no_space(err: OSError) -> bool:
+    """A full disk or quota, also from a library (pyarrow) that reports it in the text only."""
+    return err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(err)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def no_space(target: Path, needed: int) -> OSError:
+    """The error a writer meeting a full disk raises: what it wrote, what it needed, what is free.
+
+    ``needed`` is what the writer had written (or, for a rewrite, the old file's size) when the
+    disk filled: a lower bound, which is why the message says "about"."""
+    free = shutil.disk_usage(target.parent).free
+    return OSError(errno.ENOSPC, f"no space left on device writing {target} (needs about {_gb(needed)}; free {_gb(free)})")
+
+
+def _gb(size: int) -> str:
+    return f"{size / 1e9:.2f} GB"
 
 
 def _temporary_pattern(target: Path) -> re.Pattern[str]:
@@ -81,6 +114,27 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_output(path) as tmp:
         tmp.write_text(text)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically; a full disk names the full size it needed."""
+    try:
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError as err:
+        if not is_no_space(err):
+            raise
+        raise no_space(Path(path), len(data)) from err
+
+
+def write_torch_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    """``torch.save`` atomically. Serialised in memory first: torch's own file writer turns a full
+    disk into "basic_ios::clear: iostream error" without the path; Python's write says ENOSPC."""
+    import torch  # only the writers of checkpoints pay for importing torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:

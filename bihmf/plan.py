@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from esm.data import Alphabet
 from esm.model.esm2 import ESM2
@@ -45,6 +44,7 @@ from bihmf.data import DATASETS
 from bihmf.data.schema import ProteinRecord
 from bihmf.esm import embed_sequences, esm_depth, load_esm, write_random_checkpoint
 from bihmf.esm_cache import EmbedSettings, chain_sequences
+from bihmf.integrity import read_table
 from bihmf.io import write_text_atomic
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import build_model, reads_esm, run_combinations
@@ -184,7 +184,7 @@ class DatasetSize:
 
 def size_from_table(path: Path, graph_residues: str) -> DatasetSize:
     """Counts of a preprocessed protein table (reads only the columns it needs)."""
-    table = pq.read_table(path, columns=["split", "sequence", "chain_ids", "labels"])
+    table = read_table(path, columns=["split", "sequence", "chain_ids", "labels"])
     proteins: dict[str, float] = defaultdict(float)
     nodes: dict[str, float] = defaultdict(float)
     chains: dict[str, int] = {}

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 from torch import Tensor
 
-from bihmf.io import atomic_output, write_json_atomic, write_text_atomic
+from bihmf.integrity import WRITE_OPTIONS, load_checkpoint, read_table
+from bihmf.io import atomic_output, write_json_atomic, write_text_atomic, write_torch_atomic
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import reads_esm
 from bihmf.tasks.metrics import is_metric
@@ -198,13 +198,12 @@ class SavedModel:
 
 
 def write_model(path: Path, saved: SavedModel) -> None:
-    with atomic_output(path) as tmp:
-        torch.save({"state_dict": saved.state_dict, "spec": asdict(saved.spec), "model_config": saved.model_config,
-                    "epoch": saved.epoch}, tmp)
+    write_torch_atomic(path, {"state_dict": saved.state_dict, "spec": asdict(saved.spec), "model_config": saved.model_config,
+                              "epoch": saved.epoch})
 
 
 def read_model(path: Path) -> SavedModel:
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = load_checkpoint(path)
     return SavedModel(RunSpec(**saved["spec"]), saved["model_config"], saved["state_dict"], saved["epoch"])
 
 
@@ -218,12 +217,12 @@ def write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def write_test_predictions(path: Path, table: pa.Table) -> None:
     with atomic_output(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, **WRITE_OPTIONS)
 
 
 def read_test_predictions(path: Path) -> Predictions:
     """A run's test predictions as column arrays; a missing column is an error naming the file."""
-    table = pq.read_table(path)
+    table = read_table(path)
     absent = [c for c in PREDICTION_KEYS if c not in table.column_names]
     if absent:
         raise ValueError(f"{path}: test predictions lack column(s) {absent}")

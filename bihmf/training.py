@@ -36,11 +36,13 @@ import pyarrow as pa
 import torch
 from torch_geometric.data import Batch, Data
 
+from bihmf.attempts import record_attempt, start_attempt
 from bihmf.batching import in_order_batches, protein_graph, residue_budget_batches
 from bihmf.data.schema import ProteinRecord, read_proteins
 from bihmf.esm_cache import EmbeddingCache
 from bihmf.gpu import pick_device
-from bihmf.io import atomic_output, file_digest
+from bihmf.integrity import load_checkpoint
+from bihmf.io import file_digest, write_torch_atomic
 from bihmf.loader import EsmRows, device_batches, fits_in_memory, with_rows
 from bihmf.models.fusion import FUSIONS, FusionContext
 from bihmf.models.model import ProteinModel, build_model
@@ -48,6 +50,7 @@ from bihmf.recipes import layer_choice
 from bihmf.run import (
     RunFolder, RunRecord, RunSpec, SavedModel, write_curve, write_model, write_record, write_test_predictions,
 )
+from bihmf.runlock import holding, run_lock
 from bihmf.tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -274,15 +277,14 @@ def _save_last(trainer: Trainer) -> None:
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "progress": asdict(trainer.progress),
     }
-    with atomic_output(trainer.folder.last) as tmp:
-        torch.save(state, tmp)
+    write_torch_atomic(trainer.folder.last, state)
 
 
 def _load_last(folder: RunFolder, run_hash: str) -> dict[str, Any] | None:
     """The last epoch checkpoint of this very run, or None (absent, or from another config)."""
     if not folder.last.exists():
         return None
-    state = torch.load(folder.last, map_location="cpu", weights_only=True)
+    state = load_checkpoint(folder.last)
     if state["run_hash"] != run_hash:
         log.warning("%s belongs to another configuration; starting afresh", folder.last)
         return None
@@ -437,6 +439,7 @@ def _end_epoch(trainer: Trainer, epoch: int, val: dict[str, float | None], losse
         log.info("early stop: no val %s gain for %d epochs", metric, trainer.cfg["patience"])
     progress.elapsed_s += seconds
     _save_last(trainer)
+    record_attempt(trainer.folder.path)
 
 
 def _fit(trainer: Trainer, data: RunData) -> None:
@@ -519,6 +522,7 @@ def _start(spec: RunSpec, proteins_path: Path, cache_path: Path, model_cfg: dict
     return trainer, data
 
 
+@holding(run_lock, "out_dir")  # one writer per run folder (bihmf/runlock.py)
 def train_run(
     spec: RunSpec,
     proteins_path: Path,
@@ -537,6 +541,7 @@ def train_run(
     started = time.time()
     trainer, data = _start(spec, proteins_path, cache_path, model_cfg, train_cfg, out_dir)
     resumed = _resume(trainer)
+    start_attempt(trainer.folder.path, resumed)  # cost of every attempt (bihmf/attempts.py)
     _fit(trainer, data)
     progress, model, folder = trainer.progress, trainer.model, trainer.folder
     model.load_state_dict(progress.best_state)
@@ -551,5 +556,6 @@ def train_run(
     write_curve(folder.curve, progress.curve)
     write_test_predictions(folder.test_predictions, predictions_by_protein(model, trainer.task, data, budget, trainer.device))
     write_record(record)
+    record_attempt(folder.path)
     _log_summary(record, trainer.task, progress, trainer.device)
     return record

@@ -35,9 +35,8 @@ wildcard_constraints:
 
 
 def esm_shards(wc):
-    """Shard files of one (dataset, ESM model) cache."""
-    count = ESM_MODELS[wc.esm]["shards"]
-    return [f"results/embeddings/{wc.dataset}/{wc.esm}/shard-{shard}-of-{count}.parquet" for shard in range(count)]
+    """Shard files of one (dataset, ESM model) cache (rules/integrity.smk)."""
+    return cache_shards(wc.dataset, wc.esm)
 
 
 def train_settings(dataset, encoder=None):
@@ -123,7 +122,7 @@ def report_outputs():
     """Every report file: per dataset the tables, statistics, provenance and figures; the summary."""
     per_dataset = ["table.md", "table.html", "table.tex", "table.csv", "stats.csv", "runs.csv"]
     figures = [f"{name}.{ext}" for name in ("metrics", "heatmap", "curves", "cost") for ext in ("png", "pdf")]
-    summary = [f"{REPORT_DIR}/summary.{ext}" for ext in ("md", "html", "tex", "csv")]
+    summary = [f"{REPORT_DIR}/summary.{ext}" for ext in ("md", "html", "tex", "csv")] + [f"{REPORT_DIR}/summary_front.html"]
     return expand(f"{REPORT_DIR}/{{dataset}}_{{kind}}", dataset=DATASETS, kind=per_dataset + figures) + summary
 
 

@@ -53,6 +53,7 @@ rule report_summary:
             labels={"content": "all benchmarks vs published"},
         ),
         summary_tex=f"{REPORT_DIR}/summary.tex",
+        summary_front=f"{REPORT_DIR}/summary_front.html",  # included by report/workflow.rst
         summary_csv=report(
             f"{REPORT_DIR}/summary.csv",
             caption="../report/summary_csv.rst",

@@ -6,6 +6,7 @@ rule train:
     input:
         proteins="results/data/{dataset}/proteins.parquet",
         cache=ESM_INDEX,
+        shards=main_shards,  # read through the index: a missing or removed shard is rebuilt
     output:
         metrics=f"{RUN_DIR}/{METRICS_FILE}",
         model=f"{RUN_DIR}/{MODEL_FILE}",
@@ -38,6 +39,7 @@ use rule train as train_ablation with:
     input:
         proteins="results/data/{dataset}/proteins.parquet",
         cache=variant_index,
+        shards=variant_shards,
     output:
         metrics=f"{ABLATION_RUN_DIR}/{METRICS_FILE}",
         model=f"{ABLATION_RUN_DIR}/{MODEL_FILE}",

@@ -163,7 +163,6 @@ def test_time_training_steps_runs_the_training_loop_without_writing(demo_tables,
     from bihmf.esm_cache import EmbeddingCache
     from bihmf.models.fusion import FusionContext
     from bihmf.models.model import build_model
-    from bihmf.tasks import TASKS
     from bihmf.training import time_training_steps
 
     monkeypatch.chdir(tmp_path)

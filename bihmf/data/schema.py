@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bihmf.data.structure import ATOM_NAMES
+from bihmf.integrity import WRITE_OPTIONS, check_record, read_table
 from bihmf.io import atomic_output, nested_list_array
 
 COORD_WIDTH = len(ATOM_NAMES) * 3
@@ -134,7 +135,7 @@ def write_proteins(records: list[ProteinRecord], path: Path) -> None:
     }
     table = pa.Table.from_pydict(columns, schema=PROTEIN_SCHEMA)
     with atomic_output(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", **WRITE_OPTIONS)
 
 
 def _list_array(column: pa.ChunkedArray, row: int) -> np.ndarray:
@@ -143,7 +144,7 @@ def _list_array(column: pa.ChunkedArray, row: int) -> np.ndarray:
 
 def read_proteins(path: Path) -> list[ProteinRecord]:
     """Read a protein table back into records (inverse of :func:`write_proteins`)."""
-    table = pq.read_table(path, schema=PROTEIN_SCHEMA)
+    table = read_table(path, schema=PROTEIN_SCHEMA)
     records = []
     for i in range(table.num_rows):
         sequence = table["sequence"][i].as_py()
@@ -167,6 +168,7 @@ def read_proteins(path: Path) -> list[ProteinRecord]:
                 ligand_xyz=table["ligand_xyz"][i].values.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, 3),
             )
         )
+        check_record(records[-1], path)
     return records
 
 

@@ -18,6 +18,7 @@ from bihmf.data.ligand import read_ligand
 from bihmf.data.schema import ProteinRecord
 from bihmf.data.structure import is_mmcif
 from bihmf.gpu import pick_device
+from bihmf.integrity import check_inputs
 from bihmf.io import write_json_atomic
 from bihmf.models.model import ProteinModel
 from bihmf.predict.embeddings import ChainEmbeddings
@@ -98,6 +99,7 @@ class Predictor:
         esm: list[np.ndarray | None] = [None] * len(records)
         if self.embeddings is not None:
             esm, outcome.chains_from_cache, outcome.chains_embedded = self.embeddings.proteins(records)
+        check_inputs(records, esm, path)
         residues = self.run.spec.graph_residues
         keeps = [residue_mask(r, residues) for r in records]
         graphs = [protein_graph(r, e, residues) for r, e in zip(records, esm, strict=True)]

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from bihmf.ablation import DEFAULT_VARIANT, dataset_seeds, find_ablation

@@ -14,10 +14,10 @@ import pandas as pd
 from bihmf.io import write_text_atomic
 from bihmf.report.aggregate import load_runs, missing_runs, results_table, row_counts, summarise, tidy_csv
 from bihmf.report.costs import read_cache_info, run_table
-from bihmf.report.format import MISSING, NOT_AVAILABLE, NOT_GIVEN, Block, Table, page_html, page_markdown, to_latex
+from bihmf.report.format import MISSING, NOT_AVAILABLE, NOT_GIVEN, Block, Table, html_body, page_html, page_markdown, to_latex
 from bihmf.report.paper import benchmark_of_datasets, load_published, ours_frame, summary_notes, summary_table
 from bihmf.report.plots import bars_figure, cost_figure, curves_figure, heatmap_figure, read_curves, save_figure
-from bihmf.report.stats import BIHMF_FUSIONS, StatsSettings, compare, comparison_table
+from bihmf.report.stats import BIHMF_FUSIONS, MAX_UNDEFINED_FRACTION, MIN_BOOTSTRAP_PROTEINS, StatsSettings, compare, comparison_table
 from bihmf.run import Predictions, RunKey, RunRecord, read_test_predictions
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ DATASET_OUTPUTS = (
     "table_md", "table_html", "table_tex", "table_csv", "stats_csv", "runs_csv",
     "bars_png", "bars_pdf", "heatmap_png", "heatmap_pdf", "curves_png", "curves_pdf", "cost_png", "cost_pdf",
 )
-SUMMARY_OUTPUTS = ("summary_md", "summary_html", "summary_tex", "summary_csv")
+SUMMARY_OUTPUTS = ("summary_md", "summary_html", "summary_tex", "summary_csv", "summary_front")
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,9 @@ def dataset_page(spec: DatasetReport, runs: Sequence[RunRecord], summary: pd.Dat
               f"{spec.settings.confidence:.0%} confidence interval, the baseline and the test. Two or more shared "
               "seeds: paired t-test over them (t interval, p-value); one seed: paired bootstrap over test proteins "
               f"({spec.settings.bootstrap_samples} resamples, seed {spec.settings.seed}, percentile interval). "
-              f"**Bold**: better at the {spec.settings.confidence:.0%} level."),
+              f"**Bold**: better at the {spec.settings.confidence:.0%} level. A bootstrap over fewer than "
+              f"{MIN_BOOTSTRAP_PROTEINS} proteins, or with more than {MAX_UNDEFINED_FRACTION:.0%} of its resamples "
+              "undefined, is never called significant (the cell says why)."),
         ("table", comparisons) if comparisons.rows else ("p", "No Bi-HMF row has finished runs."),
     ]
     auxiliary = _auxiliary_note(runs)
@@ -122,6 +124,18 @@ def dataset_page(spec: DatasetReport, runs: Sequence[RunRecord], summary: pd.Dat
     blocks.append(("p", f"All splits (validation too): `{spec.dataset}_table.csv`; tests: `{spec.dataset}_stats.csv`; "
                         f"per-run provenance and cost: `{spec.dataset}_runs.csv`."))
     return blocks
+
+
+def attempts_note(costs: pd.DataFrame, dataset: str) -> list[Block]:
+    """A paragraph naming the runs that took more than one attempt (resumed after a kill or a
+    failure): their cost in the runs CSV and the cost figure is the sum of their attempts."""
+    attempts = pd.to_numeric(costs["attempts"], errors="coerce") if "attempts" in costs else pd.Series(dtype=float)
+    several = costs[attempts > 1]
+    if several.empty:
+        return []
+    named = "; ".join(f"{r.encoder}/{r.fusion} seed {r.seed}: {int(r.attempts)} attempts" for r in several.itertuples())
+    return [("p", f"Costs sum every attempt at a run (column `attempts` of `{dataset}_runs.csv`); runs that took more "
+                  f"than one: {named}.")]
 
 
 def write_dataset_report(spec: DatasetReport, outputs: Mapping[str, Path]) -> None:
@@ -139,7 +153,7 @@ def write_dataset_report(spec: DatasetReport, outputs: Mapping[str, Path]) -> No
     stats_table = comparison_table(comparisons, summary)
     costs = run_table(runs, {r.key: Path(b) for r, b in zip(runs, spec.benchmarks)}, read_cache_info(spec.cache_index))
 
-    page = dataset_page(spec, runs, summary, results, stats_table)
+    page = dataset_page(spec, runs, summary, results, stats_table) + attempts_note(costs, spec.dataset)
     write_text_atomic(outputs["table_md"], page_markdown(page))
     write_text_atomic(outputs["table_html"], page_html(page))
     tex = to_latex(results, f"{spec.dataset}: test metrics, mean ± std over seeds; best in bold.", f"tab:{spec.dataset}")
@@ -186,6 +200,7 @@ def write_summary_report(tables: Mapping[str, Path], paper_benchmarks: Mapping[s
     ]
     write_text_atomic(outputs["summary_md"], page_markdown(page))
     write_text_atomic(outputs["summary_html"], page_html(page))
+    write_text_atomic(outputs["summary_front"], html_body(page))  # the HTML report's first page opens on it
     write_text_atomic(outputs["summary_tex"], to_latex(table, "Summary across benchmarks, ours beside published numbers.",
                                                        "tab:summary"))
     write_text_atomic(outputs["summary_csv"], tidy.to_csv(index=False))

@@ -1,7 +1,9 @@
 """Per-run provenance and cost: what each number in the tables came from and what it cost.
 
 Cost has three axes: model size (trainable parameters), compute (GPU-hours for runs on a
-GPU, CPU-hours otherwise, from Snakemake's ``benchmark:`` file of the training job) and
+GPU, CPU-hours otherwise, summed over every attempt at the run from its ``attempts.json``;
+runs from before that file fall back to Snakemake's ``benchmark:`` file, which holds the last
+attempt only) and
 storage (the share of the dataset's ESM cache the fusion reads: a structure-only model reads
 none of it, a fusion reading three of the cached layers reads three layers' worth).
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bihmf.attempts import AttemptCosts, attempt_costs
 from bihmf.esm_cache import file_metadata
 from bihmf.models.fusion import FUSIONS
 from bihmf.run import RunKey, RunRecord
@@ -64,8 +67,11 @@ def esm_layers_read(run: RunRecord, cache: CacheInfo) -> int:
     return len(set(layers) & set(cache.layers))
 
 
-def compute_hours(device: str, bench: Mapping[str, float], wall_seconds: float) -> tuple[float, str]:
-    """GPU-hours (one GPU per job, so wall time) on CUDA, CPU-hours (CPU time) otherwise."""
+def compute_hours(device: str, bench: Mapping[str, float], wall_seconds: float, attempts: AttemptCosts | None = None) -> tuple[float, str]:
+    """GPU-hours (one GPU per job, so wall time) on CUDA, CPU-hours (CPU time) otherwise; every
+    attempt's when the run recorded them."""
+    if attempts is not None:
+        return (attempts.wall_s / HOUR, "GPU-hours") if device.startswith("cuda") else (attempts.cpu_s / HOUR, "CPU-hours")
     if device.startswith("cuda"):
         wall = bench.get("bench_wall_s", math.nan)
         return (wall if math.isfinite(wall) else wall_seconds) / HOUR, "GPU-hours"
@@ -79,14 +85,18 @@ def run_table(runs: Sequence[RunRecord], benchmarks: Mapping[RunKey, Path], cach
         prov = run.provenance
         bench = read_benchmark(benchmarks[run.key]) if run.key in benchmarks else {}
         device = str(prov.get("device", "unknown"))
-        hours, kind = compute_hours(device, bench, float(prov.get("wall_seconds", math.nan)))
+        attempts = attempt_costs(run.folder.path)
+        hours, kind = compute_hours(device, bench, float(prov.get("wall_seconds", math.nan)), attempts)
         layers = esm_layers_read(run, cache)
         records.append({
             "encoder": run.encoder, "fusion": run.fusion, "seed": run.seed, "task": run.task,
             "best_epoch": run.best_epoch, "epochs_run": run.epochs_run, "parameters": prov.get("parameters"),
             "device": device, "compute_hours": hours, "compute_unit": kind,
             "wall_seconds": prov.get("wall_seconds"), "train_seconds": prov.get("train_seconds"), **bench,
-            "peak_rss_mb": prov.get("peak_rss_mb"), "peak_gpu_mb": prov.get("peak_gpu_mb"),
+            "attempts": attempts.attempts if attempts else None,
+            "attempts_wall_s": attempts.wall_s if attempts else None, "attempts_cpu_s": attempts.cpu_s if attempts else None,
+            "peak_rss_mb": attempts.peak_rss_mb if attempts else prov.get("peak_rss_mb"),
+            "peak_gpu_mb": attempts.peak_gpu_mb if attempts else prov.get("peak_gpu_mb"),
             "esm_layers_read": layers, "esm_cache_mib_read": cache.mib * layers / max(1, len(cache.layers)),
             "resumed": prov.get("resumed"), "git_commit": prov.get("git_commit"), "config_hash": prov.get("config_hash"),
             "dataset_sha256": prov.get("dataset_sha256"), "esm_checkpoint_sha256": prov.get("esm_checkpoint_sha256"),

@@ -164,6 +164,13 @@ def to_html(table: Table) -> str:
 def page_html(blocks: list[Block]) -> str:
     """A self-contained HTML page (inline style, no external resources)."""
     title = next((str(c) for k, c in blocks if k == "h1"), "report")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{_HTML_STYLE}</style></head>\n<body>\n" + html_body(blocks) + "\n</body></html>\n")
+
+
+def html_body(blocks: list[Block]) -> str:
+    """The blocks as HTML elements only: for a page of ours, or inside another page (the front
+    page of Snakemake's HTML report, which brings its own style)."""
     parts = []
     for kind, content in blocks:
         if kind == "table":
@@ -172,5 +179,4 @@ def page_html(blocks: list[Block]) -> str:
             parts.append("<ul>" + "".join(f"<li>{_inline_html(item)}</li>" for item in content) + "</ul>")
         else:
             parts.append(f"<{kind}>{_inline_html(str(content))}</{kind}>")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{_HTML_STYLE}</style></head>\n<body>\n" + "\n".join(parts) + "\n</body></html>\n")
+    return "\n".join(parts)

@@ -9,6 +9,12 @@ protein draws and the metric difference gives a percentile confidence interval.
 "Best baseline" is the non-Bi-HMF row with the best mean in that column, among the runs of
 the same structure encoder plus the sequence-only run (encoder ``none``), so each Bi-HMF row
 is compared with the strongest alternative that uses the same (or no) structure encoder.
+
+A bootstrap knows its limits: with fewer than ``MIN_BOOTSTRAP_PROTEINS`` test proteins the
+resamples are mostly repeats of the same few proteins, and when more than
+``MAX_UNDEFINED_FRACTION`` of the resamples leave the metric undefined the interval describes
+only the resamples that happened to be defined. Either way the comparison is reported (Δ, the
+interval, the counts) but never called significant; the table says why.
 """
 
 from __future__ import annotations
@@ -34,8 +40,12 @@ from bihmf.tasks.metrics import higher_is_better, is_metric
 BIHMF_FUSIONS = bihmf_fusions()
 STATS_COLUMNS = [
     "encoder", "fusion", "split", "metric", "baseline_encoder", "baseline_fusion", "test", "n", "delta",
-    "ci_low", "ci_high", "p_value", "better", "significant", "note",
+    "ci_low", "ci_high", "p_value", "better", "significant", "resamples", "undefined_resamples", "note",
 ]
+# fewest test proteins a bootstrap comparison may call significant
+MIN_BOOTSTRAP_PROTEINS = 10
+# largest share of undefined resamples a bootstrap comparison may call significant
+MAX_UNDEFINED_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,19 @@ class Comparison:
     ci_high: float
     p_value: float
     note: str = ""
+    resamples: int = 0  # bootstrap only: resamples drawn, and those where the difference was undefined
+    undefined_resamples: int = 0
+
+    @property
+    def limit(self) -> str:
+        """Why this bootstrap is too weak to call significant ("" when it is not)."""
+        if self.test != "bootstrap":
+            return ""
+        if self.n < MIN_BOOTSTRAP_PROTEINS:
+            return f"too few proteins ({self.n} < {MIN_BOOTSTRAP_PROTEINS})"
+        if self.undefined_resamples > MAX_UNDEFINED_FRACTION * self.resamples:
+            return f"too many undefined resamples ({self.undefined_resamples} of {self.resamples})"
+        return ""
 
 
 def paired_t(a: dict[int, float], b: dict[int, float], confidence: float) -> Comparison:
@@ -148,9 +171,9 @@ def bootstrap_comparison(point: float, a: np.ndarray, b: np.ndarray, n_proteins:
     dropped = len(a) - len(diff)
     note = f"{dropped} of {len(a)} resamples undefined" if dropped else ""
     if not len(diff):
-        return Comparison("bootstrap", n_proteins, point, np.nan, np.nan, np.nan, "every resample undefined")
+        return Comparison("bootstrap", n_proteins, point, np.nan, np.nan, np.nan, "every resample undefined", len(a), dropped)
     low, high = np.quantile(diff, [0.5 - confidence / 2, 0.5 + confidence / 2])
-    return Comparison("bootstrap", n_proteins, point, float(low), float(high), np.nan, note)
+    return Comparison("bootstrap", n_proteins, point, float(low), float(high), np.nan, note, len(a), dropped)
 
 
 def best_baseline(summary: pd.DataFrame, encoder: str, split: str, metric: str) -> tuple[str, str] | None:
@@ -236,10 +259,11 @@ def is_better(delta: float, metric: str) -> bool | None:
 
 
 def is_significant(result: Comparison, confidence: float) -> bool | None:
-    """p below 1 - confidence (t-test) or an interval excluding 0 (bootstrap); None if untestable."""
+    """p below 1 - confidence (t-test) or an interval excluding 0 (bootstrap); None if untestable,
+    also a bootstrap past its limits (too few proteins, too many undefined resamples)."""
     if result.test == "paired t-test" and np.isfinite(result.p_value):
         return bool(result.p_value < 1 - confidence)
-    if result.test == "bootstrap" and np.isfinite(result.ci_low):
+    if result.test == "bootstrap" and np.isfinite(result.ci_low) and not result.limit:
         return bool(result.ci_low > 0 or result.ci_high < 0)
     return None
 
@@ -253,7 +277,8 @@ def result_fields(result: Comparison, metric: str, confidence: float) -> dict[st
     """A comparison's columns in the stats CSVs (the main report's and the ablation report's)."""
     return {"test": result.test, "n": result.n, "delta": result.delta, "ci_low": result.ci_low,
             "ci_high": result.ci_high, "p_value": result.p_value, "better": is_better(result.delta, metric),
-            "significant": is_significant(result, confidence), "note": result.note}
+            "significant": is_significant(result, confidence), "resamples": result.resamples,
+            "undefined_resamples": result.undefined_resamples, "note": "; ".join(filter(None, (result.limit, result.note)))}
 
 
 def compare(runs: Sequence[RunRecord], summary: pd.DataFrame, predictions: Callable[[RunRecord], Predictions | None],
@@ -293,7 +318,8 @@ def comparison_text(entry: pd.Series, baseline: str | None = None) -> str:
         text += f", p={entry['p_value']:.3g}" if np.isfinite(entry["p_value"]) else ", p undefined"
         return f"{text} vs {baseline} (t-test, {entry['n']} seeds)"
     if entry["test"] == "bootstrap":
-        return f"{text} vs {baseline} (bootstrap, {entry['n']} proteins)"
+        note = f"; {entry['note']}" if isinstance(entry["note"], str) and entry["note"] else ""
+        return f"{text} vs {baseline} (bootstrap, {entry['n']} proteins{note})"
     return f"{text} vs {baseline} ({entry['note']})"
 
 
