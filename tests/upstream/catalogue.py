@@ -114,6 +114,7 @@ class Catalogue:
         self._texts: dict[str, bytes] = {}  # route -> body (GitHub raw files)
         self._archives: dict[str, tuple[str, Any]] = {}  # route -> (file name, builder with write_archive)
         self._drive: dict[str, str] = {}  # Drive file id -> its archive route
+        self.archive_routes: dict[str, str] = {}  # archive URL as configured -> route serving it
         self._issued: set[str] = set()  # Drive confirmation uuids handed out
         self.entries: dict[str, Entry] = {}
         self.structure_ids: dict[str, list[str]] = {}  # dataset -> its ids (label-file order)
@@ -152,6 +153,7 @@ class Catalogue:
                 route = f"drive.usercontent.google.com/download/{parse_qs(urlparse(url).query)['id'][0]}"
                 self._drive[parse_qs(urlparse(url).query)["id"][0]] = route
             self._archives[route] = (file_name, content)
+            self.archive_routes[url] = route
 
     def _choose_drops(self, rng: np.random.Generator, taken: set[str], obsolete_share: float, missing_share: float) -> Drops:
         ids = sorted(self.entries)

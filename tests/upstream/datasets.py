@@ -337,7 +337,7 @@ class Atom3d:
                     }
         else:
             for i in range(self.counts[split]):
-                pdb = f"{i % 9 + 1}{split[0]}{i:05d}"
+                pdb = f"{i % 9 + 1}{split[:2]}{i:05d}"  # tr / va / te: unique across splits
                 sequence = random_sequence(rng, pool)
                 protein = atom_table(sequence, rng, f"{pdb}_protein.pdb", 0, f"{pdb}_protein.pdb")
                 pocket = protein[protein["residue"].isin(rng.choice(protein["residue"].unique(), min(40, len(sequence)), replace=False))]

@@ -179,7 +179,8 @@ class UpstreamServer:
                     return self._plain(answer.status, answer.data, {}, answer.content_type)
                 if kind == "empty":
                     return self._plain(200, b"", {}, answer.content_type)
-                return self._body(answer, headers.get("Range", "") if kind != "ignore_range" else "", behaviour if kind == "drop" else None)
+                honours_range = kind != "ignore_range" and not answer.content_type.startswith("text/html")  # pages: always whole
+                return self._body(answer, headers.get("Range", "") if honours_range else "", behaviour if kind == "drop" else None)
 
             def _plain(self, status: int, body: bytes, extra: dict[str, str], content_type: str = "text/plain") -> tuple[int, int]:
                 self.send_response(status)
