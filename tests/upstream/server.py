@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -62,13 +63,21 @@ class Behaviour:
 class Request:
     """One request as received, and what was answered."""
 
-    time: float
+    time: float  # when it arrived
     route: str
     query: str
     headers: dict[str, str]
     status: int
     behaviour: str  # the behaviour applied, "" for a plain answer
     bytes_sent: int
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client hanging up (a killed job, a drop the client noticed first) is no server error."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 @dataclass
@@ -85,7 +94,7 @@ class UpstreamServer:
         self.catalogue, self.behaviours = catalogue, tuple(behaviours)
         self.max_requests, self.max_seconds = max_requests, max_seconds
         self._state, self._lock = _State(), threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
         self._timer = threading.Timer(max_seconds, self.stop)
@@ -153,6 +162,7 @@ class UpstreamServer:
                 """Quiet: every request is in the server's own log."""
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                received = time.time()
                 parts = urlsplit(self.path)
                 route = parts.path.lstrip("/")
                 host, _, rest = route.partition("/")
@@ -160,7 +170,7 @@ class UpstreamServer:
                 hostile = server._applicable(route)
                 behaviour = hostile[1] if hostile else None
                 status, sent = self._answer(behaviour, server.catalogue.answer(host, "/" + rest, parts.query), headers)
-                server._record(Request(time.time(), route, parts.query, headers, status, behaviour.kind if behaviour else "", sent))
+                server._record(Request(received, route, parts.query, headers, status, behaviour.kind if behaviour else "", sent))
 
             def _answer(self, behaviour: Behaviour | None, answer: Answer, headers: dict[str, str]) -> tuple[int, int]:
                 kind = behaviour.kind if behaviour else ""
