@@ -6,7 +6,8 @@ them, so a new subcommand is one such function and one line there.
 
 Exit status of ``predict``: 0 every file predicted, 1 some file failed (listed in the summary),
 2 nothing predicted because the run or the arguments are unusable. ``plan``: 0 plan written,
-2 the config or ``--mean-length`` is unusable.
+2 the config or ``--mean-length`` is unusable. ``lock``: 0 lock written, 2 nothing to lock or the
+existing lock is unreadable.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import yaml
 
 from bihmf import plan as cost_plan
 from bihmf.config import validate_config
+from bihmf.download import DownloadError
+from bihmf.lock import LOCK_FILE, write_lock
 from bihmf.predict import SUMMARY_FILE, TABLE_FORMATS, PredictOptions, RunError, predict
 from bihmf.predict.options import esm_default
 
@@ -166,7 +169,34 @@ def run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_predict, add_plan)
+def add_lock(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "lock",
+        help="record the sha256 of every downloaded file and structure in a lock file to share with the config",
+        description=(
+            "Collect what the download jobs fetched (every URL and the sha256 of its bytes, recorded under "
+            "<downloads>/seen/) into the lock file; later download jobs compare what they fetch with it and name "
+            "every file that differs. Run it again to accept a change upstream. Writing it reruns no job."
+        ),
+    )
+    parser.add_argument("--downloads", type=Path, default=Path("resources/downloads"), help="download cache (default: %(default)s)")
+    parser.add_argument("--lock", type=Path, default=Path(LOCK_FILE), help="lock file, beside the config (default: %(default)s)")
+    parser.set_defaults(handler=run_lock)
+
+
+def run_lock(args: argparse.Namespace) -> int:
+    try:
+        counts = write_lock(args.downloads, args.lock)
+    except DownloadError as exc:
+        log.error("%s", exc)
+        return USAGE_ERROR
+    for dataset, files in counts.items():
+        print(f"{dataset}: {files} files")
+    print(f"locked {sum(counts.values())} files of {len(counts)} datasets in {args.lock}")
+    return 0
+
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_predict, add_plan, add_lock)
 
 
 def build_parser() -> argparse.ArgumentParser:

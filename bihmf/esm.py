@@ -44,7 +44,7 @@ from esm.model.esm2 import ESM2
 from esm.multihead_attention import MultiheadAttention
 from esm.pretrained import load_model_and_alphabet_local
 
-from bihmf.download import download_file, record_sha256, recorded_sha256, resolve_url
+from bihmf.download import download_file, resolve_url
 from bihmf.esm_cache import (
     FORMAT,
     ROW_GROUP_BYTES,
@@ -61,7 +61,7 @@ from bihmf.esm_cache import (
     write_index,
     write_row_group,
 )
-from bihmf.io import atomic_output
+from bihmf.io import atomic_output, record_sha256, recorded_sha256
 
 __all__ = [
     "ShardWriteError",
@@ -532,7 +532,7 @@ def provide_checkpoint(esm_cfg: dict, model_out: Path, downloads: Path, base_dir
     """Put the checkpoint pair at ``model_out``: random-init, configured URLs/paths, or a
     released model by name (in that order of precedence; random_init with checkpoint is an error).
 
-    Its sha256 is recorded beside it (``bihmf.download.record_sha256``), so the embed jobs
+    Its sha256 is recorded beside it (``bihmf.io.record_sha256``), so the embed jobs
     read it instead of each hashing the checkpoint again."""
     if "checkpoint" in esm_cfg and "random_init" in esm_cfg:
         raise ValueError("esm: give either checkpoint (real weights) or random_init, not both")

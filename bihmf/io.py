@@ -1,8 +1,11 @@
-"""Atomic file output: a killed job must never leave a half-written file that looks finished."""
+"""Atomic file output (a killed job must never leave a half-written file that looks finished)
+and file digests (what a download, a lock file or a checkpoint record compares)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -13,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -94,3 +99,128 @@ def nested_list_array(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.L
     inner = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=value_type), width)
     offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets), inner)
+
+
+# --------------------------------------------------------------------------- digests
+
+HASH_CHUNK = 1 << 20
+"""Read granularity when hashing: large enough for throughput, small enough to keep memory flat."""
+
+HEX_LENGTHS = {"sha256": 64, "md5": 32, "git-blob-sha1": 40}
+
+
+def parse_checksum(spec: str) -> tuple[str, str]:
+    """Split ``"<algorithm>:<hex>"`` into ``(algorithm, lower-case hex)``.
+
+    Validated eagerly so a typo in the config fails before any bytes are transferred.
+    ``git-blob-sha1`` is supported because it is the only hash GitHub publishes for raw files.
+    """
+    algorithm, sep, hexdigest = spec.strip().partition(":")
+    algorithm = algorithm.lower()
+    if not sep or algorithm not in HEX_LENGTHS:
+        raise ValueError(
+            f"unsupported checksum spec {spec!r}: expected one of "
+            f"{', '.join(a + ':<hex>' for a in HEX_LENGTHS)}"
+        )
+    hexdigest = hexdigest.strip().lower()
+    length = HEX_LENGTHS[algorithm]
+    if not re.fullmatch(f"[0-9a-f]{{{length}}}", hexdigest):
+        raise ValueError(f"malformed checksum spec {spec!r}: {algorithm} needs {length} hex digits")
+    return algorithm, hexdigest
+
+
+def file_digest(path: str | os.PathLike[str], algorithm: str) -> str:
+    """Hex digest of a file, streamed so multi-GB checkpoints never need to fit in memory."""
+    if algorithm not in HEX_LENGTHS:
+        raise ValueError(f"unsupported digest algorithm {algorithm!r}")
+    with open(path, "rb") as fh:
+        if algorithm == "sha256":
+            hasher = hashlib.sha256()
+        elif algorithm == "md5":
+            hasher = hashlib.md5(usedforsecurity=False)
+        else:  # git-blob-sha1: git hashes a "blob <size>\0" header before the content
+            hasher = hashlib.sha1(usedforsecurity=False)
+            hasher.update(b"blob %d\0" % os.fstat(fh.fileno()).st_size)
+        while chunk := fh.read(HASH_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def digest_record(path: Path) -> Path:
+    """Where :func:`record_sha256` keeps the digest of ``path``: beside it."""
+    return path.with_name(path.name + ".sha256.json")
+
+
+_SAMPLES = 64
+_SAMPLE_BYTES = 1 << 12
+
+
+def _fingerprint(path: Path, size: int) -> str:
+    """sha256 of the first and last MiB and of 64 evenly spaced 4 KiB blocks (a few MB read).
+
+    Cheap enough for every reader; together with the inode it tells a touched file (Snakemake
+    sets the mtime of every output after a job) from one rewritten with other bytes.
+    """
+    hasher = hashlib.sha256()
+    offsets = [0, max(0, size - HASH_CHUNK)] + [size * i // _SAMPLES for i in range(_SAMPLES)]
+    with open(path, "rb") as fh:
+        for offset, length in zip(offsets, [HASH_CHUNK, HASH_CHUNK] + [_SAMPLE_BYTES] * _SAMPLES):
+            fh.seek(offset)
+            hasher.update(fh.read(length))
+    return hasher.hexdigest()
+
+
+def record_sha256(path: Path) -> str:
+    """Hash ``path`` once and record the digest beside it, with what identifies that content.
+
+    Every embed job stamps the checkpoint's sha256 into its shard; hashing a multi-GB checkpoint
+    per job is seconds of fixed cost each, so the rule that provides the checkpoint records it.
+    The stat is taken before hashing: a file changed while it is hashed no longer matches.
+    """
+    before = path.stat()
+    digest = file_digest(path, "sha256")
+    write_json_atomic(
+        digest_record(path),
+        {
+            "sha256": digest,
+            "size": before.st_size,
+            "mtime_ns": before.st_mtime_ns,
+            "inode": [before.st_dev, before.st_ino],
+            "fingerprint": _fingerprint(path, before.st_size),
+        },
+    )
+    return digest
+
+
+def _record_vouches(found: dict[str, Any], path: Path, now: os.stat_result) -> bool:
+    """The record still describes ``path``: same size and mtime, or (after a touch, which moves
+    only the times) the same file on disk with the same sampled content."""
+    if found["size"] != now.st_size or not re.fullmatch("[0-9a-f]{64}", found["sha256"]):
+        return False
+    if found["mtime_ns"] == now.st_mtime_ns:
+        return True
+    same_file = found.get("inode") == [now.st_dev, now.st_ino]
+    return same_file and found.get("fingerprint") == _fingerprint(path, now.st_size)
+
+
+def recorded_sha256(path: Path) -> str:
+    """sha256 of ``path`` from its record while the record still vouches for it, else hashed now.
+
+    A missing, unreadable or stale record only costs the hashing it would have saved; it is never
+    trusted for a file replaced or rewritten after it was written. A rewrite in place that keeps
+    size, inode and every sampled block is the one change this cannot see.
+    """
+    record = digest_record(path)
+    now = path.stat()
+    try:
+        found = json.loads(record.read_text())
+        fresh = _record_vouches(found, path, now)
+    except FileNotFoundError:
+        return file_digest(path, "sha256")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("%s: unreadable digest record (%s); hashing %s", record, exc, path)
+        return file_digest(path, "sha256")
+    if not fresh:
+        log.warning("%s does not match %s any more (replaced or rewritten); hashing it", record, path)
+        return file_digest(path, "sha256")
+    return found["sha256"]

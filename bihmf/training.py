@@ -38,10 +38,9 @@ from torch_geometric.data import Batch, Data
 
 from bihmf.batching import in_order_batches, protein_graph, residue_budget_batches
 from bihmf.data.schema import ProteinRecord, read_proteins
-from bihmf.download import file_digest
 from bihmf.esm_cache import EmbeddingCache
 from bihmf.gpu import pick_device
-from bihmf.io import atomic_output
+from bihmf.io import atomic_output, file_digest
 from bihmf.loader import EsmRows, device_batches, fits_in_memory, with_rows
 from bihmf.models.fusion import FUSIONS, FusionContext
 from bihmf.models.model import ProteinModel, build_model

@@ -1,3 +1,6 @@
+from bihmf.data.fetch import without_checksums
+
+
 rule download_dataset:
     output:
         directory("resources/datasets/{dataset}/raw"),
@@ -6,7 +9,8 @@ rule download_dataset:
     log:
         "logs/download/{dataset}.log",
     params:
-        spec=lambda wc: config["datasets"][wc.dataset],
+        # what triggers a new download; checksums left out (pinning one reruns nothing), the script reads the config
+        source=lambda wc: without_checksums(config["datasets"][wc.dataset]),
         downloads="resources/downloads",
         base_dir=workflow.basedir,
     script:
@@ -17,14 +21,14 @@ rule esm_checkpoint:
     output:
         model=ESM_CHECKPOINT,
         regression=ESM_CHECKPOINT.replace(".pt", "-contact-regression.pt"),
-        # its sha256, hashed once here for every embed job (bihmf.download.record_sha256)
+        # its sha256, hashed once here for every embed job (bihmf.io.record_sha256)
         sha256=f"{ESM_CHECKPOINT}.sha256.json",
     conda:
         "../envs/bihmf.yaml"
     log:
         "logs/esm_checkpoint/{esm}.log",
     params:
-        esm=lambda wc: ESM_MODELS[wc.esm],
+        source=lambda wc: without_checksums(ESM_MODELS[wc.esm]),
         downloads="resources/downloads",
         base_dir=workflow.basedir,
     script:

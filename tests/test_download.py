@@ -18,16 +18,9 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from bihmf.download import (
-    ChecksumError,
-    DownloadError,
-    download_file,
-    file_digest,
-    parse_checksum,
-    resolve_url,
-    safe_extract,
-    upstream_url,
-)
+from bihmf.download import ChecksumError, DownloadError, download_file, resolve_url, upstream_url
+from bihmf.extract import safe_extract
+from bihmf.io import file_digest, parse_checksum
 
 PAYLOAD = bytes(range(256)) * 40 + b"tail"  # 10 244 bytes, not a multiple of anything tidy
 SHA256 = "sha256:" + hashlib.sha256(PAYLOAD).hexdigest()
@@ -50,10 +43,11 @@ class _Handler(BaseHTTPRequestHandler):
                     then BIG with Range support
     /missing        404
     /uc?id=viacookie  Drive warning page + download_warning cookie; confirm=<token> + cookie -> file
-    /uc?id=viaform    Drive warning page with a hidden-input form pointing to /download
+    /uc?id=viaform    today's Drive warning page: a form with hidden id/export/confirm/uuid inputs
+                    whose action is https://drive.usercontent.google.com/download
     /download?...     file if id/confirm/uuid match the form
     /uc?id=private    Drive HTML page without any token
-    /upstream.test/...  the same endpoints as seen through BIHMF_UPSTREAM_BASE (host as first segment),
+    /<host>/...     the same endpoints as seen through BIHMF_UPSTREAM_BASE (a host as first segment),
                     plus /upstream.test/moved/abs and /moved/rel: 301 to the host's /files/data.bin
                     with an absolute https:// and a host-relative Location
     """
@@ -70,8 +64,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.requests.append((self.path, dict(self.headers)))
             seen = self.server.hits[parts.path] = self.server.hits.get(parts.path, 0) + 1
         segments = parts.path.strip("/").split("/")
-        if segments[0] == UPSTREAM_HOST:
-            segments = segments[1:]
+        if "." in segments[0]:  # a host: the request came through BIHMF_UPSTREAM_BASE
+            segments = segments[1:] or [""]
         head = segments[0]
         if head == "moved":
             location = "https://upstream.test/files/data.bin" if segments[1] == "abs" else "/files/data.bin"
@@ -118,7 +112,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif file_id == "viaform":
             page = (
                 "<html><body><p>Google Drive can't scan this file for viruses.</p>"
-                '<form id="download-form" action="/download" method="get">'
+                '<form id="download-form" action="https://drive.usercontent.google.com/download" method="get">'
                 '<input type="submit" value="Download anyway"/>'
                 '<input type="hidden" name="id" value="viaform">'
                 '<input type="hidden" name="export" value="download">'
@@ -376,19 +370,28 @@ def test_upstream_url_leaves_file_urls_and_unset_base_alone(monkeypatch: pytest.
 # --------------------------------------------------------------------------- Google Drive
 
 
+@pytest.fixture
+def drive(server: _Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Drive's real URL, answered by the loopback server through the upstream override."""
+    monkeypatch.setenv("BIHMF_UPSTREAM_BASE", server.base)
+    return "https://drive.google.com/uc?export=download"
+
+
 @pytest.mark.parametrize("file_id", ["viacookie", "viaform"])
-def test_download_file_drive_confirm_flow(server: _Server, tmp_path: Path, file_id: str) -> None:
+def test_download_file_drive_confirm_flow(server: _Server, drive: str, tmp_path: Path, file_id: str) -> None:
     dest = tmp_path / "drive.bin"
-    _download(f"{server.base}/uc?export=download&id={file_id}", dest)
+    _download(f"{drive}&id={file_id}", dest)
     assert dest.read_bytes() == PAYLOAD
     assert len(server.requests) == 2
     assert DRIVE_TOKEN in server.requests[1][0]
+    if file_id == "viaform":
+        assert server.requests[1][0].startswith("/drive.usercontent.google.com/download?")
 
 
-def test_download_file_drive_page_without_token_fails(server: _Server, tmp_path: Path) -> None:
+def test_download_file_drive_page_without_token_fails(server: _Server, drive: str, tmp_path: Path) -> None:
     dest = tmp_path / "drive.bin"
     with pytest.raises(DownloadError, match="Google Drive"):
-        _download(f"{server.base}/uc?export=download&id=private", dest)
+        _download(f"{drive}&id=private", dest)
     assert len(server.requests) == 1
     assert not dest.exists() and not _part(dest).exists()
 

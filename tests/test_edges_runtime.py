@@ -88,7 +88,7 @@ def test_truncated_unpinned_archive_is_an_error_naming_the_file(demo_spec, tmp_p
     data = (ROOT / source).read_bytes()
     archive = tmp_path / Path(source).name
     archive.write_bytes(data[: len(data) // 2])  # a download cut short; no checksum to catch it
-    with pytest.raises(DownloadError, match=rf"{Path(source).name}: .*truncated.*delete it to download it again"):
+    with pytest.raises(DownloadError, match=rf"{Path(source).name}: .*truncated.*moved it aside .*a rerun downloads it again"):
         fetch_dataset(_archive_spec(demo_spec, archive), tmp_path / "raw", tmp_path / "dl", tmp_path)
     assert not (tmp_path / "raw").exists()
 

@@ -296,7 +296,8 @@ def test_released_names_resolve_to_fair_esm_urls_and_others_are_refused():
 
 
 def test_local_checkpoint_pair_is_copied_and_verified(tiny_checkpoint, tmp_path):
-    from bihmf.download import ChecksumError, file_digest
+    from bihmf.download import ChecksumError
+    from bihmf.io import file_digest
     from bihmf.esm import provide_checkpoint
 
     pair = {

@@ -6,17 +6,18 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import threading
 
 import numpy as np
 import pytest
 import torch
 
-import bihmf.download
 import bihmf.esm
-from bihmf.download import digest_record, file_digest, recorded_sha256
+import bihmf.io
 from bihmf.esm import ShardWriteError, embed_proteins, load_esm, provide_checkpoint, write_shard
 from bihmf.esm_cache import EmbedSettings, EmbeddingCache, file_metadata, shard_name, write_index
+from bihmf.io import digest_record, file_digest, recorded_sha256
 
 CPU = torch.device("cpu")
 SETTINGS = EmbedSettings(token_budget=512, window=1022, window_overlap=256)
@@ -79,13 +80,14 @@ def test_checkpoint_is_hashed_once_by_its_rule_and_the_record_is_checked(tmp_pat
     digest = file_digest(checkpoint, "sha256")
     assert json.loads(digest_record(checkpoint).read_text())["sha256"] == digest
     hashed = []
-    real = bihmf.download.file_digest
-    monkeypatch.setattr(bihmf.download, "file_digest", lambda path, algorithm: hashed.append(path) or real(path, algorithm))
+    real = bihmf.io.file_digest
+    monkeypatch.setattr(bihmf.io, "file_digest", lambda path, algorithm: hashed.append(path) or real(path, algorithm))
     out = tmp_path / "cache" / "index.parquet"
     embed_proteins(checkpoint, [("h", "MKTAYIAKQR")], [2], out, SETTINGS, device=CPU)
     assert hashed == [] and file_metadata(out)["checkpoint_sha256"] == digest
-    stat = checkpoint.stat()
-    os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))  # touched: the record no longer vouches for it
+    replacement = checkpoint.with_name("replacement.pt")
+    shutil.copyfile(checkpoint, replacement)
+    os.replace(replacement, checkpoint)  # another file now: the record no longer vouches for it
     assert recorded_sha256(checkpoint) == digest and hashed == [checkpoint]
     digest_record(checkpoint).write_text("{not json")
     assert recorded_sha256(checkpoint) == digest and len(hashed) == 2

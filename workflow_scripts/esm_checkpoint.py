@@ -1,9 +1,15 @@
-"""Glue for rule esm_checkpoint (logic: bihmf.esm.provide_checkpoint)."""
+"""Glue for rule esm_checkpoint (logic: bihmf.esm.provide_checkpoint).
+
+The ESM settings come from the config, not from the rule's params: the params leave out the
+checksums so that pinning one reruns nothing (bihmf.data.fetch.without_checksums).
+"""
 
 from pathlib import Path
 
+from bihmf.ablation import esm_models
 from bihmf.esm import provide_checkpoint
 from bihmf.logs import log_to
 
 log_to(snakemake.log[0])
-provide_checkpoint(snakemake.params.esm, Path(snakemake.output.model), Path(snakemake.params.downloads), Path(snakemake.params.base_dir))
+esm = esm_models(snakemake.config)[snakemake.wildcards.esm]
+provide_checkpoint(esm, Path(snakemake.output.model), Path(snakemake.params.downloads), Path(snakemake.params.base_dir))

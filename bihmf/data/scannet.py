@@ -26,6 +26,7 @@ entries by position; the second and later ones get ``#2``, ``#3``... appended to
 from __future__ import annotations
 
 import csv
+import logging
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from bihmf.data.fetch import structure_drop_reasons
 from bihmf.data.schema import EntryReport, ProteinRecord
 from bihmf.data.structure import ChainResidues, StructureError, read_chains
+
+log = logging.getLogger(__name__)
 
 
 class LabelFormatError(ValueError):
@@ -131,11 +135,18 @@ def read_sample_weights(table: Path, set_name: str) -> list[float]:
 
 
 def structure_ids(raw_dir: Path, spec: dict[str, Any]) -> list[str]:
-    """PDB ids referenced by the label files, in first-seen order (drives structure downloads)."""
+    """PDB ids referenced by the label files, in first-seen order (drives structure downloads).
+
+    An entry whose header cannot be read is skipped here with a warning; preprocessing drops it
+    with the same reason, so one bad header costs one entry, not the dataset's download.
+    """
     seen: dict[str, None] = {}
     for label_file in spec["label_files"]:
         for entry in read_label_file(raw_dir / label_file["file"]):
-            seen[parse_origin(entry.origin)[0]] = None
+            try:
+                seen[parse_origin(entry.origin)[0]] = None
+            except LabelFormatError as exc:
+                log.warning("%s:%d: entry skipped, no structure fetched for it: %s", label_file["file"], entry.line, exc)
     return list(seen)
 
 
@@ -221,6 +232,7 @@ def parse_dataset(
 ) -> tuple[list[ProteinRecord], list[EntryReport]]:
     """All proteins of a ScanNet-format dataset plus one report per label-file entry."""
     structure_dir = raw_dir / spec["structure_dir"]
+    absent = structure_drop_reasons(structure_dir)  # obsolete (with successor) or missing, from the download
     records, reports = [], []
     chains_cache: dict[tuple[Path, int], dict[str, ChainResidues]] = {}
     seen: dict[str, list[str]] = {}  # origin -> "file:line" of each of its entries
@@ -239,7 +251,7 @@ def parse_dataset(
                 pdb_id, model, _ = parse_origin(entry.origin)
                 path = find_structure(structure_dir, pdb_id, patterns)
                 if path is None:
-                    raise StructureError(f"no structure file for {pdb_id} in {structure_dir}")
+                    raise StructureError(absent.get(pdb_id.upper(), f"no structure file for {pdb_id} in {structure_dir}"))
                 if (path, model) not in chains_cache:
                     chains_cache[(path, model)] = read_chains(path, model)
                 record = build_record(entry, chains_cache[(path, model)], label_file["split"], label_file["subset"], weight, report)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from bihmf.data.schema import ProteinRecord
-from bihmf.download import recorded_sha256
+from bihmf.io import recorded_sha256
 from bihmf.esm import embed_sequences, load_esm, regression_path
 from bihmf.esm_cache import EmbedSettings, EmbeddingCache, chain_sequences
 from bihmf.predict.options import InputError, PredictOptions, RunError
