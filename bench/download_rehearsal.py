@@ -54,7 +54,7 @@ import torch
 import yaml
 
 from bench.common import ROOT, Target, machine, save, table
-from bihmf.data.fetch import remote_name
+from bihmf.data.fetch import STRUCTURE_RETRIES, remote_name
 from tests.upstream import Behaviour, Catalogue, UpstreamServer
 from tests.upstream.datasets import url_key
 
@@ -67,7 +67,7 @@ MIXES: dict[str, tuple[Behaviour, ...]] = {
     "hostile": (
         Behaviour("rate_limit", RCSB, share=0.02, times=1, retry_after=1),
         Behaviour("unavailable", RCSB, share=0.02, times=2),  # a 503 burst the retries ride out
-        Behaviour("unavailable", RCSB, share=0.003, times=40),  # down for the whole first run: transient
+        Behaviour("unavailable", RCSB, share=0.003, times=STRUCTURE_RETRIES),  # down for one run's attempts: transient
         Behaviour("empty", RCSB, share=0.005, times=1),
         Behaviour("drop", RCSB, share=0.005, times=1, cut_at=0.5),
         Behaviour("slow", RCSB, share=0.01, delay_s=1.0),
@@ -403,6 +403,7 @@ def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             if runs[-1]["returncode"] != 0:  # a job that failed for good in the resumed run: the README's plain rerun
                 runs.append({"step": "rerun", **run_snakemake([sys.executable, "-m", "snakemake", *argv], work, env, log)})
         requests = up.requests
+        (workdir / "measured.json").write_text(json.dumps({"runs": runs, "jobs": [[*k, v] for k, v in watch.jobs.items()]}))
         leftover = dry_run_jobs(work, env, datasets, args.cores)
         base_mb = base_memory_mb(env)
     span = max(r.time for r in requests) - min(r.time for r in requests) if requests else 0.0
@@ -424,6 +425,16 @@ def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "preprocess_drops": preprocess_drops(work / "results" / "data" / name / "preprocess_report.json"),
             "preprocessed": (work / "results" / "data" / name / "proteins.parquet").exists(),
         }
+    outage = next(b for b in MIXES["hostile"] if b.times == STRUCTURE_RETRIES) if args.mix == "hostile" else None
+    down = {
+        i
+        for name in datasets
+        if "structures" in run_config["datasets"][name]["download"]
+        for i in catalogue.structure_ids.get(name, [])
+        if outage and i not in catalogue.drops.missing and i not in catalogue.drops.obsolete
+        and any(outage.selects(url_key(t.format(id=i, ID=i.upper()))) for t in run_config["datasets"][name]["download"]["structures"]["url_templates"])
+    }
+    final = {row["id"].lower(): row["status"] for name in datasets for row in manifest_rows(work / "resources" / "datasets" / name / "raw", run_config["datasets"][name])}
     statuses = Counter(r.status for r in requests)
     behaviours = Counter(r.behaviour for r in requests if r.behaviour)
     drive_ranges = sum(1 for r in requests if r.route == "drive.google.com/uc" and "Range" in r.headers)
@@ -437,6 +448,8 @@ def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "missing_ids": len(catalogue.drops.missing),
         "runs": runs,
         "dry_run_jobs": leftover,
+        "down_first_run": len(down),
+        "down_first_run_delivered": sum(final.get(i) == "ok" for i in down),
         "requests": len(requests),
         "requests_per_s": round(len(requests) / span, 1) if span else None,
         "peak_requests_per_s": max(per_second.values(), default=0),
@@ -487,6 +500,8 @@ def problems(results: dict[str, Any]) -> list[str]:
     out = []
     if results["dry_run_jobs"]:
         out.append(f"the rerun is not a no-op: a dry run schedules {results['dry_run_jobs']} jobs")
+    if results["down_first_run_delivered"] != results["down_first_run"]:
+        out.append(f"{results['down_first_run'] - results['down_first_run_delivered']} structures down for one run were never delivered")
     if results["range_on_drive_page"]:
         out.append(f"{results['range_on_drive_page']} requests sent Range to Drive's confirmation page")
     for name, found in results["per_dataset"].items():
@@ -525,7 +540,8 @@ def render(result: dict[str, Any]) -> str:
     parts = [
         f"Fraction {r['fraction']} of the published counts ({r['structure_ids']} structure ids, {r['obsolete_ids']} obsolete, "
         f"{r['missing_ids']} missing; content generated in {r['generate_s']} s; {r['repinned_files']} synthesised files repinned). "
-        f"Runs: {runs}. Dry run afterwards: **{r['dry_run_jobs']} jobs**. Requests: {r['requests']} "
+        f"Runs: {runs}. Structures with a template down for a whole run (503 on every attempt of one run): "
+        f"{r['down_first_run']}, delivered in the end: {r['down_first_run_delivered']}. Dry run afterwards: **{r['dry_run_jobs']} jobs**. Requests: {r['requests']} "
         f"({r['requests_per_s']}/s on average, peak {r['peak_requests_per_s']}/s); statuses {r['statuses']}; hostile answers "
         f"{r['behaviours']}; Range sent to Drive's confirmation page: {r['range_on_drive_page']}. "
         f"Download cache: {r['downloads_disk_mb']} MB.",
