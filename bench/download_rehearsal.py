@@ -134,13 +134,15 @@ def snakemake_args(datasets: list[str], cores: int) -> list[str]:
 
 
 class JobWatch:
-    """Samples /proc: per (stage, dataset) job the first and last time seen and the peak VmHWM.
+    """Samples /proc: per (stage, dataset) job the time it was seen running (its attempts together:
+    the killed one and the resumed one) and the peak VmHWM.
 
     A job is recognised by the rule log it holds open (``logs/<stage>/<dataset>.log``), which is
     what every job process opens first; the sampling interval bounds the timing error.
     """
 
     LOG = re.compile(r"/logs/(download|preprocess)/([a-z0-9_]+)\.log$")
+    GAP_S = 5.0  # unseen for longer: the job was killed and rerun later, the time between is not its own
 
     def __init__(self, workdir: Path, interval_s: float = 0.5):
         self.workdir, self.interval_s = str(workdir), interval_s
@@ -164,7 +166,9 @@ class JobWatch:
                 if job is None:
                     continue
                 peak = _status_kb(pid, "VmHWM")
-                seen = self.jobs.setdefault(job, {"first": now, "last": now, "peak_kb": 0.0})
+                seen = self.jobs.setdefault(job, {"first": now, "last": now, "busy_s": 0.0, "peak_kb": 0.0})
+                if now > seen["last"] and now - seen["last"] <= self.GAP_S:  # still the same attempt: count the interval
+                    seen["busy_s"] += now - seen["last"]
                 seen["last"], seen["peak_kb"] = now, max(seen["peak_kb"], peak)
 
     def _job_of(self, pid: str) -> tuple[str, str] | None:
@@ -409,7 +413,7 @@ def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     span = max(r.time for r in requests) - min(r.time for r in requests) if requests else 0.0
     per_second = Counter(int(r.time) for r in requests)
     jobs = {
-        (stage, name): {"wall_s": round(seen["last"] - seen["first"], 1), "peak_mb": round(seen["peak_kb"] / 1024, 1)}
+        (stage, name): {"wall_s": round(seen["busy_s"], 1), "peak_mb": round(seen["peak_kb"] / 1024, 1)}
         for (stage, name), seen in watch.jobs.items()
     }
     per_dataset = {}
@@ -434,7 +438,15 @@ def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if outage and i not in catalogue.drops.missing and i not in catalogue.drops.obsolete
         and any(outage.selects(url_key(t.format(id=i, ID=i.upper()))) for t in run_config["datasets"][name]["download"]["structures"]["url_templates"])
     }
-    final = {row["id"].lower(): row["status"] for name in datasets for row in manifest_rows(work / "resources" / "datasets" / name / "raw", run_config["datasets"][name])}
+    rows = {row["id"].lower(): row for name in datasets for row in manifest_rows(work / "resources" / "datasets" / name / "raw", run_config["datasets"][name])}
+    final = {i: row["status"] for i, row in rows.items()}
+    preferred = {  # the first template of the dataset that names the id
+        i: url_key(run_config["datasets"][name]["download"]["structures"]["url_templates"][0].format(id=i, ID=i.upper()))
+        for name in reversed(datasets)
+        if "structures" in run_config["datasets"][name]["download"]
+        for i in catalogue.structure_ids.get(name, [])
+    }
+    fell_back = sorted(i for i in down if outage.selects(preferred[i]) and rows.get(i, {}).get("url") and url_key(rows[i]["url"]) != preferred[i])
     statuses = Counter(r.status for r in requests)
     behaviours = Counter(r.behaviour for r in requests if r.behaviour)
     drive_ranges = sum(1 for r in requests if r.route == "drive.google.com/uc" and "Range" in r.headers)
@@ -450,6 +462,7 @@ def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "dry_run_jobs": leftover,
         "down_first_run": len(down),
         "down_first_run_delivered": sum(final.get(i) == "ok" for i in down),
+        "fell_back": fell_back,
         "requests": len(requests),
         "requests_per_s": round(len(requests) / span, 1) if span else None,
         "peak_requests_per_s": max(per_second.values(), default=0),
@@ -502,6 +515,8 @@ def problems(results: dict[str, Any]) -> list[str]:
         out.append(f"the rerun is not a no-op: a dry run schedules {results['dry_run_jobs']} jobs")
     if results["down_first_run_delivered"] != results["down_first_run"]:
         out.append(f"{results['down_first_run'] - results['down_first_run_delivered']} structures down for one run were never delivered")
+    if results.get("fell_back"):
+        out.append(f"{len(results['fell_back'])} structures stored from a fallback template after a transient failure of the preferred one: {results['fell_back'][:5]}")
     if results["range_on_drive_page"]:
         out.append(f"{results['range_on_drive_page']} requests sent Range to Drive's confirmation page")
     for name, found in results["per_dataset"].items():
@@ -541,10 +556,11 @@ def render(result: dict[str, Any]) -> str:
         f"Fraction {r['fraction']} of the published counts ({r['structure_ids']} structure ids, {r['obsolete_ids']} obsolete, "
         f"{r['missing_ids']} missing; content generated in {r['generate_s']} s; {r['repinned_files']} synthesised files repinned). "
         f"Runs: {runs}. Structures with a template down for a whole run (503 on every attempt of one run): "
-        f"{r['down_first_run']}, delivered in the end: {r['down_first_run_delivered']}. Dry run afterwards: **{r['dry_run_jobs']} jobs**. Requests: {r['requests']} "
+        f"{r['down_first_run']}, delivered in the end: {r['down_first_run_delivered']}, of which {len(r.get('fell_back', []))} from a fallback template instead of the preferred one. Dry run afterwards: **{r['dry_run_jobs']} jobs**. Requests: {r['requests']} "
         f"({r['requests_per_s']}/s on average, peak {r['peak_requests_per_s']}/s); statuses {r['statuses']}; hostile answers "
         f"{r['behaviours']}; Range sent to Drive's confirmation page: {r['range_on_drive_page']}. "
-        f"Download cache: {r['downloads_disk_mb']} MB.",
+        f"Download cache: {r['downloads_disk_mb']} MB. 1-min load average at the end: "
+        f"{result.get('machine', {}).get('load_average_1min_end', '-')} (a shared 2-core machine: walls are upper bounds).",
         table(["dataset", "download wall", "download peak RSS", "preprocess wall", "preprocess peak RSS", "raw/ on disk", "table", "raw/ files identical / different / not served"], rows),
         table(["dataset", "true reason", "entries", "reported with it", "manifest status"], drops) if drops else "No structure was dropped.",
         f"SLURM at the full count (x{SAFETY} the measured figure; preprocess memory scaled above the {r['import_base_mb']} MB import base): {slurm}.",
