@@ -556,7 +556,7 @@ def render(result: dict[str, Any]) -> str:
         f"Fraction {r['fraction']} of the published counts ({r['structure_ids']} structure ids, {r['obsolete_ids']} obsolete, "
         f"{r['missing_ids']} missing; content generated in {r['generate_s']} s; {r['repinned_files']} synthesised files repinned). "
         f"Runs: {runs}. Structures with a template down for a whole run (503 on every attempt of one run): "
-        f"{r['down_first_run']}, delivered in the end: {r['down_first_run_delivered']}, of which {len(r.get('fell_back', []))} from a fallback template instead of the preferred one. Dry run afterwards: **{r['dry_run_jobs']} jobs**. Requests: {r['requests']} "
+        f"{r['down_first_run']}, delivered in the end: {r['down_first_run_delivered']}, of which {len(r['fell_back']) if 'fell_back' in r else 'not counted in this run'} from a fallback template instead of the preferred one. Dry run afterwards: **{r['dry_run_jobs']} jobs**. Requests: {r['requests']} "
         f"({r['requests_per_s']}/s on average, peak {r['peak_requests_per_s']}/s); statuses {r['statuses']}; hostile answers "
         f"{r['behaviours']}; Range sent to Drive's confirmation page: {r['range_on_drive_page']}. "
         f"Download cache: {r['downloads_disk_mb']} MB. 1-min load average at the end: "
