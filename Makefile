@@ -13,6 +13,7 @@ venv: $(STAMP)
 # torch first, alone: pip then takes the CPU wheel of the pinned version instead of
 # resolving a multi-GB CUDA build as a dependency of another package.
 $(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11, 4) else "Python >= 3.11.4 is needed (archive extraction uses tarfile'"'"'s data filter, new in 3.11.4); $(PYTHON) is %d.%d.%d: give another with make PYTHON=..." % sys.version_info[:3])'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$$(grep -E '^torch==' requirements.txt)"

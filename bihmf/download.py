@@ -228,12 +228,15 @@ def download_file(
     backoff_s: float = 1.0,
     timeout_s: float = 60.0,
     session: requests.Session | None = None,
+    announce_unpinned: bool = True,
 ) -> Path:
     """Download ``url`` to ``dest`` and verify it against ``checksum``; return ``dest``.
 
     ``retries`` is the total number of HTTP attempts, separated by :func:`backoff_delay`.
-    ``checksum=None`` is accepted for bootstrapping a config: the computed sha256 is logged so
-    it can be pinned (or recorded by ``bihmf lock``).
+    ``checksum=None`` is accepted for bootstrapping a config: the computed sha256 is logged as a
+    warning so it can be pinned (or recorded by ``bihmf lock``); callers that record digests
+    themselves (thousands of structure files, listed in a manifest) pass
+    ``announce_unpinned=False`` to keep that to one debug line per file.
     """
     dest = Path(dest)
     expected = parse_checksum(checksum) if checksum is not None else None
@@ -254,7 +257,7 @@ def download_file(
                 _download_http(url, part, dest, own_session, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s)
         else:
             _download_http(url, part, dest, session, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s)
-        _verify_part(part, url, dest, expected)
+        _verify_part(part, url, dest, expected, announce_unpinned)
         os.replace(part, dest)
     log.info("downloaded %s -> %s", url, dest)
     return dest
@@ -300,10 +303,11 @@ def _existing_is_valid(dest: Path, expected: tuple[str, str] | None) -> bool:
     return False
 
 
-def _verify_part(part: Path, url: str, dest: Path, expected: tuple[str, str] | None) -> None:
+def _verify_part(part: Path, url: str, dest: Path, expected: tuple[str, str] | None, announce: bool) -> None:
     """Check the finished ``.part``; on mismatch delete it so a rerun starts clean."""
     if expected is None:
-        log.warning(
+        log.log(
+            logging.WARNING if announce else logging.DEBUG,
             "no checksum configured for %s; pin it as sha256:%s (or record it with `bihmf lock`)",
             url,
             file_digest(part, "sha256"),

@@ -10,15 +10,28 @@ import stat
 import subprocess
 import tarfile
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from bihmf.download import ChecksumError, DownloadError, download_file, resolve_url, upstream_url
+from bihmf.download import (
+    MAX_WAIT_S,
+    ChecksumError,
+    DownloadError,
+    TransientError,
+    backoff_delay,
+    download_file,
+    resolve_url,
+    retry_after_seconds,
+    upstream_url,
+)
 from bihmf.extract import safe_extract
 from bihmf.io import file_digest, parse_checksum
 
@@ -42,10 +55,14 @@ class _Handler(BaseHTTPRequestHandler):
     /truncate/x     BIG: first request sends 2.5 MiB with the full Content-Length and hangs up,
                     then BIG with Range support
     /missing        404
+    /ratelimit/N/x  429 with Retry-After: 1 for the first N requests, then like /files
+    /maintenance/x  200 with an HTML page;  /empty/x  200 with an empty body
+    /slow/x         PAYLOAD in four pieces 50 ms apart (long enough for two clients to overlap)
     /uc?id=viacookie  Drive warning page + download_warning cookie; confirm=<token> + cookie -> file
     /uc?id=viaform    today's Drive warning page: a form with hidden id/export/confirm/uuid inputs
                     whose action is https://drive.usercontent.google.com/download
     /download?...     file if id/confirm/uuid match the form
+    /uc?id=quota      Drive's quota-exceeded page
     /uc?id=private    Drive HTML page without any token
     /<host>/...     the same endpoints as seen through BIHMF_UPSTREAM_BASE (a host as first segment),
                     plus /upstream.test/moved/abs and /moved/rel: 301 to the host's /files/data.bin
@@ -73,6 +90,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Location", location)
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif head == "ratelimit":
+            if seen <= int(segments[1]):
+                self._send(429, b"slow down", content_type="text/plain", extra={"Retry-After": "1"})
+            else:
+                self._serve_range(PAYLOAD)
+        elif head == "maintenance":
+            self._send(200, b"<!DOCTYPE html><html><body>Back soon</body></html>", content_type="text/html")
+        elif head == "empty":
+            self._send(200, b"")
+        elif head == "slow":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            for piece in range(0, len(PAYLOAD), len(PAYLOAD) // 4 + 1):
+                self.wfile.write(PAYLOAD[piece : piece + len(PAYLOAD) // 4 + 1])
+                self.wfile.flush()
+                time.sleep(0.05)
         elif head == "files":
             self._serve_range(PAYLOAD)
         elif head == "norange":
@@ -96,7 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._drive_uc(query)
         elif head == "download":
             ok = query == {"id": "viaform", "export": "download", "confirm": DRIVE_TOKEN, "uuid": DRIVE_UUID}
-            self._send(200, PAYLOAD) if ok else self._send(403, b"bad form")
+            self._serve_range(PAYLOAD) if ok else self._send(403, b"bad form")
         else:
             self._send(404, b"not found", content_type="text/html")
 
@@ -120,6 +154,9 @@ class _Handler(BaseHTTPRequestHandler):
                 f'<input type="hidden" name="uuid" value="{DRIVE_UUID}">'
                 "</form></body></html>"
             ).encode()
+            self._send(200, page, content_type="text/html; charset=utf-8")
+        elif file_id == "quota":
+            page = b"<html><title>Google Drive - Quota exceeded</title><body>Too many users have viewed or downloaded this file recently.</body></html>"
             self._send(200, page, content_type="text/html; charset=utf-8")
         else:
             self._send(200, b"<html><body>Sign in</body></html>", content_type="text/html")
@@ -146,8 +183,11 @@ class _Handler(BaseHTTPRequestHandler):
         content_type: str = "application/octet-stream",
         content_range: str | None = None,
         cookie: str | None = None,
+        extra: dict[str, str] | None = None,
     ) -> None:
         self.send_response(status)
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         if content_range:
@@ -330,6 +370,75 @@ def test_download_file_without_checksum_logs_sha256(
     assert SHA256 in caplog.text
 
 
+def test_download_file_honours_retry_after(server: _Server, tmp_path: Path) -> None:
+    started = time.monotonic()
+    _download(f"{server.base}/ratelimit/1/data.bin", tmp_path / "data.bin", retries=3)  # backoff_s is 0.01
+    assert time.monotonic() - started >= 0.95
+    assert server.hits["/ratelimit/1/data.bin"] == 2
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    now = datetime(2026, 12, 7, 12, 0, 0, tzinfo=timezone.utc)
+    assert retry_after_seconds("120", now) == 120.0
+    assert retry_after_seconds(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30.0
+    assert retry_after_seconds(format_datetime(now - timedelta(seconds=30), usegmt=True), now) == 0.0
+    assert retry_after_seconds("soon", now) is None and retry_after_seconds(None, now) is None
+
+
+def test_backoff_is_exponential_with_jitter_and_bounded() -> None:
+    delays = [backoff_delay(2, 1.0, None) for _ in range(50)]
+    assert all(2.0 <= delay < 6.0 for delay in delays) and len(set(delays)) > 1
+    assert backoff_delay(0, 0.01, 7.0) >= 7.0  # never sooner than the server asked
+    assert backoff_delay(30, 1.0, None) == backoff_delay(0, 0.01, 10 * MAX_WAIT_S) == MAX_WAIT_S
+
+
+@pytest.mark.parametrize("path", ["maintenance/data.tar.gz", "empty/data.bin"])
+def test_an_html_page_or_empty_body_is_never_kept(server: _Server, tmp_path: Path, path: str) -> None:
+    dest = tmp_path / Path(path).name
+    _part(dest).write_bytes(PAYLOAD[:1000])  # an earlier attempt's bytes must survive a bad answer
+    with pytest.raises(TransientError, match="HTML page|empty body") as info:
+        _download(f"{server.base}/{path}", dest, None, retries=2)
+    assert "nothing cached" in str(info.value)
+    assert not dest.exists()
+    assert not _part(dest).exists() or _part(dest).read_bytes() == PAYLOAD[:1000]
+
+
+def test_two_jobs_downloading_one_url_take_turns(server: _Server, tmp_path: Path) -> None:
+    dest = tmp_path / "data.bin"
+    errors: list[BaseException] = []
+
+    def job() -> None:
+        try:
+            _download(f"{server.base}/slow/data.bin", dest)
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == [] and dest.read_bytes() == PAYLOAD
+    assert server.hits["/slow/data.bin"] == 1  # the second found the first one's verified file
+
+
+def test_make_refuses_python_before_3_11_4_with_a_clear_message(tmp_path: Path) -> None:
+    """tar extraction passes filter="data", which Python added in 3.11.4."""
+    fake = tmp_path / "python3.11.2"
+    fake.write_text(
+        "#!/usr/bin/env python3\nimport sys\nsys.version_info = (3, 11, 2, 'final', 0)\n"
+        "assert sys.argv[1] == '-c'\ncode = sys.argv[2]\nsys.argv = ['-c']\nexec(code)\n"
+    )
+    fake.chmod(0o755)
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        ["make", "-C", str(root), "venv", f"PYTHON={fake}", f"VENV={tmp_path / 'venv'}"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "Python >= 3.11.4" in result.stderr and "3.11.2" in result.stderr
+    assert not (tmp_path / "venv").exists()
+
+
 # --------------------------------------------------------------------------- upstream override
 
 
@@ -386,6 +495,20 @@ def test_download_file_drive_confirm_flow(server: _Server, drive: str, tmp_path:
     assert DRIVE_TOKEN in server.requests[1][0]
     if file_id == "viaform":
         assert server.requests[1][0].startswith("/drive.usercontent.google.com/download?")
+
+
+def test_drive_resume_sends_range_only_on_the_confirmed_request(server: _Server, drive: str, tmp_path: Path) -> None:
+    dest = tmp_path / "drive.bin"
+    _part(dest).write_bytes(PAYLOAD[:1000])
+    _download(f"{drive}&id=viaform", dest)
+    assert dest.read_bytes() == PAYLOAD
+    assert [headers.get("Range") for _path, headers in server.requests] == [None, "bytes=1000-"]
+
+
+def test_drive_quota_page_is_a_clear_error(server: _Server, drive: str, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="Google Drive refuses the download: download quota exceeded .* rerun later"):
+        _download(f"{drive}&id=quota", tmp_path / "drive.bin")
+    assert len(server.requests) == 1
 
 
 def test_download_file_drive_page_without_token_fails(server: _Server, drive: str, tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ import copy
 import functools
 import http.server
 import json
+import logging
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,14 +218,17 @@ def test_an_obsolete_entry_is_mapped_to_its_successor_and_the_drop_names_it(upst
     assert reasons["9ZZZ"].startswith("missing PDB entry 9ZZZ")
 
 
-def test_one_session_pools_the_connections_of_a_whole_structure_download(upstream, demo_structures, tmp_path):
+def test_one_session_pools_the_connections_of_a_whole_structure_download(upstream, demo_structures, tmp_path, caplog):
     root, server = upstream
     ids = [f"{n}ABC" for n in range(1, 9)]
     for pdb_id in ids:
         _serve(root, f"{RCSB}/{pdb_id}.pdb1.gz", (demo_structures / "1hvr.pdb1.gz").read_bytes())
-    fetch_structures(ids, _structure_spec(), tmp_path / "cache", tmp_path / "s")
+    with caplog.at_level(logging.INFO):
+        fetch_structures(ids, _structure_spec(), tmp_path / "cache", tmp_path / "s")
     ports = {port for _path, port in server.requests}
     assert len(server.requests) == 8 and len(ports) <= 2  # max_workers kept-alive connections, not one per file
+    assert "no checksum configured" not in caplog.text  # one summary line instead of 8 pin hints (17k at full size)
+    assert "8 of 8 structures fetched; their sha256 are in" in caplog.text
 
 
 def test_one_malformed_label_header_drops_one_entry_not_the_download(tmp_path, caplog):
@@ -261,3 +266,18 @@ def test_lock_records_what_the_first_run_saw_and_names_every_file_that_drifts(up
     assert bihmf_main(["lock", "--downloads", str(downloads), "--lock", str(lock_file)]) == 0  # accept the change
     fetch()
     assert (tmp_path / "raw" / "table.csv").read_bytes() == b"changed upstream\n"
+
+
+def test_preprocess_drops_an_obsolete_entry_with_the_reason_from_the_download(demo_raw, demo_spec, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(demo_raw, raw)
+    structures = raw / demo_spec["structure_dir"]
+    (structures / "19hc.pdb1.gz").unlink()
+    (structures / "structures_manifest.tsv").write_text(
+        "id\tstatus\tfile\turl\tsha256\tsuccessor\terror\n"
+        "19hc\tobsolete\t\t\t\t9XYZ\tremoved from the PDB on 2020-01-01; replaced by 9XYZ\n"
+    )
+    preprocess_dataset(raw, demo_spec, tmp_path / "p.parquet", tmp_path / "r.json")
+    report = json.loads((tmp_path / "r.json").read_text())
+    reasons = {entry["reason"] for entry in report["noteworthy_entries"] if entry["protein_id"].startswith("19hc")}
+    assert reasons == {"obsolete PDB entry 19HC: removed from the PDB on 2020-01-01; replaced by 9XYZ"}

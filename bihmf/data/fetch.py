@@ -89,7 +89,10 @@ def _removed_entry(pdb_id: str, cache: Path, session: requests.Session, errors: 
     """Why no template found ``pdb_id``: obsolete (with its successors), missing, or transient."""
     url = HOLDINGS_URL.format(ID=pdb_id.upper())
     try:
-        path = download_file(url, cache_entry(cache, url, f"{pdb_id.upper()}.json"), None, retries=STRUCTURE_RETRIES, backoff_s=STRUCTURE_BACKOFF_S, session=session)
+        dest = cache_entry(cache, url, f"{pdb_id.upper()}.json")
+        path = download_file(
+            url, dest, None, retries=STRUCTURE_RETRIES, backoff_s=STRUCTURE_BACKOFF_S, session=session, announce_unpinned=False
+        )
     except NotFoundError:
         return _row(pdb_id, "missing", " | ".join(errors) + " | not in RCSB's removed entries either")
     except DownloadError as exc:
@@ -118,7 +121,9 @@ def _fetch_entry(pdb_id: str, templates: list[str], cache: Path, session: reques
         url = template.format(id=pdb_id.lower(), ID=pdb_id.upper())
         dest = cache_entry(cache, url, remote_name({"url": url}))
         try:
-            download_file(url, dest, None, retries=STRUCTURE_RETRIES, backoff_s=STRUCTURE_BACKOFF_S, session=session)
+            download_file(
+                url, dest, None, retries=STRUCTURE_RETRIES, backoff_s=STRUCTURE_BACKOFF_S, session=session, announce_unpinned=False
+            )
         except NotFoundError as exc:
             errors.append(str(exc))
             continue
@@ -167,6 +172,7 @@ def fetch_structures(
         )
     for row in dropped:
         log.warning("structure %s dropped (%s): %s", row["id"], row["status"], row["error"])
+    log.info("%d of %d structures fetched; their sha256 are in %s (`bihmf lock` records them)", len(rows) - len(dropped), len(ids), manifest)
     return rows
 
 
@@ -212,7 +218,13 @@ def _extract_or_set_aside(path: Path, checksum: str | None, staging: Path) -> No
 
 
 def fetch_dataset(
-    spec: dict[str, Any], raw_dir: Path, downloads: Path, base_dir: Path, *, dataset: str | None = None, lock_file: Path | None = None
+    spec: dict[str, Any],
+    raw_dir: Path,
+    downloads: Path,
+    base_dir: Path,
+    *,
+    dataset: str | None = None,
+    lock_file: Path | None = None,
 ) -> None:
     """Assemble ``raw_dir`` from the dataset's download spec (see the config schema).
 
@@ -241,7 +253,8 @@ def fetch_dataset(
             _link_or_copy(fetch(remote), staging / remote_name(remote))
         if "structures" in download:
             ids = DATASETS[spec["kind"]].structure_ids(staging, spec)
-            rows = fetch_structures(ids, download["structures"], downloads / "structures", staging / spec["structure_dir"], session)
+            structures = staging / spec["structure_dir"]
+            rows = fetch_structures(ids, download["structures"], downloads / "structures", structures, session)
             seen.update({row["url"]: row["sha256"] for row in rows if row["status"] == "ok"})
     if dataset is not None:
         lock.record_seen(downloads, dataset, seen)
