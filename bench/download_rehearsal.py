@@ -382,7 +382,8 @@ def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["datasets"] = {name: config["datasets"][name] for name in datasets}
     started = time.time()
-    catalogue = Catalogue(config, workdir / "upstream", fraction=args.fraction, seed=args.seed)
+    catalogue = Catalogue(config, workdir / "upstream", fraction=args.fraction, seed=args.seed,
+                          obsolete_share=args.obsolete_share, missing_share=args.missing_share)
     for route in catalogue.archive_routes.values():
         catalogue.archive_path(route)
     generate_s = time.time() - started
@@ -484,13 +485,15 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--mix", default="hostile", help=f"{', '.join(MIXES)} or a YAML file of Behaviour fields")
     parser.add_argument("--kill-at", type=float, default=0.5, help="kill -9 once this share of the structures was requested")
+    parser.add_argument("--obsolete-share", type=float, default=0.003, help="of each dataset's PDB ids, obsolete with a successor")
+    parser.add_argument("--missing-share", type=float, default=0.002, help="of each dataset's PDB ids, gone")
     parser.add_argument("--cores", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout-s", type=float, default=6 * 3600, help="the simulator stops by itself after this")
     parser.add_argument("--workdir", type=Path, help="keep the run here (default: a temporary folder, removed)")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.fraction = min(args.fraction, 0.003)
+    if args.quick:  # about 120 PPBS ids: one obsolete and one missing, within the 2 % allowance
+        args.fraction, args.obsolete_share, args.missing_share = min(args.fraction, 0.006), 0.0085, 0.0085
     info = machine(torch.device("cpu"))
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=False)

@@ -101,8 +101,8 @@ class Drops:
 class Catalogue:
     """Every URL of ``config`` (a loaded config.yaml) with content at ``fraction`` of the published counts.
 
-    ``obsolete_share`` / ``missing_share`` of the structure ids (seeded choice) are obsolete (with a
-    successor serving the same residues) or gone.
+    ``obsolete_share`` / ``missing_share`` of each dataset's structure ids (seeded choice) are
+    obsolete (with a successor serving the same residues) or gone.
     """
 
     def __init__(self, config: dict[str, Any], cache_dir: Path, *, fraction: float = 1.0, seed: int = 0,
@@ -156,16 +156,17 @@ class Catalogue:
             self.archive_routes[url] = route
 
     def _choose_drops(self, rng: np.random.Generator, taken: set[str], obsolete_share: float, missing_share: float) -> Drops:
-        ids = sorted(self.entries)
-        picked = rng.permutation(len(ids))
-        n_obsolete, n_missing = round(len(ids) * obsolete_share), round(len(ids) * missing_share)
+        """Per dataset, ``round(ids * share)`` of its ids (seeded), so each stays within its allowance."""
         drops = Drops()
-        successors = synthetic_ids(rng, n_obsolete, taken)
-        for index, successor in zip(picked[:n_obsolete], successors):
-            old = self.entries[ids[index]]
-            drops.obsolete[old.pdb_id] = successor
-            self.entries[successor] = Entry(successor, old.chains, old.models, old.copies)
-        drops.missing = {ids[i] for i in picked[n_obsolete : n_obsolete + n_missing]}
+        for name in sorted(self.structure_ids):
+            ids = sorted(set(self.structure_ids[name]) - set(drops.obsolete) - drops.missing)
+            picked = rng.permutation(len(ids))
+            n_obsolete, n_missing = round(len(ids) * obsolete_share), round(len(ids) * missing_share)
+            for index, successor in zip(picked[:n_obsolete], synthetic_ids(rng, n_obsolete, taken)):
+                old = self.entries[ids[index]]
+                drops.obsolete[old.pdb_id] = successor
+                self.entries[successor] = Entry(successor, old.chains, old.models, old.copies)
+            drops.missing |= {ids[i] for i in picked[n_obsolete : n_obsolete + n_missing]}
         return drops
 
     # ------------------------------------------------------------------ answering

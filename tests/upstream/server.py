@@ -94,6 +94,7 @@ class UpstreamServer:
         self.catalogue, self.behaviours = catalogue, tuple(behaviours)
         self.max_requests, self.max_seconds = max_requests, max_seconds
         self._state, self._lock = _State(), threading.Lock()
+        self._idle, self._in_flight = threading.Condition(), 0
         self._httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
@@ -107,6 +108,10 @@ class UpstreamServer:
 
     @property
     def requests(self) -> list[Request]:
+        """Every request so far; waits (up to 10 s) for those being answered, so a client that has
+        its response finds its request here even if the handler has not returned yet."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=10)
         with self._lock:
             return list(self._state.log)
 
@@ -162,6 +167,16 @@ class UpstreamServer:
                 """Quiet: every request is in the server's own log."""
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                with server._idle:
+                    server._in_flight += 1
+                try:
+                    self._serve()
+                finally:
+                    with server._idle:
+                        server._in_flight -= 1
+                        server._idle.notify_all()
+
+            def _serve(self) -> None:
                 received = time.time()
                 parts = urlsplit(self.path)
                 route = parts.path.lstrip("/")
