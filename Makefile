@@ -51,7 +51,8 @@ test-oracles: $(ORACLE_STAMP)
 # the first real run rehearsed at a reduced count (a few minutes): every dataset downloaded and
 # preprocessed by snakemake --cores 8 from a hostile local stand-in of the upstream hosts, kill -9
 # and the resume step, then a 0-job dry run, raw/ byte-identical to what was served, drops with
-# their true reasons; fails on any of these (bench/download_rehearsal.py; full count: make bench)
+# their true reasons; fails on any of these (bench/download_rehearsal.py; larger counts:
+# .venv/bin/python -m bench --only download_rehearsal, BENCHMARKS.md section 8)
 test-upstream: $(STAMP)
 	$(BIN)/python -m bench.download_rehearsal --quick --out "$$(mktemp -d)"
 
