@@ -138,7 +138,7 @@ class Catalogue:
             self.structure_ids[name] = list(content.entries)
         elif kind in ("psr", "lba"):
             top = {"psr": "split-by-year"}.get(name) or Path(spec.get("paths", {}).get("train", "split-by-sequence-identity-30/data/train")).parts[0]
-            content = Atom3d(name if name != "lba60" else "lba60", top, fraction, rng)
+            content = Atom3d(name, top, fraction, rng)
         else:
             raise ValueError(f"dataset {name}: no simulated content for kind {kind!r}")
         self.datasets[name] = content

@@ -22,25 +22,23 @@ from __future__ import annotations
 import csv
 import io
 import math
-import shutil
 import string
 import tempfile
-import threading
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
+from Bio.Data.IUPACData import protein_letters_1to3
 
 from bench.synthetic import SCANNET, SHAPES, label_file_lengths
 from bihmf.data.atom3d import ATOM_COLUMNS, write_lmdb
 from bihmf.data.scannet import parse_origin, read_label_file
 from tests.fixtures.build_atom3d_fixtures import write_tarball
 from tests.fixtures.build_react_fixture import AMINO_INDEX, ELEMENT_INDEX, ZIP_DATE, dense_index, hdf5_bytes, peptide_neighbours
-from tests.upstream.structures import ATOMS, Entry, backbone, gzipped, mmcif_text, pdb_text, seed_of
+from tests.upstream.structures import ATOMS, Entry, backbone, seed_of
 
 AMINO = "ACDEFGHIKLMNPQRSTVWY"
 POSITIVE_RATE = {"ppbs": 0.2, "bce": 0.12}
@@ -242,13 +240,7 @@ def ieconv_chain(pdb_chain: str, sequence: str, rng: np.random.Generator) -> byt
     return hdf5_bytes(arrays)
 
 
-def _three() -> dict[str, str]:
-    from Bio.Data.IUPACData import protein_letters_1to3
-
-    return {aa: protein_letters_1to3[aa].upper() for aa in AMINO}
-
-
-THREE = _three()
+THREE = {aa: protein_letters_1to3[aa].upper() for aa in AMINO}
 
 
 def length_pool() -> list[int]:
