@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: venv demo test test-slow test-oracles bench dryrun resume clean-demo
+.PHONY: venv demo test test-slow test-oracles test-upstream bench dryrun resume clean-demo
 
 venv: $(STAMP)
 
@@ -47,6 +47,14 @@ $(ORACLE_STAMP): $(STAMP) tests/oracles/requirements.txt tests/oracles/requireme
 
 test-oracles: $(ORACLE_STAMP)
 	$(BIN)/python -m pytest tests/oracles
+
+# the first real run rehearsed at a reduced count (a few minutes): every dataset downloaded and
+# preprocessed by snakemake --cores 8 from a hostile local stand-in of the upstream hosts, kill -9
+# and the resume step, then a 0-job dry run, raw/ byte-identical to what was served, drops with
+# their true reasons; fails on any of these (bench/download_rehearsal.py; larger counts:
+# .venv/bin/python -m bench --only download_rehearsal, BENCHMARKS.md section 8)
+test-upstream: $(STAMP)
+	$(BIN)/python -m bench.download_rehearsal --quick --out "$$(mktemp -d)"
 
 # every benchmark side by side; rewrites BENCHMARKS.md (about 12 minutes on 2 cores, plus about 13 for the scale rehearsal at the full dataset counts)
 bench: $(STAMP)

@@ -92,8 +92,12 @@ def test_slurm_profile_requests_gpus_partitions_and_more_memory_on_retry(tmp_pat
     (train,) = resources["train"]
     assert _values(train)["mem_mb"] == str(2 * demo["train"]["mem_mb"])  # the rule scales with attempt
     assert _values(train)["runtime"] == str(demo["train"]["runtime_min"])
-    (preprocess,) = resources["preprocess"]
-    assert _values(preprocess)["mem_mb"] == str(2 * 16000)
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "profile.yaml").read_text())["set-resources"]
+    for rule in ("download_dataset", "preprocess"):  # figures from the download rehearsal, raised on each retry
+        (line,) = resources[rule]
+        for key in ("mem_mb", "runtime"):
+            base, _, scale = str(profile[rule][key]).partition("*")
+            assert scale.strip() == "attempt" and _values(line)[key] == str(2 * int(base))
     (embed,) = resources["embed"]
     assert _values(embed)["cpus_per_task"] == "2"  # the rule's threads
     assert all(_values(line)["mem_mb"] == str(2 * 4000) for line in resources["report"])
