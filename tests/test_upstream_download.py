@@ -101,7 +101,6 @@ def test_a_structure_failing_for_a_whole_run_is_transient_and_fetched_by_the_rer
     assert row["status"] == "ok" and (tmp_path / "raw" / "structures" / row["file"]).read_bytes() == catalogue.structure(row["file"])
 
 
-@pytest.mark.xfail(strict=True, reason="download side: a transient failure of the preferred template falls through to the next (notes/dl-sim-to-dl-fixes.md, 16:15)")
 def test_a_transient_failure_of_the_preferred_template_is_not_replaced_by_the_next(
     catalogue: Catalogue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
