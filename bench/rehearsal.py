@@ -12,7 +12,7 @@ whose peak resident set is measured:
 - **embed**: the real embed job (``embed_shard`` per configured shard, then ``write_index``) on
   every distinct chain of the table, with a random-init ESM-2 of the configured model's depth
   and a reduced width (``--esm-width``). Each dataset's cache holds the layers the workflow
-  caches for it (``bihmf.ablation.cache_layers`` on config.yaml: the union over every run
+  caches for it (``bihmf.benchmark.cache_layers`` on config.yaml: the union over every run
   reading that (dataset, ESM model) cache). The language model's forward is replaced by Gaussian
   float16 rows of the model's width: an ESM forward of this many residues takes hours on two
   cores, and only the bytes matter here. A sample of chains is embedded by the real forward too,
@@ -27,7 +27,7 @@ whose peak resident set is measured:
   runs with ``train.mem_mb`` shrunk by the same ratio (reduced width / configured width): it
   keeps or streams its rows exactly as the job at the configured width does, and the result
   records both figures and the choice taken. The job reading the most layers (the widest; rows
-  a job reads come from ``bihmf.ablation.run_layers``, the expansion behind ``cache_layers``)
+  a job reads come from ``bihmf.benchmark.run_layers``, the expansion behind ``cache_layers``)
   at the configured width is the measured peak with the measured job's rows exchanged for its
   own, or for one store when it streams; the verdict compares that with ``train.mem_mb``.
 - **steps**: seconds per residue of one training step (``time_training_steps``, the loop of
@@ -81,7 +81,7 @@ from bench.common import (
     unpack,
 )
 from bench.synthetic import SHAPES, records
-from bihmf.ablation import cache_layers, run_layers
+from bihmf.benchmark import cache_layers, run_layers
 from bihmf.batching import protein_graph, residue_mask
 from bihmf.config import validate_config
 from bihmf.data import DATASETS

@@ -94,8 +94,8 @@ def _ablation_problems(config: dict[str, Any]) -> list[str]:
     """Problems of a schema-valid ``ablations`` block, one line each. Every variant's override
     is merged into the main esm/model settings and checked by the same schema as they are; a
     variant's own checkpoint / random_init gets its schema defaults filled in (so two spellings of
-    one model compare equal). Then what no schema sees (:func:`bihmf.ablation.ablation_errors`)."""
-    from bihmf.ablation import Variant, ablation_errors, variant_esm, variant_model
+    one model compare equal). Then what no schema sees (:func:`bihmf.benchmark.ablation_errors`)."""
+    from bihmf.benchmark import Variant, ablation_errors, variant_esm, variant_model
 
     lines: list[str] = []
     for index, entry in enumerate(config["ablations"]):
@@ -111,7 +111,7 @@ def _ablation_problems(config: dict[str, Any]) -> list[str]:
 
 
 def _validated(config: dict[str, Any], details: Path | None) -> dict[str, Any]:
-    from bihmf.ablation import expand_esm_list
+    from bihmf.benchmark import expand_esm_list
 
     try:
         filled = expand_esm_list(copy.deepcopy(config))

@@ -3,7 +3,7 @@ training time of every dataset × encoder × fusion, so a reviewer knows before 
 hundreds of jobs whether the benchmark fits their budget and disk.
 
 Job counts come from the functions the rules call (``run_combinations``, ``run_settings``,
-``bihmf.ablation.cache_layers``), so the plan and the DAG cannot disagree. Residues come from the
+``bihmf.benchmark.cache_layers``), so the plan and the DAG cannot disagree. Residues come from the
 preprocess output (``results/data/<d>/proteins.parquet``) when it exists, else from the
 config's ``published_sizes`` times a mean chain length whose source each row names
 (:data:`CHAIN_LENGTH`). Seconds per residue are measured by the training loop itself
@@ -48,7 +48,7 @@ from bihmf.esm_cache import EmbedSettings, chain_sequences
 from bihmf.io import write_text_atomic
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import build_model, reads_esm, run_combinations
-from bihmf.ablation import all_ablation_runs, cache_layers, esm_models, find_ablation, variant_esm
+from bihmf.benchmark import all_ablation_runs, cache_layers, esm_models, find_ablation, variant_esm
 from bihmf.recipes import Recipes, RunSettings, load_recipes, run_settings, variant_settings
 from bihmf.run import RunSpec
 from bihmf.tasks import TASKS, task_options

@@ -3,8 +3,8 @@ import os
 import re
 from pathlib import Path
 
-from bihmf.ablation import AblationRun, ablation_runs, ablations, cache_layers, default_runs, esm_models
-from bihmf.ablation import run_provenance, variant_esm, variant_run_settings
+from bihmf.benchmark import AblationRun, ablation_runs, ablations, cache_layers, default_runs, esm_models
+from bihmf.benchmark import run_provenance, variant_esm, variant_run_settings
 from bihmf.esm_cache import INDEX_NAME
 from bihmf.models.model import run_combinations
 from bihmf.predict.structures import expand_inputs

@@ -85,7 +85,7 @@ rule ablation_report:
     wildcard_constraints:
         ablation="[a-z0-9_]+",
     params:
-        # what the report compares is read from the config in the script (bihmf.ablation); the
+        # what the report compares is read from the config in the script (bihmf.benchmark); the
         # entry here makes an edit of this ablation rerun its report
         ablation=lambda wc: next(entry for entry in config["ablations"] if entry["name"] == wc.ablation),
         settings=config["report"],

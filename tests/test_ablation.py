@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bihmf.ablation import (
+from bihmf.benchmark import (
     ESM_LIST_ABLATION,
     ablation_runs,
     ablations,

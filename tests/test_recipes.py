@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bihmf.ablation import cache_layers
+from bihmf.benchmark import cache_layers
 from bihmf.config import load_config, validate_config
 from bihmf.models.encoders import ENCODERS
 from bihmf.models.fusion import FUSIONS, cached_layers
