@@ -6,7 +6,8 @@ from pathlib import Path
 
 from snakemake.utils import min_version
 
-from bihmf.config import ConfigError, check_config, coerce_cli_strings
+from bihmf.config import ConfigError, coerce_cli_strings
+from bihmf.benchmark import check_config
 
 min_version("9.19")  # profiles/*/profile.yaml needs 9.19
 

@@ -83,7 +83,7 @@ from bench.common import (
 from bench.synthetic import SHAPES, records
 from bihmf.benchmark import cache_layers, run_layers
 from bihmf.batching import protein_graph, residue_mask
-from bihmf.config import validate_config
+from bihmf.benchmark import validate_config
 from bihmf.data import DATASETS
 from bihmf.data.schema import read_proteins, write_proteins
 from bihmf.esm import embed_shard, esm_depth, write_random_checkpoint
@@ -92,7 +92,8 @@ from bihmf.models.fusion import FusionContext
 from bihmf.models.model import build_model, run_combinations
 from bihmf.esm_cache import DECODED_BYTES
 from bihmf.loader import ESM_MEMORY_SHARE, EsmRows, fits_in_memory
-from bihmf.recipes import load_recipes, run_settings
+from bihmf.benchmark import run_settings
+from bihmf.recipes import load_recipes
 from bihmf.run import CURVE_FILE, RunSpec
 from bihmf.tasks import TASKS, task_options
 from bihmf.training import time_training_steps, train_run

@@ -12,13 +12,65 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from bihmf.config import ConfigError, config_error, deep_merge, error_line, schema_errors
 from bihmf.esm import RELEASED_ESM2, esm_depth
-from bihmf.models.fusion import FUSIONS
+from bihmf.models.fusion import FUSIONS, run_esm_layers
 from bihmf.models.model import run_combinations
-from bihmf.recipes import Recipes, RunSettings, load_recipes, run_esm_layers, run_settings, variant_settings
+from bihmf.recipes import RECIPE_KEY, Recipe, Recipes, load_recipes
 from bihmf.run import ABLATION_RUN_DIR
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    model: dict[str, Any]
+    train: dict[str, Any]
+    recipe: Recipe | None
+
+
+def benchmark_of(config: dict[str, Any], dataset: str) -> str:
+    """The benchmark a dataset is (``paper_benchmark``, or its own name): the recipe key."""
+    return config["datasets"][dataset]["paper_benchmark"] or dataset
+
+
+def run_settings(config: dict[str, Any], explicit: dict[str, Any], dataset: str, encoder: str | None,
+                 recipes: Recipes | None = None) -> RunSettings:
+    """Model and train settings of one run of ``dataset`` × ``encoder``.
+
+    ``config`` is the validated config (schema defaults filled in), ``explicit`` the config as
+    the user wrote it, before validation filled the defaults: only there can an explicit value
+    be told from a default, and only an explicit value beats the recipe. With ``recipe: none``
+    the result is the plain config, unchanged (no recipe key), as before recipes existed; so it
+    is with ``encoder=None``, the settings every run of the dataset shares (seeds, resources).
+    """
+    model, train = copy.deepcopy(config["model"]), {**config["train"], **config["datasets"][dataset]["train"]}
+    if config["recipe"] == "none" or encoder is None:
+        return RunSettings(model, train, None)
+    benchmark = benchmark_of(config, dataset)
+    recipe = (recipes or load_recipes()).get(benchmark, encoder)
+    if recipe is None:
+        return RunSettings(model, {**train, RECIPE_KEY: {"id": None, "reason": f"no recipe for {benchmark}/{encoder}"}}, None)
+    applied = recipe.settings()
+    written = {"model": explicit.get("model") or {},
+               "train": {**(explicit.get("train") or {}), **config["datasets"][dataset]["train"]}}
+    overridden = sorted(f"{s}.{k}" for s, values in applied.items() for k in values if k in written[s])
+    model.update({k: v for k, v in applied["model"].items() if k not in written["model"]})
+    train.update({k: v for k, v in applied["train"].items() if k not in written["train"]})
+    train[RECIPE_KEY] = {"id": recipe.id, "published": recipe.published, "overridden": overridden}
+    return RunSettings(model, train, recipe)
+
+
+def variant_settings(config: dict[str, Any], explicit: dict[str, Any], dataset: str, encoder: str | None,
+                     model_override: dict[str, Any], recipes: Recipes | None = None) -> RunSettings:
+    """Settings of one run of an ablation variant: its model override counts as written config,
+    so it beats the encoder's recipe exactly as ``--config model=...`` would."""
+    override = {"model": model_override}
+    return run_settings(deep_merge(config, override), deep_merge(explicit, override), dataset, encoder, recipes)
+
 
 DEFAULT_VARIANT = "default"  # the main runs, in an ablation's tables
 ESM_LIST_ABLATION = "esm_models"  # what a list in esm.name expands into
@@ -275,3 +327,55 @@ def ablation_errors(config: dict[str, Any]) -> list[str]:
                 errors.append(f"{at}: esm.name {esm['name']!r} has other settings than in {first}; "
                               f"one name is one checkpoint file and one cache, so give this model another name")
     return errors
+
+
+def _ablation_problems(config: dict[str, Any]) -> list[str]:
+    """Problems of a schema-valid ``ablations`` block, one line each. Every variant's override
+    is merged into the main esm/model settings and checked by the same schema as they are; a
+    variant's own checkpoint / random_init gets its schema defaults filled in (so two spellings of
+    one model compare equal). Then what no schema sees (:func:`bihmf.benchmark.ablation_errors`)."""
+    lines: list[str] = []
+    for index, entry in enumerate(config["ablations"]):
+        for position, raw in enumerate(entry["variants"]):
+            variant = Variant(raw["name"], raw.get("esm"), raw.get("model", {}))
+            merged = {"esm": variant_esm(config, variant), "model": variant_model(config, variant)}
+            errors = schema_errors(merged)
+            where = f"ablations/{index}/variants/{position} ({entry['name']}/{raw['name']})"
+            lines += [f"{where}: {error_line(e)}" for e in errors]
+            if not errors and variant.esm is not None:
+                raw["esm"].update({key: merged["esm"][key] for key in ("checkpoint", "random_init") if key in raw["esm"]})
+    return lines or ablation_errors(config)
+
+
+def _validated(config: dict[str, Any], details: Path | None) -> dict[str, Any]:
+    try:
+        filled = expand_esm_list(copy.deepcopy(config))
+    except ValueError as error:
+        raise ConfigError(f"invalid bihmf config: {error}") from None
+    errors = schema_errors(filled)
+    if errors:
+        raise config_error(errors, details)
+    problems = _ablation_problems(filled)
+    if problems:
+        raise ConfigError("invalid bihmf config: " + "\n  ".join(problems))
+    return filled
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Return a validated deep copy of ``config`` with schema defaults filled in."""
+    return _validated(config, None)
+
+
+def check_config(config: dict[str, Any], details: Path) -> dict[str, Any]:
+    """The workflow's config, validated with defaults filled in. Unlike Snakemake's ``validate``,
+    whose error starts with 10-170 lines of schema excerpt, the error names the key and the
+    reason first and leaves the excerpts in ``details``."""
+    return _validated(config, details)
+
+
+def load_config(*paths: str | Path) -> dict[str, Any]:
+    """Load YAML files, later ones overriding earlier ones key by key, then validate."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        merged = deep_merge(merged, yaml.safe_load(Path(path).read_text()) or {})
+    return validate_config(merged)

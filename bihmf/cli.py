@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from bihmf import plan as cost_plan
-from bihmf.config import validate_config
+from bihmf.benchmark import validate_config
 from bihmf.predict import SUMMARY_FILE, TABLE_FORMATS, PredictOptions, RunError, predict
 from bihmf.predict.options import esm_default
 

@@ -40,7 +40,7 @@ from esm.model.esm2 import ESM2
 from torch_geometric.data import Data
 
 from bihmf.batching import protein_graph
-from bihmf.config import load_config
+from bihmf.benchmark import load_config
 from bihmf.data import DATASETS
 from bihmf.data.schema import ProteinRecord
 from bihmf.esm import embed_sequences, esm_depth, load_esm, write_random_checkpoint
@@ -48,8 +48,8 @@ from bihmf.esm_cache import EmbedSettings, chain_sequences
 from bihmf.io import write_text_atomic
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import build_model, reads_esm, run_combinations
-from bihmf.benchmark import all_ablation_runs, cache_layers, esm_models, find_ablation, variant_esm
-from bihmf.recipes import Recipes, RunSettings, load_recipes, run_settings, variant_settings
+from bihmf.benchmark import RunSettings, all_ablation_runs, cache_layers, esm_models, find_ablation, run_settings, variant_esm, variant_settings
+from bihmf.recipes import Recipes, load_recipes
 from bihmf.run import RunSpec
 from bihmf.tasks import TASKS, task_options
 from bihmf.training import time_training_steps

@@ -4,11 +4,11 @@ import re
 from pathlib import Path
 
 from bihmf.benchmark import AblationRun, ablation_runs, ablations, cache_layers, default_runs, esm_models
-from bihmf.benchmark import run_provenance, variant_esm, variant_run_settings
+from bihmf.benchmark import run_provenance, run_settings, variant_esm, variant_run_settings
 from bihmf.esm_cache import INDEX_NAME
 from bihmf.models.model import run_combinations
 from bihmf.predict.structures import expand_inputs
-from bihmf.recipes import load_recipes, run_settings
+from bihmf.recipes import load_recipes
 from bihmf.run import ABLATION_RUN_DIR, METRICS_FILE, RUN_DIR
 
 DATASETS = list(config["datasets"])

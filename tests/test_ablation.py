@@ -25,7 +25,8 @@ from bihmf.benchmark import (
     variant_esm,
     variant_run_settings,
 )
-from bihmf.config import ConfigError, load_config, validate_config
+from bihmf.config import ConfigError
+from bihmf.benchmark import load_config, validate_config
 from bihmf.esm_cache import INDEX_NAME, file_metadata
 from bihmf.models.fusion import FusionContext, paired_layers
 from bihmf.models.fusion.base import SequenceStream

@@ -15,12 +15,13 @@ import torch
 import yaml
 
 from bihmf.batching import collate, protein_graph
-from bihmf.config import SCHEMA_PATH, ConfigError, validate_config
+from bihmf.config import SCHEMA_PATH, ConfigError
+from bihmf.benchmark import validate_config
 from bihmf.data.ppbs import parse
 from bihmf.models.fusion import FUSIONS, FusionContext
 from bihmf.models.fusion.base import BOTH_DIRECTIONS, FUSION_DIRECTIONS, StreamStates
 from bihmf.models.model import build_model
-from bihmf.recipes import run_settings
+from bihmf.benchmark import run_settings
 from bihmf.run import RunSpec
 from bihmf.training import _run_hash
 

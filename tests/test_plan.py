@@ -18,7 +18,7 @@ import yaml
 
 from bihmf import plan
 from bihmf.cli import main
-from bihmf.config import validate_config
+from bihmf.benchmark import validate_config
 from bihmf.data.schema import write_proteins
 from bihmf.models.model import run_combinations
 from bihmf.recipes import load_recipes

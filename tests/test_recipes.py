@@ -14,11 +14,12 @@ import pytest
 import yaml
 
 from bihmf.benchmark import cache_layers
-from bihmf.config import load_config, validate_config
+from bihmf.benchmark import load_config, validate_config
 from bihmf.models.encoders import ENCODERS
 from bihmf.models.fusion import FUSIONS, cached_layers
 from bihmf.models.model import NO_ENCODER
-from bihmf.recipes import RECIPE_KEY, RECIPES_PATH, REQUIRED, load_recipes, run_settings
+from bihmf.benchmark import run_settings
+from bihmf.recipes import RECIPE_KEY, RECIPES_PATH, REQUIRED, load_recipes
 from bihmf.report.paper import load_published
 
 ROOT = Path(__file__).resolve().parents[1]

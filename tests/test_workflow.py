@@ -15,7 +15,7 @@ import pandas as pd
 import yaml
 
 from bihmf.benchmark import all_ablation_runs, cache_layers, esm_models
-from bihmf.config import load_config
+from bihmf.benchmark import load_config
 from bihmf.models.model import run_combinations
 from bihmf.report.stats import evaluate_rows, split_rows
 from bihmf.run import read_record, read_test_predictions
