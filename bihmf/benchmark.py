@@ -1,11 +1,17 @@
-"""Ablations: the config's ``ablations`` block expanded into training runs, ESM models and caches.
+"""What the benchmark is: the runs a config asks for, built once, with their settings, ESM
+model, cache, layers and folder, and every check across config keys.
 
-An ablation names a subset of the benchmark (datasets, encoders, fusions, seeds) and a list of
-variants, each a small override of the ``esm`` or ``model`` settings. Every variant trains that
-whole subset again in its own folder (:data:`bihmf.run.ABLATION_RUN_DIR`); the main runs of the
-same subset are the variant ``default`` it is compared with, never retrained. Everything here is
-a pure function of the validated config, so the DAG (``rules/common.smk``), the config check
-(:func:`ablation_errors`) and job counting (``bihmf plan``) expand the block the same way.
+:class:`Benchmark` is built from the validated config, the config as the user wrote it
+(``written``: only there can a written value be told from a schema default, and only a written
+value beats a published recipe) and the recipes. Its :class:`Run` is one training run, main or
+ablation variant; the DAG (``rules/common.smk``), ``bihmf plan`` and ``bench/`` iterate the same
+runs, and each cache's layers are the union over the runs that read it.
+
+The ``ablations`` block: an ablation names a subset of the benchmark (datasets, encoders,
+fusions, seeds) and a list of variants, each a small override of the ``esm`` or ``model``
+settings. Every variant trains that whole subset again in its own folder
+(:data:`bihmf.run.ABLATION_RUN_DIR`); the main runs of the same subset are the variant
+``default`` it is compared with, never retrained.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from bihmf.esm import RELEASED_ESM2, esm_depth
 from bihmf.models.fusion import FUSIONS, run_esm_layers
 from bihmf.models.model import run_combinations
 from bihmf.recipes import RECIPE_KEY, Recipe, Recipes, load_recipes
-from bihmf.run import ABLATION_RUN_DIR
+from bihmf.run import ABLATION_RUN_DIR, RUN_DIR
 
 
 @dataclass(frozen=True)
@@ -106,21 +112,6 @@ class Ablation:
         raise KeyError(f"ablation {self.name!r} has no variant {name!r} (variants: {[v.name for v in self.variants]})")
 
 
-@dataclass(frozen=True)
-class AblationRun:
-    ablation: str
-    variant: str
-    dataset: str
-    encoder: str
-    fusion: str
-    seed: int
-
-    @property
-    def folder(self) -> str:
-        return ABLATION_RUN_DIR.format(ablation=self.ablation, variant=self.variant, dataset=self.dataset,
-                                       encoder=self.encoder, fusion=self.fusion, seed=self.seed)
-
-
 def _dotted(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
@@ -187,17 +178,6 @@ def default_runs(config: dict[str, Any], ablation: Ablation) -> list[tuple[str, 
     ]
 
 
-def ablation_runs(config: dict[str, Any], ablation: Ablation) -> list[AblationRun]:
-    """Every run an ablation trains: its variants × its subset of the benchmark."""
-    return [AblationRun(ablation.name, variant.name, *run)
-            for variant in ablation.variants for run in default_runs(config, ablation)]
-
-
-def all_ablation_runs(config: dict[str, Any]) -> list[AblationRun]:
-    """The training jobs the ablations add to the DAG (what ``bihmf plan`` counts)."""
-    return [run for ablation in ablations(config) for run in ablation_runs(config, ablation)]
-
-
 def variant_esm(config: dict[str, Any], variant: Variant) -> dict[str, Any]:
     """The variant's esm settings: its own model (name, checkpoint or random_init, only from the
     override), with the main embedding settings (token budget, window, shards) where it sets none."""
@@ -221,44 +201,6 @@ def esm_models(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
             esm = variant_esm(config, variant)
             models.setdefault(esm["name"], esm)
     return models
-
-
-def variant_run_settings(config: dict[str, Any], explicit: dict[str, Any], run: AblationRun,
-                         recipes: Recipes | None = None) -> RunSettings:
-    """Model and train settings of one variant run: its encoder's recipe, the override on top."""
-    variant = find_ablation(config, run.ablation).variant(run.variant)
-    return variant_settings(config, explicit, run.dataset, run.encoder, variant.model, recipes)
-
-
-def run_layers(config: dict[str, Any], explicit: dict[str, Any], recipes: Recipes | None = None) -> dict[tuple[str, str], list[list[int]]]:
-    """(dataset, ESM model name) -> the ESM layers of each training run reading that cache, main
-    runs and variant runs alike (a variant's pairing or depth reads its own layers of the model
-    it names). The one expansion behind the cache's layers and the widest job reading it."""
-    recipes = recipes or load_recipes()
-    main = config["esm"]
-    runs: dict[tuple[str, str], list[list[int]]] = {}
-    for dataset in config["datasets"]:
-        for encoder, fusion in run_combinations(config["model"]["encoders"], config["model"]["fusions"]):
-            model = run_settings(config, explicit, dataset, encoder, recipes).model
-            runs.setdefault((dataset, main["name"]), []).append(run_esm_layers(model, fusion, esm_depth(main)))
-    for ablation in ablations(config):
-        for variant in ablation.variants:
-            esm = variant_esm(config, variant)
-            for dataset, encoder, fusion, _ in default_runs(config, ablation):
-                model = variant_settings(config, explicit, dataset, encoder, variant.model, recipes).model
-                runs.setdefault((dataset, esm["name"]), []).append(run_esm_layers(model, fusion, esm_depth(esm)))
-    return runs
-
-
-def cache_layers(config: dict[str, Any], explicit: dict[str, Any], recipes: Recipes | None = None) -> dict[tuple[str, str], list[int]]:
-    """(dataset, ESM model name) -> the ESM layers its cache holds: the union of what every run
-    reading that cache needs (:func:`run_layers`)."""
-    return {key: sorted({layer for layers in runs for layer in layers}) for key, runs in run_layers(config, explicit, recipes).items()}
-
-
-def run_provenance(run: AblationRun, variant: Variant) -> dict[str, Any]:
-    """``provenance["ablation"]`` of a variant run's metrics.json (main runs have none)."""
-    return {"name": run.ablation, "variant": variant.name, "overrides": variant.overrides}
 
 
 def _duplicates(names: list[str]) -> list[str]:
@@ -300,11 +242,8 @@ def _variant_errors(where: str, ablation: Ablation, variant: Variant) -> list[st
     axes = sorted({"encoders", "fusions"} & set(variant.model))
     if axes:
         return [f"{where}: model.{'/'.join(axes)} are the ablation's own keys (encoders, fusions), not a variant's setting"]
-    direction = variant.model.get("fusion_direction", "both")
-    one_way = [f for f in ablation.fusions if direction != "both" and not getattr(FUSIONS[f], "directional", False)]
-    if one_way:
-        return [f"{where}: model.fusion_direction={direction} needs bidirectional fusions; {one_way} are not"]
-    return _esm_errors(where, variant)
+    one_way = _one_way_errors(where, variant.model.get("fusion_direction", "both"), ablation.fusions)
+    return one_way or _esm_errors(where, variant)
 
 
 def ablation_errors(config: dict[str, Any]) -> list[str]:
@@ -327,6 +266,18 @@ def ablation_errors(config: dict[str, Any]) -> list[str]:
                 errors.append(f"{at}: esm.name {esm['name']!r} has other settings than in {first}; "
                               f"one name is one checkpoint file and one cache, so give this model another name")
     return errors
+
+
+def _one_way_errors(where: str, direction: str, fusions: list[str] | tuple[str, ...]) -> list[str]:
+    """A one-way ``model.fusion_direction`` given to fusions whose streams do not update each other."""
+    one_way = [f for f in fusions if direction != "both" and not getattr(FUSIONS[f], "directional", False)]
+    return [f"{where}: model.fusion_direction={direction} needs bidirectional fusions; {one_way} are not"] if one_way else []
+
+
+def _direction_errors(config: dict[str, Any]) -> list[str]:
+    """The main model's direction against the configured fusions (each run's training would
+    otherwise refuse it, one job at a time)."""
+    return _one_way_errors("model/fusion_direction", config["model"]["fusion_direction"], config["model"]["fusions"])
 
 
 def _ablation_problems(config: dict[str, Any]) -> list[str]:
@@ -355,7 +306,7 @@ def _validated(config: dict[str, Any], details: Path | None) -> dict[str, Any]:
     errors = schema_errors(filled)
     if errors:
         raise config_error(errors, details)
-    problems = _ablation_problems(filled)
+    problems = _direction_errors(filled) + _ablation_problems(filled)
     if problems:
         raise ConfigError("invalid bihmf config: " + "\n  ".join(problems))
     return filled
@@ -379,3 +330,117 @@ def load_config(*paths: str | Path) -> dict[str, Any]:
     for path in paths:
         merged = deep_merge(merged, yaml.safe_load(Path(path).read_text()) or {})
     return validate_config(merged)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run, main or ablation variant, resolved: what the train rule's job gets."""
+
+    dataset: str
+    encoder: str
+    fusion: str
+    seed: int
+    esm: dict[str, Any]  # settings of the ESM model whose cache the run reads
+    settings: RunSettings  # model and train settings: recipe applied, a variant's override on top
+    ablation: str | None = None  # None: a main run
+    variant: Variant | None = None
+
+    @property
+    def esm_name(self) -> str:
+        return self.esm["name"]
+
+    @property
+    def folder(self) -> str:
+        names = {"dataset": self.dataset, "encoder": self.encoder, "fusion": self.fusion, "seed": self.seed}
+        if self.variant is None:
+            return RUN_DIR.format(**names)
+        return ABLATION_RUN_DIR.format(ablation=self.ablation, variant=self.variant.name, **names)
+
+    @property
+    def layers(self) -> list[int]:
+        """The ESM layers the run reads from its cache (its fusion's, at its depth and pairing, and the last)."""
+        return run_esm_layers(self.settings.model, self.fusion, esm_depth(self.esm))
+
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        """``provenance["ablation"]`` of the run's metrics.json (main runs have none)."""
+        if self.variant is None:
+            return None
+        return {"name": self.ablation, "variant": self.variant.name, "overrides": self.variant.overrides}
+
+
+RunKey = tuple[str | None, str | None, str, str, str, int]  # (ablation, variant, dataset, encoder, fusion, seed)
+
+
+class Benchmark:
+    """Every run of a validated config, built once (main runs first, then each ablation's
+    variants in config order), and what follows from them: the ESM models, and each cache with
+    the union of the layers its runs read."""
+
+    def __init__(self, config: dict[str, Any], written: dict[str, Any], recipes: Recipes | None = None):
+        self.config, self.written, self.recipes = config, written, recipes or load_recipes()
+        self.ablations = {ablation.name: ablation for ablation in ablations(config)}
+        pairs = run_combinations(config["model"]["encoders"], config["model"]["fusions"])
+        self.main_runs = [Run(dataset, encoder, fusion, seed, config["esm"], self.settings(dataset, encoder))
+                          for dataset in config["datasets"] for encoder, fusion in pairs
+                          for seed in self.settings(dataset).train["seeds"]]
+        self.variant_runs = {name: [self._variant_run(ablation, variant, *run)
+                                    for variant in ablation.variants for run in default_runs(config, ablation)]
+                             for name, ablation in self.ablations.items()}
+        self.runs = self.main_runs + [run for runs in self.variant_runs.values() for run in runs]
+        self._by_key = {_key(run): run for run in self.runs}
+
+    @classmethod
+    def load(cls, *paths: str | Path) -> Benchmark:
+        """The benchmark of YAML config files, later ones overriding earlier ones key by key."""
+        written: dict[str, Any] = {}
+        for path in paths:
+            written = deep_merge(written, yaml.safe_load(Path(path).read_text()) or {})
+        return cls(validate_config(written), written)
+
+    def _variant_run(self, ablation: Ablation, variant: Variant, dataset: str, encoder: str, fusion: str, seed: int) -> Run:
+        settings = variant_settings(self.config, self.written, dataset, encoder, variant.model, self.recipes)
+        return Run(dataset, encoder, fusion, seed, variant_esm(self.config, variant), settings, ablation.name, variant)
+
+    def settings(self, dataset: str, encoder: str | None = None) -> RunSettings:
+        """Settings of the main runs of ``dataset`` × ``encoder``; without an encoder, what every
+        run of the dataset shares (seeds, resources)."""
+        return run_settings(self.config, self.written, dataset, encoder, self.recipes)
+
+    def run(self, dataset: str, encoder: str, fusion: str, seed: int, ablation: str | None = None,
+            variant: str | None = None) -> Run:
+        """The run of one train (or train_ablation) job."""
+        key = (ablation, variant, dataset, encoder, fusion, int(seed))
+        if key not in self._by_key:
+            raise KeyError(f"no run {key} in the benchmark")
+        return self._by_key[key]
+
+    def dataset_runs(self, dataset: str) -> list[Run]:
+        """The main runs of one dataset (what its report reads)."""
+        return [run for run in self.main_runs if run.dataset == dataset]
+
+    def compared_runs(self, ablation: str) -> list[Run]:
+        """The main runs an ablation compares its variants with (its variant ``default``)."""
+        return [self.run(*key) for key in default_runs(self.config, self.ablations[ablation])]
+
+    @property
+    def esm_models(self) -> dict[str, dict[str, Any]]:
+        """ESM model name -> its settings, the main model first (one checkpoint and one cache per dataset each)."""
+        return esm_models(self.config)
+
+    @property
+    def caches(self) -> dict[tuple[str, str], list[int]]:
+        """(dataset, ESM model name) -> the layers its cache holds: the union of what every run
+        reading it needs, main and variant runs alike."""
+        layers: dict[tuple[str, str], set[int]] = {}
+        for run in self.runs:
+            layers.setdefault((run.dataset, run.esm_name), set()).update(run.layers)
+        return {key: sorted(values) for key, values in layers.items()}
+
+    def read_layers(self, dataset: str, esm: str) -> int:
+        """The most layers one run reading the (dataset, ESM model) cache loads."""
+        return max(len(run.layers) for run in self.runs if (run.dataset, run.esm_name) == (dataset, esm))
+
+
+def _key(run: Run) -> RunKey:
+    return (run.ablation, run.variant.name if run.variant else None, run.dataset, run.encoder, run.fusion, run.seed)

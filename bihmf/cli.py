@@ -12,7 +12,6 @@ Exit status of ``predict``: 0 every file predicted, 1 some file failed (listed i
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 import yaml
 
 from bihmf import plan as cost_plan
-from bihmf.benchmark import validate_config
+from bihmf.benchmark import Benchmark
 from bihmf.predict import SUMMARY_FILE, TABLE_FORMATS, PredictOptions, RunError, predict
 from bihmf.predict.options import esm_default
 
@@ -151,17 +150,16 @@ def add_plan(subparsers: argparse._SubParsersAction) -> None:
 
 def run_plan(args: argparse.Namespace) -> int:
     try:
-        explicit = yaml.safe_load(args.configfile.read_text()) or {}
-        config = validate_config(copy.deepcopy(explicit))
+        benchmark = Benchmark.load(args.configfile)
     except (OSError, ValueError, yaml.YAMLError) as exc:
         log.error("%s: %s", args.configfile, exc)
         return USAGE_ERROR
     try:
-        lengths = cost_plan.mean_lengths(args.mean_length, list(config["datasets"]))
+        lengths = cost_plan.mean_lengths(args.mean_length, list(benchmark.config["datasets"]))
     except ValueError as exc:
         log.error("%s", exc)
         return USAGE_ERROR
-    cost_plan.plan_run(config, explicit, args.root, args.out, torch.device(args.device), args.calibrate_steps,
+    cost_plan.plan_run(benchmark, args.root, args.out, torch.device(args.device), args.calibrate_steps,
                        args.calibrate_residues, args.width, lengths)
     return 0
 

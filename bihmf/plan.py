@@ -2,8 +2,8 @@
 training time of every dataset × encoder × fusion, so a reviewer knows before submitting
 hundreds of jobs whether the benchmark fits their budget and disk.
 
-Job counts come from the functions the rules call (``run_combinations``, ``run_settings``,
-``bihmf.benchmark.cache_layers``), so the plan and the DAG cannot disagree. Residues come from the
+Job counts come from the runs the rules iterate (:class:`bihmf.benchmark.Benchmark`), so the plan
+and the DAG cannot disagree. Residues come from the
 preprocess output (``results/data/<d>/proteins.parquet``) when it exists, else from the
 config's ``published_sizes`` times a mean chain length whose source each row names
 (:data:`CHAIN_LENGTH`). Seconds per residue are measured by the training loop itself
@@ -40,16 +40,15 @@ from esm.model.esm2 import ESM2
 from torch_geometric.data import Data
 
 from bihmf.batching import protein_graph
-from bihmf.benchmark import load_config
+from bihmf.benchmark import Benchmark, Run, RunSettings, load_config
 from bihmf.data import DATASETS
 from bihmf.data.schema import ProteinRecord
 from bihmf.esm import embed_sequences, esm_depth, load_esm, write_random_checkpoint
 from bihmf.esm_cache import EmbedSettings, chain_sequences
 from bihmf.io import write_text_atomic
+from bihmf.layout import PROTEINS
 from bihmf.models.fusion import FusionContext
-from bihmf.models.model import build_model, reads_esm, run_combinations
-from bihmf.benchmark import RunSettings, all_ablation_runs, cache_layers, esm_models, find_ablation, run_settings, variant_esm, variant_settings
-from bihmf.recipes import Recipes, load_recipes
+from bihmf.models.model import build_model, reads_esm
 from bihmf.run import RunSpec
 from bihmf.tasks import TASKS, task_options
 from bihmf.training import time_training_steps
@@ -59,7 +58,6 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "config" / "demo.yaml"
 CALIBRATION_DATASET = "ppbs_demo"  # real PDB chains with per-residue labels, shipped in demo/
-PROTEINS = "results/data/{dataset}/proteins.parquet"
 PLAN_FILE = "plan.csv"
 
 
@@ -139,28 +137,24 @@ def _runs(dataset: str, encoder: str, fusion: str, seeds: int, variant: str, esm
                         settings.train["epochs"])
 
 
-def training_runs(config: dict[str, Any], explicit: dict[str, Any], recipes: Recipes) -> list[TrainingRuns]:
-    """The train and train_ablation rules' jobs by dataset × encoder × fusion (× variant), from the
-    functions the workflow's ``expected_runs`` and ablation expansion call (rules/common.smk). The
-    plan enumerates runs nowhere else."""
-    pairs = run_combinations(config["model"]["encoders"], config["model"]["fusions"])
-    main = config["esm"]["name"]
-    runs = [_runs(dataset, encoder, fusion, len(run_settings(config, explicit, dataset, None, recipes).train["seeds"]),
-                  MAIN_VARIANT, main, run_settings(config, explicit, dataset, encoder, recipes))
-            for dataset in config["datasets"] for encoder, fusion in pairs]
-    seeds = Counter((r.ablation, r.variant, r.dataset, r.encoder, r.fusion) for r in all_ablation_runs(config))
-    for (name, variant, dataset, encoder, fusion), count in seeds.items():
-        chosen = find_ablation(config, name).variant(variant)
-        settings = variant_settings(config, explicit, dataset, encoder, chosen.model, recipes)
-        runs.append(_runs(dataset, encoder, fusion, count, f"{name}/{variant}", variant_esm(config, chosen)["name"], settings))
-    return runs
+def training_runs(benchmark: Benchmark) -> list[TrainingRuns]:
+    """The train and train_ablation rules' jobs by dataset × encoder × fusion (× variant): the
+    benchmark's runs, which the workflow's rules iterate too (rules/common.smk). The plan
+    enumerates runs nowhere else."""
+    groups: dict[tuple[str, str, str, str], list[Run]] = {}
+    for run in benchmark.runs:
+        variant = MAIN_VARIANT if run.variant is None else f"{run.ablation}/{run.variant.name}"
+        groups.setdefault((run.dataset, run.encoder, run.fusion, variant), []).append(run)
+    return [_runs(dataset, encoder, fusion, len(runs), variant, runs[0].esm_name, runs[0].settings)
+            for (dataset, encoder, fusion, variant), runs in groups.items()]
 
 
-def stage_jobs(config: dict[str, Any], explicit: dict[str, Any], recipes: Recipes) -> dict[str, int]:
+def stage_jobs(benchmark: Benchmark) -> dict[str, int]:
     """Jobs of every rule that `snakemake all` runs on a fresh folder (rules/*.smk)."""
-    n, caches = len(config["datasets"]), len(cache_layers(config, explicit, recipes))
-    runs = training_runs(config, explicit, recipes)
-    jobs = {"download_dataset": n, "esm_checkpoint": len(esm_models(config)), "preprocess": n,
+    config = benchmark.config
+    n, caches = len(config["datasets"]), len(benchmark.caches)
+    runs = training_runs(benchmark)
+    jobs = {"download_dataset": n, "esm_checkpoint": len(benchmark.esm_models), "preprocess": n,
             "embed": caches * config["esm"]["shards"], "embed_index": caches,
             "train": sum(r.seeds for r in runs if r.variant == MAIN_VARIANT),
             "train_ablation": sum(r.seeds for r in runs if r.variant != MAIN_VARIANT),
@@ -455,30 +449,30 @@ def plan_row(run: TrainingRuns, s_per_residue: float, cost: DatasetCost) -> Plan
     return PlanRow(*head, train, val, s_per_residue, hours, cost.esm_cache_gb, cost.embed_hours, cost.size.source)
 
 
-def make_plan(config: dict[str, Any], explicit: dict[str, Any], root: Path, device: torch.device, steps: int,
+def make_plan(benchmark: Benchmark, root: Path, device: torch.device, steps: int,
               calibration: list[ProteinRecord], width: int | None = None, lengths: dict[str, float] | None = None) -> Plan:
-    """Every dataset × encoder × fusion of ``config`` with its jobs, residues, calibrated
+    """Every dataset × encoder × fusion of the benchmark with its jobs, residues, calibrated
     seconds per residue, projected hours and the dataset's ESM cache size. Runs that share a
     :class:`Combination` share one calibration."""
-    recipes = load_recipes()
-    models = esm_models(config)
-    caches = cache_layers(config, explicit, recipes)
+    config = benchmark.config
+    models = benchmark.esm_models
+    caches = benchmark.caches
     embed = {name: calibrate_embed(esm_cfg, calibration, device) for name, esm_cfg in models.items()}
     sizes = {d: dataset_size(d, spec, root, lengths or {}) for d, spec in config["datasets"].items()}
     costs = {(d, name): dataset_cost(sizes[d], len(layers), esm_width(models[name]), embed[name]) for (d, name), layers in caches.items()}
     measured: dict[Combination, float] = {}
     rows = []
-    for run in training_runs(config, explicit, recipes):
+    for run in training_runs(benchmark):
         combo = run_combination(run, width)
         if combo not in measured:
-            train = run_settings(config, explicit, run.dataset, run.encoder, recipes).train
+            train = benchmark.settings(run.dataset, run.encoder).train
             context = calibration_context(models[run.esm], caches[(run.dataset, run.esm)], combo.settings())
             measured[combo] = calibrate(combo, config["datasets"][run.dataset], calibration, context, train, device, steps)
             log.info("calibrated %s/%s (%d so far): %.3g s/residue", run.encoder, run.fusion, len(measured), measured[combo])
         rows.append(plan_row(run, measured[combo], costs[(run.dataset, run.esm)]))
     unknown = [d for d, size in sizes.items() if size is None]
     step_residues = sum(len(r.sequence) for r in calibration)
-    return Plan(rows, stage_jobs(config, explicit, recipes), device.type, width, step_residues, caches, embed, unknown)
+    return Plan(rows, stage_jobs(benchmark), device.type, width, step_residues, caches, embed, unknown)
 
 
 def _cell(value: Any) -> str:
@@ -566,14 +560,14 @@ def mean_lengths(pairs: list[str], datasets: list[str]) -> dict[str, float]:
     return lengths
 
 
-def plan_run(config: dict[str, Any], explicit: dict[str, Any], root: Path, out_dir: Path, device: torch.device,
+def plan_run(benchmark: Benchmark, root: Path, out_dir: Path, device: torch.device,
              steps: int = 2, residues: int | None = None, width: int | None = None,
              lengths: dict[str, float] | None = None) -> Plan:
     """What ``bihmf plan`` and ``rule plan`` do: calibrate on the demo's chains, project, write
     ``plan.csv`` and print the table. Steps default to the config's ``train.residue_budget`` (at
     most all the demo's chains), since a device's time per residue depends on the batch size."""
-    records = calibration_records(demo_records(), residues or config["train"]["residue_budget"])
-    plan = make_plan(config, explicit, root, device, steps, records, width, lengths)
+    records = calibration_records(demo_records(), residues or benchmark.config["train"]["residue_budget"])
+    plan = make_plan(benchmark, root, device, steps, records, width, lengths)
     path = write_plan(plan, out_dir)
     print(plan_table(plan))
     print(f"plan: {path}")

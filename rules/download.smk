@@ -1,10 +1,13 @@
+from bihmf.layout import ESM_REGRESSION, ESM_SHA256, RAW_DIR
+
+
 rule download_dataset:
     output:
-        directory("resources/datasets/{dataset}/raw"),
+        directory(RAW_DIR),
     conda:
         "../envs/bihmf.yaml"
     log:
-        "logs/download/{dataset}.log",
+        LOGS["download_dataset"],
     params:
         spec=lambda wc: config["datasets"][wc.dataset],
         downloads="resources/downloads",
@@ -16,13 +19,13 @@ rule download_dataset:
 rule esm_checkpoint:
     output:
         model=ESM_CHECKPOINT,
-        regression=ESM_CHECKPOINT.replace(".pt", "-contact-regression.pt"),
+        regression=ESM_REGRESSION,
         # its sha256, hashed once here for every embed job (bihmf.download.record_sha256)
-        sha256=f"{ESM_CHECKPOINT}.sha256.json",
+        sha256=ESM_SHA256,
     conda:
         "../envs/bihmf.yaml"
     log:
-        "logs/esm_checkpoint/{esm}.log",
+        LOGS["esm_checkpoint"],
     params:
         esm=lambda wc: ESM_MODELS[wc.esm],
         downloads="resources/downloads",

@@ -1,5 +1,6 @@
 # Report stage: per dataset, tables + statistics + figures from every run; then one summary
 # table in the paper's layout. `snakemake --report report.html` collects the report() outputs.
+from bihmf.models.model import run_combinations
 from bihmf.report.aggregate import split_order
 from bihmf.run import CURVE_FILE, TEST_PREDICTIONS_FILE
 from bihmf.report.paper import PUBLISHED_PATH
@@ -11,7 +12,7 @@ rule report:
         curves=report_inputs(CURVE_FILE),
         predictions=report_inputs(TEST_PREDICTIONS_FILE),
         benchmarks=report_benchmarks,
-        cache=ESM_INDEX,
+        cache=MAIN_INDEX,
     output:
         table_md=f"{REPORT_DIR}/{{dataset}}_table.md",
         table_html=dataset_report("table.html", "table", "1. Results per dataset", "tables"),
@@ -35,7 +36,7 @@ rule report:
     conda:
         "../envs/bihmf.yaml"
     log:
-        "logs/report/{dataset}.log",
+        LOGS["report"],
     script:
         "../workflow_scripts/report.py"
 
@@ -66,7 +67,7 @@ rule report_summary:
     conda:
         "../envs/bihmf.yaml"
     log:
-        "logs/report/summary.log",
+        LOGS["report_summary"],
     script:
         "../workflow_scripts/report_summary.py"
 
@@ -92,6 +93,6 @@ rule ablation_report:
     conda:
         "../envs/bihmf.yaml"
     log:
-        "logs/report/ablation_{ablation}.log",
+        LOGS["ablation_report"],
     script:
         "../workflow_scripts/ablation_report.py"
