@@ -136,6 +136,8 @@ def add_plan(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--configfile", type=Path, default=Path("config.yaml"), help="workflow config (default: %(default)s)")
     parser.add_argument("--root", type=Path, default=Path("."), help="workflow folder holding results/data (default: %(default)s)")
+    parser.add_argument("--workflow", type=Path, default=Path("."),
+                        help="workflow folder whose config/demo.yaml and demo archive calibrate the plan (default: %(default)s)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
                         help="device to calibrate on (default: %(default)s)")
     parser.add_argument("--calibrate-steps", type=_positive_int, default=2, help="timed training steps per combination (default: %(default)s)")
@@ -160,7 +162,7 @@ def run_plan(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return USAGE_ERROR
     cost_plan.plan_run(benchmark, args.root, args.out, torch.device(args.device), args.calibrate_steps,
-                       args.calibrate_residues, args.width, lengths)
+                       args.calibrate_residues, args.width, lengths, args.workflow)
     return 0
 
 

@@ -55,8 +55,9 @@ from bihmf.training import time_training_steps
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = ROOT / "config" / "demo.yaml"
+# the calibration's chains and random-init ESM shape: the demo of the workflow folder (not of the
+# installed package, which has no config/ nor demo/ beside it in a non-editable install)
+DEMO_CONFIG = Path("config") / "demo.yaml"
 CALIBRATION_DATASET = "ppbs_demo"  # real PDB chains with per-residue labels, shipped in demo/
 PLAN_FILE = "plan.csv"
 
@@ -276,11 +277,11 @@ def calibration_context(esm_cfg: dict[str, Any], layers: list[int], model: dict[
                          explicit_layers=model["esm_layers"], pairing=model["layer_pairing"])
 
 
-def demo_records() -> list[ProteinRecord]:
-    """The PPBS demo's chains (real structures), parsed by the real parser."""
-    spec = load_config(DEMO_CONFIG)["datasets"][CALIBRATION_DATASET]
+def demo_records(workflow: Path = Path(".")) -> list[ProteinRecord]:
+    """The PPBS demo's chains (real structures) of the ``workflow`` folder, parsed by the real parser."""
+    spec = load_config(workflow / DEMO_CONFIG)["datasets"][CALIBRATION_DATASET]
     with tempfile.TemporaryDirectory() as raw:
-        with tarfile.open(ROOT / spec["download"]["archive"]["url"].removeprefix("file:")) as archive:
+        with tarfile.open(workflow / spec["download"]["archive"]["url"].removeprefix("file:")) as archive:
             archive.extractall(raw, filter="data")
         return DATASETS[spec["kind"]].parse(Path(raw), spec)[0]
 
@@ -349,14 +350,15 @@ def time_embed(model: ESM2, alphabet: Alphabet, chains: dict[str, str], settings
     return (time.perf_counter() - started) / sum(len(seq) for seq in chains.values())
 
 
-def calibrate_embed(esm_cfg: dict[str, Any], records: list[ProteinRecord], device: torch.device) -> EmbedCalibration:
+def calibrate_embed(esm_cfg: dict[str, Any], records: list[ProteinRecord], device: torch.device,
+                    workflow: Path = Path(".")) -> EmbedCalibration:
     """Seconds per residue of the embed stage's forward. A random-init config is timed itself;
     a released model is not downloaded: the demo's random-init shape is timed and scaled by the
     parameter ratio (per-residue cost ∝ parameters, attention's length-squared term ignored)."""
     released = "random_init" not in esm_cfg
     if released and esm_cfg["name"] not in RELEASED_PARAMETERS:
         raise ValueError(f"esm.name {esm_cfg['name']!r}: parameter count unknown to the plan (known: {sorted(RELEASED_PARAMETERS)})")
-    timed_cfg = load_config(DEMO_CONFIG)["esm"] if released else esm_cfg
+    timed_cfg = load_config(workflow / DEMO_CONFIG)["esm"] if released else esm_cfg
     model, alphabet = random_esm(timed_cfg)
     chains = dict(pair for r in records for pair in chain_sequences(r.sequence, r.chain_ids))
     timed = time_embed(model, alphabet, chains, EmbedSettings.from_config(esm_cfg), device)
@@ -450,14 +452,15 @@ def plan_row(run: TrainingRuns, s_per_residue: float, cost: DatasetCost) -> Plan
 
 
 def make_plan(benchmark: Benchmark, root: Path, device: torch.device, steps: int,
-              calibration: list[ProteinRecord], width: int | None = None, lengths: dict[str, float] | None = None) -> Plan:
+              calibration: list[ProteinRecord], width: int | None = None, lengths: dict[str, float] | None = None,
+              workflow: Path = Path(".")) -> Plan:
     """Every dataset × encoder × fusion of the benchmark with its jobs, residues, calibrated
     seconds per residue, projected hours and the dataset's ESM cache size. Runs that share a
     :class:`Combination` share one calibration."""
     config = benchmark.config
     models = benchmark.esm_models
     caches = benchmark.caches
-    embed = {name: calibrate_embed(esm_cfg, calibration, device) for name, esm_cfg in models.items()}
+    embed = {name: calibrate_embed(esm_cfg, calibration, device, workflow) for name, esm_cfg in models.items()}
     sizes = {d: dataset_size(d, spec, root, lengths or {}) for d, spec in config["datasets"].items()}
     costs = {(d, name): dataset_cost(sizes[d], len(layers), esm_width(models[name]), embed[name]) for (d, name), layers in caches.items()}
     measured: dict[Combination, float] = {}
@@ -562,12 +565,12 @@ def mean_lengths(pairs: list[str], datasets: list[str]) -> dict[str, float]:
 
 def plan_run(benchmark: Benchmark, root: Path, out_dir: Path, device: torch.device,
              steps: int = 2, residues: int | None = None, width: int | None = None,
-             lengths: dict[str, float] | None = None) -> Plan:
+             lengths: dict[str, float] | None = None, workflow: Path = Path(".")) -> Plan:
     """What ``bihmf plan`` and ``rule plan`` do: calibrate on the demo's chains, project, write
     ``plan.csv`` and print the table. Steps default to the config's ``train.residue_budget`` (at
     most all the demo's chains), since a device's time per residue depends on the batch size."""
-    records = calibration_records(demo_records(), residues or benchmark.config["train"]["residue_budget"])
-    plan = make_plan(benchmark, root, device, steps, records, width, lengths)
+    records = calibration_records(demo_records(workflow), residues or benchmark.config["train"]["residue_budget"])
+    plan = make_plan(benchmark, root, device, steps, records, width, lengths, workflow)
     path = write_plan(plan, out_dir)
     print(plan_table(plan))
     print(f"plan: {path}")

@@ -7,6 +7,7 @@ import copy
 import csv
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,7 @@ def _dry_run_counts(workdir: Path, targets: list[str]) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def records(single_thread):
-    return plan.demo_records()
+    return plan.demo_records(ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +144,7 @@ def test_plan_calibrates_two_combinations_and_writes_the_csv(demo_root, records,
 
 def _plan_args(configfile: Path, root: Path, out: Path) -> list[str]:
     return ["plan", "--configfile", str(configfile), "--root", str(root), "--device", "cpu", "--width", "16",
-            "--calibrate-steps", "1", "--calibrate-residues", "300", "--out", str(out)]
+            "--calibrate-steps", "1", "--calibrate-residues", "300", "--out", str(out), "--workflow", str(ROOT)]
 
 
 def _csv_rows(out: Path) -> list[dict[str, str]]:
@@ -153,7 +154,7 @@ def _csv_rows(out: Path) -> list[dict[str, str]]:
 
 def test_cli_plan_on_the_demo_config(demo_root, records, tmp_path, monkeypatch, capsys):
     """The whole demo config: every fusion of its encoder, ppbs_demo counted from its table."""
-    monkeypatch.setattr(plan, "demo_records", lambda: records)  # parsed once for the module
+    monkeypatch.setattr(plan, "demo_records", lambda workflow: records)  # parsed once for the module
     benchmark = _benchmark(ROOT / "config" / "demo.yaml")
     config = benchmark.config
     out = tmp_path / "plan"
@@ -182,7 +183,7 @@ def test_cli_plan_on_the_demo_config(demo_root, records, tmp_path, monkeypatch, 
 
 def test_cli_plan_on_the_full_config_uses_published_sizes(records, tmp_path, monkeypatch, capsys):
     """config.yaml on a fresh folder (one encoder × fusion, to stay fast): every dataset counted."""
-    monkeypatch.setattr(plan, "demo_records", lambda: records)
+    monkeypatch.setattr(plan, "demo_records", lambda workflow: records)
     full = yaml.safe_load((ROOT / "config.yaml").read_text())
     full["model"] = {**full["model"], "encoders": ["gvp"], "fusions": ["bihmf_local"]}
     configfile = tmp_path / "full_one_pair.yaml"
@@ -217,5 +218,32 @@ def test_cli_plan_refuses_bad_input_before_calibrating(tmp_path, caplog):
 
 def test_released_esm_embed_time_is_extrapolated_by_parameters(records):
     full = _benchmark(ROOT / "config.yaml").config
-    embed = plan.calibrate_embed(full["esm"], plan.calibration_records(records, 300), CPU)
+    embed = plan.calibrate_embed(full["esm"], plan.calibration_records(records, 300), CPU, ROOT)
     assert embed.s_per_residue > 0 and embed.note.startswith("extrapolated") and "esm2_t33_650M_UR50D" in embed.note
+
+
+@pytest.mark.slow
+def test_plan_runs_from_a_non_editable_install(tmp_path):
+    """`bihmf plan --configfile config/demo.yaml` in a workflow folder, with the package installed
+    as a wheel elsewhere: the calibration reads the workflow folder's demo, not files beside the
+    installed package (which has no config/ or demo/ there)."""
+    source, site, work = tmp_path / "source", tmp_path / "site", tmp_path / "work"
+    shutil.copytree(ROOT / "bihmf", source / "bihmf", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    install = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+               "--target", str(site), str(source)]
+    done = subprocess.run(install, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (work / "config").mkdir(parents=True)
+    shutil.copy(ROOT / "config" / "demo.yaml", work / "config" / "demo.yaml")
+    (work / "demo").mkdir()
+    shutil.copy(ROOT / "demo" / "ppbs_demo.tar.gz", work / "demo" / "ppbs_demo.tar.gz")
+    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONWARNINGS": "ignore"}
+    run = [sys.executable, "-c", "import sys, bihmf.cli; print(bihmf.cli.__file__); sys.exit(bihmf.cli.main())",
+           "plan", "--configfile", "config/demo.yaml", "--device", "cpu", "--width", "8", "--calibrate-steps", "1",
+           "--calibrate-residues", "100", "--out", "plan"]
+    done = subprocess.run(run, cwd=work, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.splitlines()[0].startswith(str(site))  # the installed package ran, not this checkout
+    assert len(_csv_rows(work / "plan")) == len(plan.training_runs(Benchmark.load(ROOT / "config" / "demo.yaml")))
