@@ -6,13 +6,15 @@ them, so a new subcommand is one such function and one line there.
 
 Exit status of ``predict``: 0 every file predicted, 1 some file failed (listed in the summary),
 2 nothing predicted because the run or the arguments are unusable. ``plan``: 0 plan written,
-2 the config or ``--mean-length`` is unusable.
+2 the config or ``--mean-length`` is unusable. ``resume``: Snakemake's status, or 1 while a run
+still works in the folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from bihmf import plan as cost_plan
 from bihmf.benchmark import Benchmark
 from bihmf.predict import SUMMARY_FILE, TABLE_FORMATS, PredictOptions, RunError, predict
 from bihmf.predict.options import esm_default
+from bihmf.resume import StillRunning, resume
 
 USAGE_ERROR = 2
 
@@ -166,7 +169,27 @@ def run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_predict, add_plan)
+def add_resume(subparsers: argparse._SubParsersAction) -> None:
+    # prefix "+": every argument, options included, is the killed Snakemake command's and passes through
+    parser = subparsers.add_parser(
+        "resume",
+        prefix_chars="+",
+        help="continue a local run killed hard (kill -9, OOM killer): refuse while it still runs, else unlock and rerun",
+        description="Give the killed command's Snakemake arguments, e.g. `bihmf resume all --cores 8 --resources gpu=2`.",
+    )
+    parser.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="the killed command's arguments")
+    parser.set_defaults(handler=run_resume)
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    try:
+        return resume(args.snakemake_args)
+    except StillRunning as error:
+        print(f"bihmf resume: {error}", file=sys.stderr)
+        return 1
+
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_predict, add_plan, add_resume)
 
 
 def build_parser() -> argparse.ArgumentParser:

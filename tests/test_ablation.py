@@ -184,7 +184,7 @@ def test_a_variant_override_beats_the_recipe_like_written_config() -> None:
     written = yaml.safe_load((ROOT / "config" / "ablation.yaml").read_text())
     config["ablations"].append({"name": "depth", "datasets": ["react"], "encoders": ["gvp"], "fusions": ["bihmf_local"],
                                 "variants": [{"name": "deep", "model": {"num_layers": 8}}]})
-    (run,) = Benchmark(config, written).variant_runs["depth"]
+    (run, *_) = Benchmark(config, written).variant_runs["depth"]
     settings = run.settings
     assert settings.model["num_layers"] == 8 and "model.num_layers" in settings.train["recipe"]["overridden"]
 
