@@ -43,13 +43,13 @@ def benchmark_of(config: dict[str, Any], dataset: str) -> str:
     return config["datasets"][dataset]["paper_benchmark"] or dataset
 
 
-def run_settings(config: dict[str, Any], explicit: dict[str, Any], dataset: str, encoder: str | None,
+def run_settings(config: dict[str, Any], written: dict[str, Any], dataset: str, encoder: str | None,
                  recipes: Recipes | None = None) -> RunSettings:
     """Model and train settings of one run of ``dataset`` × ``encoder``.
 
-    ``config`` is the validated config (schema defaults filled in), ``explicit`` the config as
-    the user wrote it, before validation filled the defaults: only there can an explicit value
-    be told from a default, and only an explicit value beats the recipe. With ``recipe: none``
+    ``config`` is the validated config (schema defaults filled in), ``written`` the config as
+    the user wrote it, before validation filled the defaults: only there can a written value
+    be told from a default, and only a written value beats the recipe. With ``recipe: none``
     the result is the plain config, unchanged (no recipe key), as before recipes existed; so it
     is with ``encoder=None``, the settings every run of the dataset shares (seeds, resources).
     """
@@ -61,21 +61,21 @@ def run_settings(config: dict[str, Any], explicit: dict[str, Any], dataset: str,
     if recipe is None:
         return RunSettings(model, {**train, RECIPE_KEY: {"id": None, "reason": f"no recipe for {benchmark}/{encoder}"}}, None)
     applied = recipe.settings()
-    written = {"model": explicit.get("model") or {},
-               "train": {**(explicit.get("train") or {}), **config["datasets"][dataset]["train"]}}
-    overridden = sorted(f"{s}.{k}" for s, values in applied.items() for k in values if k in written[s])
-    model.update({k: v for k, v in applied["model"].items() if k not in written["model"]})
-    train.update({k: v for k, v in applied["train"].items() if k not in written["train"]})
+    given = {"model": written.get("model") or {},
+             "train": {**(written.get("train") or {}), **config["datasets"][dataset]["train"]}}
+    overridden = sorted(f"{s}.{k}" for s, values in applied.items() for k in values if k in given[s])
+    model.update({k: v for k, v in applied["model"].items() if k not in given["model"]})
+    train.update({k: v for k, v in applied["train"].items() if k not in given["train"]})
     train[RECIPE_KEY] = {"id": recipe.id, "published": recipe.published, "overridden": overridden}
     return RunSettings(model, train, recipe)
 
 
-def variant_settings(config: dict[str, Any], explicit: dict[str, Any], dataset: str, encoder: str | None,
+def variant_settings(config: dict[str, Any], written: dict[str, Any], dataset: str, encoder: str | None,
                      model_override: dict[str, Any], recipes: Recipes | None = None) -> RunSettings:
     """Settings of one run of an ablation variant: its model override counts as written config,
     so it beats the encoder's recipe exactly as ``--config model=...`` would."""
     override = {"model": model_override}
-    return run_settings(deep_merge(config, override), deep_merge(explicit, override), dataset, encoder, recipes)
+    return run_settings(deep_merge(config, override), deep_merge(written, override), dataset, encoder, recipes)
 
 
 DEFAULT_VARIANT = "default"  # the main runs, in an ablation's tables

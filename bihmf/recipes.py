@@ -6,7 +6,7 @@ way its authors trained it. The recipes file answers it per benchmark × encoder
 with its source or an explicit "paper silent" note. :func:`bihmf.benchmark.run_settings` applies a recipe
 between the schema defaults and what the user wrote:
 
-    schema defaults  <  recipe of (benchmark, encoder)  <  explicit config  <  datasets.<d>.train
+    schema defaults  <  recipe of (benchmark, encoder)  <  written config  <  datasets.<d>.train
 
 so ``--config 'train={epochs: 2}'`` still means two epochs, and resources (threads, memory,
 runtime) are never a recipe's business. Fusion runs use their encoder's recipe: the fusion adds

@@ -10,7 +10,7 @@ from bihmf.predict.structures import expand_inputs
 from bihmf.run import ABLATION_RUN_DIR, METRICS_FILE, RUN_DIR
 
 # every run (main and ablation variants) with its settings, ESM model, cache and folder
-BENCHMARK = Benchmark(config, EXPLICIT_CONFIG)
+BENCHMARK = Benchmark(config, WRITTEN_CONFIG)
 DATASETS = list(config["datasets"])
 ESM_NAME = config["esm"]["name"]  # the main model; ablation variants may add others
 ESM_MODELS = BENCHMARK.esm_models  # name -> esm settings: one checkpoint and one cache per dataset each
@@ -94,7 +94,7 @@ def dataset_report(name, caption, category, kind):
     """A report() output of one dataset, filed under its category with the dataset as label."""
     return report(
         DATASET_REPORT.format(dataset="{dataset}", name=name),
-        caption=f"../report/{caption}.rst",
+        caption=f"../captions/{caption}.rst",
         category=category,
         subcategory="{dataset}",
         labels={"dataset": "{dataset}", "content": kind},
@@ -125,7 +125,7 @@ def ablation_report_file(ext, caption, kind):
     """A report() output of one ablation, filed under "4. Ablations" with the ablation as label."""
     return report(
         ABLATION_REPORT.format(ablation="{ablation}", ext=ext),
-        caption=f"../report/{caption}.rst",
+        caption=f"../captions/{caption}.rst",
         category="4. Ablations",
         subcategory="{ablation}",
         labels={"ablation": "{ablation}", "content": kind},

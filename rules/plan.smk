@@ -14,7 +14,7 @@ rule plan:
     log:
         LOGS["plan"],
     params:
-        explicit=EXPLICIT_CONFIG,
+        written=WRITTEN_CONFIG,
     resources:
         gpu=1,
     script:

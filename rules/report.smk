@@ -49,14 +49,14 @@ rule report_summary:
         summary_md=f"{REPORT_DIR}/summary.md",
         summary_html=report(
             f"{REPORT_DIR}/summary.html",
-            caption="../report/summary.rst",
+            caption="../captions/summary.rst",
             category="0. Summary",
             labels={"content": "all benchmarks vs published"},
         ),
         summary_tex=f"{REPORT_DIR}/summary.tex",
         summary_csv=report(
             f"{REPORT_DIR}/summary.csv",
-            caption="../report/summary_csv.rst",
+            caption="../captions/summary_csv.rst",
             category="0. Summary",
             labels={"content": "all benchmarks vs published (CSV)"},
         ),

@@ -10,4 +10,4 @@ from bihmf.plan import plan_run
 
 log_to(snakemake.log[0])
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-plan_run(Benchmark(snakemake.config, snakemake.params.explicit), Path("."), Path(snakemake.output[0]).parent, device)
+plan_run(Benchmark(snakemake.config, snakemake.params.written), Path("."), Path(snakemake.output[0]).parent, device)
