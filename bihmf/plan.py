@@ -43,7 +43,7 @@ from bihmf.batching import protein_graph
 from bihmf.benchmark import Benchmark, Run, RunSettings, load_config
 from bihmf.data import DATASETS
 from bihmf.data.schema import ProteinRecord
-from bihmf.esm import embed_sequences, esm_depth, load_esm, write_random_checkpoint
+from bihmf.esm import RELEASED_ESM2, embed_sequences, esm_depth, load_esm, write_random_checkpoint
 from bihmf.esm_cache import EmbedSettings, chain_sequences
 from bihmf.io import write_text_atomic
 from bihmf.layout import PROTEINS
@@ -89,16 +89,6 @@ DOCUMENTED_SIZES: dict[str, dict[str, Estimate]] = {
     "lba60": {split: Estimate(n, "docs/datasets.md section 3: the ATOM3D paper's 60 % split (the released LMDB differs slightly)")
               for split, n in (("train", 3678), ("val", 460), ("test", 460))},
 }
-# fair-esm's released ESM-2 models: embedding width by name
-RELEASED_WIDTH = {
-    "esm2_t6_8M_UR50D": 320, "esm2_t12_35M_UR50D": 480, "esm2_t30_150M_UR50D": 640,
-    "esm2_t33_650M_UR50D": 1280, "esm2_t36_3B_UR50D": 2560, "esm2_t48_15B_UR50D": 5120,
-}
-# nominal parameter counts in the released names, for extrapolating the embed time
-RELEASED_PARAMETERS = {
-    "esm2_t6_8M_UR50D": 8e6, "esm2_t12_35M_UR50D": 35e6, "esm2_t30_150M_UR50D": 150e6,
-    "esm2_t33_650M_UR50D": 650e6, "esm2_t36_3B_UR50D": 3e9, "esm2_t48_15B_UR50D": 15e9,
-}
 # bytes per chain beside the float16 values: shard row (hash, length, offsets) and index row
 CHAIN_OVERHEAD_BYTES = 70 + 100
 
@@ -107,9 +97,9 @@ def esm_width(esm_cfg: dict[str, Any]) -> int:
     """Embedding width of the configured ESM, known before any download."""
     if "random_init" in esm_cfg:
         return int(esm_cfg["random_init"]["embed_dim"])
-    if esm_cfg["name"] not in RELEASED_WIDTH:
-        raise ValueError(f"esm.name {esm_cfg['name']!r}: width unknown to the plan (known: {sorted(RELEASED_WIDTH)})")
-    return RELEASED_WIDTH[esm_cfg["name"]]
+    if esm_cfg["name"] not in RELEASED_ESM2:
+        raise ValueError(f"esm.name {esm_cfg['name']!r}: width unknown to the plan (known: {sorted(RELEASED_ESM2)})")
+    return RELEASED_ESM2[esm_cfg["name"]].width
 
 
 # ---------------------------------------------------------------- jobs
@@ -356,8 +346,8 @@ def calibrate_embed(esm_cfg: dict[str, Any], records: list[ProteinRecord], devic
     a released model is not downloaded: the demo's random-init shape is timed and scaled by the
     parameter ratio (per-residue cost ∝ parameters, attention's length-squared term ignored)."""
     released = "random_init" not in esm_cfg
-    if released and esm_cfg["name"] not in RELEASED_PARAMETERS:
-        raise ValueError(f"esm.name {esm_cfg['name']!r}: parameter count unknown to the plan (known: {sorted(RELEASED_PARAMETERS)})")
+    if released and esm_cfg["name"] not in RELEASED_ESM2:
+        raise ValueError(f"esm.name {esm_cfg['name']!r}: parameter count unknown to the plan (known: {sorted(RELEASED_ESM2)})")
     timed_cfg = load_config(workflow / DEMO_CONFIG)["esm"] if released else esm_cfg
     model, alphabet = random_esm(timed_cfg)
     chains = dict(pair for r in records for pair in chain_sequences(r.sequence, r.chain_ids))
@@ -365,7 +355,7 @@ def calibrate_embed(esm_cfg: dict[str, Any], records: list[ProteinRecord], devic
     if not released:
         return EmbedCalibration(timed, f"timed: {esm_cfg['name']}")
     parameters = sum(p.numel() for p in model.parameters())
-    ratio = RELEASED_PARAMETERS[esm_cfg["name"]] / parameters
+    ratio = RELEASED_ESM2[esm_cfg["name"]].parameters / parameters
     note = f"extrapolated: {timed_cfg['name']} ({parameters:,} parameters) timed, × {ratio:,.0f} for {esm_cfg['name']}"
     return EmbedCalibration(timed * ratio, note)
 
