@@ -6,8 +6,8 @@ from pathlib import Path
 
 from snakemake.utils import min_version
 
-from bihmf.config import ConfigError, coerce_cli_strings
 from bihmf.benchmark import check_config
+from bihmf.config import ConfigError, coerce_cli_strings
 
 min_version("9.19")  # profiles/*/profile.yaml needs 9.19
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bihmf.config import SCHEMA_PATH, ConfigError, load_schema, registries
 from bihmf.benchmark import load_config
+from bihmf.config import SCHEMA_PATH, ConfigError, load_schema, registries
 from bihmf.data import DATASETS
 from bihmf.models import encoders
 from bihmf.models.encoders import ENCODERS
