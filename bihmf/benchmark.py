@@ -112,6 +112,17 @@ class Ablation:
         raise KeyError(f"ablation {self.name!r} has no variant {name!r} (variants: {[v.name for v in self.variants]})")
 
 
+def registries() -> dict[str, list[str]]:
+    """The registries the schema's ``x-registry`` choice lists name (imported on use: the model
+    and data packages are heavier than config loading and import nothing from here)."""
+    from bihmf.data import DATASETS
+    from bihmf.models.encoders import ENCODERS
+    from bihmf.models.fusion import FUSIONS
+    from bihmf.tasks import TASKS
+
+    return {"datasets": list(DATASETS), "tasks": list(TASKS), "encoders": list(ENCODERS), "fusions": list(FUSIONS)}
+
+
 def _dotted(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
@@ -290,7 +301,7 @@ def _ablation_problems(config: dict[str, Any]) -> list[str]:
         for position, raw in enumerate(entry["variants"]):
             variant = Variant(raw["name"], raw.get("esm"), raw.get("model", {}))
             merged = {"esm": variant_esm(config, variant), "model": variant_model(config, variant)}
-            errors = schema_errors(merged)
+            errors = schema_errors(merged, registries())
             where = f"ablations/{index}/variants/{position} ({entry['name']}/{raw['name']})"
             lines += [f"{where}: {error_line(e)}" for e in errors]
             if not errors and variant.esm is not None:
@@ -303,7 +314,7 @@ def _validated(config: dict[str, Any], details: Path | None) -> dict[str, Any]:
         filled = expand_esm_list(copy.deepcopy(config))
     except ValueError as error:
         raise ConfigError(f"invalid bihmf config: {error}") from None
-    errors = schema_errors(filled)
+    errors = schema_errors(filled, registries())
     if errors:
         raise config_error(errors, details)
     problems = _direction_errors(filled) + _ablation_problems(filled)

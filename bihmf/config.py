@@ -5,7 +5,8 @@ and the expansion into runs are :mod:`bihmf.benchmark`'s (its ``check_config`` /
 call :func:`schema_errors` here), so the workflow and the library see identical defaults. The
 schema's choice lists of dataset kinds, tasks, encoders and fusions are not written in the file:
 each such list is marked ``x-registry: <name>`` and filled from that registry when the schema is
-loaded, so a new encoder, fusion, task or dataset kind is one module plus one registry line.
+loaded (the caller gives the names: :func:`bihmf.benchmark.registries`), so a new encoder,
+fusion, task or dataset kind is one module plus one registry line.
 """
 
 from __future__ import annotations
@@ -18,17 +19,6 @@ import jsonschema
 import yaml
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
-
-
-def registries() -> dict[str, list[str]]:
-    """The registries the schema's ``x-registry`` choice lists name (imported on use: the model
-    and data packages are heavier than config loading and import nothing from here)."""
-    from bihmf.data import DATASETS
-    from bihmf.models.encoders import ENCODERS
-    from bihmf.models.fusion import FUSIONS
-    from bihmf.tasks import TASKS
-
-    return {"datasets": list(DATASETS), "tasks": list(TASKS), "encoders": list(ENCODERS), "fusions": list(FUSIONS)}
 
 
 def _fill_registries(node: Any, names: dict[str, list[str]]) -> Any:
@@ -44,9 +34,10 @@ def _fill_registries(node: Any, names: dict[str, list[str]]) -> Any:
     return node
 
 
-def load_schema() -> dict[str, Any]:
-    """The config schema with its registry-backed choice lists filled in."""
-    return _fill_registries(yaml.safe_load(SCHEMA_PATH.read_text()), registries())
+def load_schema(names: dict[str, list[str]]) -> dict[str, Any]:
+    """The config schema with its registry-backed choice lists filled in from ``names``
+    (registry -> its names: :func:`bihmf.benchmark.registries`)."""
+    return _fill_registries(yaml.safe_load(SCHEMA_PATH.read_text()), names)
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -67,9 +58,10 @@ class ConfigError(ValueError):
     """An invalid config; the message's first line names the key and the reason."""
 
 
-def schema_errors(config: dict[str, Any]) -> list[jsonschema.ValidationError]:
-    """Schema violations of ``config`` (defaults are written into it), in key order."""
-    validator = _with_defaults(jsonschema.Draft202012Validator)(load_schema())
+def schema_errors(config: dict[str, Any], names: dict[str, list[str]]) -> list[jsonschema.ValidationError]:
+    """Schema violations of ``config`` (defaults are written into it), in key order; ``names``
+    fill the registry-backed choice lists."""
+    validator = _with_defaults(jsonschema.Draft202012Validator)(load_schema(names))
     return sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
 
 
