@@ -66,7 +66,7 @@ bench: $(STAMP)
 # refuses while a Snakemake or one of its jobs still runs here; else unlocks and reruns
 ARGS ?= all --cores $(CORES)
 resume: $(STAMP)
-	$(BIN)/python -m bihmf.resume $(ARGS)
+	$(BIN)/python -m bihmf resume $(ARGS)
 
 dryrun: $(STAMP)
 	$(BIN)/snakemake all --cores 8 --resources gpu=2 --dry-run

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from snakemake.utils import min_version
 
-from bihmf.config import ConfigError, check_config, coerce_cli_strings
+from bihmf.benchmark import check_config
+from bihmf.config import ConfigError, coerce_cli_strings
 
 min_version("9.19")  # profiles/*/profile.yaml needs 9.19
 
@@ -17,14 +18,14 @@ if not workflow.overwrite_configfiles:
 
 
 coerce_cli_strings(config)
-EXPLICIT_CONFIG = copy.deepcopy(config)  # as written: published recipes yield to these, not to schema defaults
+WRITTEN_CONFIG = copy.deepcopy(config)  # as written: published recipes yield to these, not to schema defaults
 try:  # validated, defaults filled in (bihmf/schemas/config.schema.yaml)
     config.update(check_config(config, Path("logs/config_errors.txt")))
 except ConfigError as error:  # the key and reason alone; the schema excerpts are in the file
     raise SystemExit(str(error))
 
 
-report: "report/workflow.rst"
+report: "captions/workflow.rst"
 
 
 include: "rules/common.smk"

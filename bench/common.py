@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bihmf.config import load_config, validate_config
+from bihmf.benchmark import load_config, validate_config
 from bihmf.data import DATASETS
 from bihmf.data.schema import ProteinRecord
 from bihmf.io import write_json_atomic

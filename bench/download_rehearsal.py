@@ -9,7 +9,7 @@ scratch folder holding a copy of ``config.yaml``:
 1. ``snakemake <every dataset's proteins.parquet> --cores 8`` with ``BIHMF_UPSTREAM_BASE`` set
    (downloads side by side), killed with SIGKILL (Snakemake and its jobs: a lost session or
    node) once ``--kill-at`` of the structure files have been requested;
-2. the README's resume step, ``python -m bihmf.resume <the same arguments>``;
+2. the README's resume step, ``bihmf resume <the same arguments>``;
 3. checks: a dry run schedules 0 jobs; every file of each ``raw/`` is byte-identical to what the
    simulator served (label files, extracted archive members, structures); every structure not
    delivered is listed with its true reason (obsolete -> successor, transient, missing).
@@ -403,7 +403,7 @@ def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         with JobWatch(work) as watch:
             runs.append({"step": "first run, killed", **run_snakemake([sys.executable, "-m", "snakemake", *argv], work, env, log, structures_requested if structure_total else None)})
             wait_for_orphans(work)
-            runs.append({"step": "resume (python -m bihmf.resume)", **run_snakemake([sys.executable, "-m", "bihmf.resume", *argv], work, env, log)})
+            runs.append({"step": "resume (bihmf resume)", **run_snakemake([sys.executable, "-m", "bihmf", "resume", *argv], work, env, log)})
             if runs[-1]["returncode"] != 0:  # a job that failed for good in the resumed run: the README's plain rerun
                 runs.append({"step": "rerun", **run_snakemake([sys.executable, "-m", "snakemake", *argv], work, env, log)})
         requests = up.requests

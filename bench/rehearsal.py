@@ -12,7 +12,7 @@ whose peak resident set is measured:
 - **embed**: the real embed job (``embed_shard`` per configured shard, then ``write_index``) on
   every distinct chain of the table, with a random-init ESM-2 of the configured model's depth
   and a reduced width (``--esm-width``). Each dataset's cache holds the layers the workflow
-  caches for it (``bihmf.ablation.cache_layers`` on config.yaml: the union over every run
+  caches for it (``Benchmark.caches`` of config.yaml: the union over every run
   reading that (dataset, ESM model) cache). The language model's forward is replaced by Gaussian
   float16 rows of the model's width: an ESM forward of this many residues takes hours on two
   cores, and only the bytes matter here. A sample of chains is embedded by the real forward too,
@@ -27,7 +27,7 @@ whose peak resident set is measured:
   runs with ``train.mem_mb`` shrunk by the same ratio (reduced width / configured width): it
   keeps or streams its rows exactly as the job at the configured width does, and the result
   records both figures and the choice taken. The job reading the most layers (the widest; rows
-  a job reads come from ``bihmf.ablation.run_layers``, the expansion behind ``cache_layers``)
+  a job reads come from ``Benchmark.read_layers``, the runs behind ``Benchmark.caches``)
   at the configured width is the measured peak with the measured job's rows exchanged for its
   own, or for one store when it streams; the verdict compares that with ``train.mem_mb``.
 - **steps**: seconds per residue of one training step (``time_training_steps``, the loop of
@@ -46,7 +46,6 @@ stage on 2 quiet cores); ``--fraction 0.01 --datasets bce`` to see it run.
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import shutil
 import sys
@@ -58,7 +57,6 @@ from unittest import mock
 
 import numpy as np
 import torch
-import yaml
 
 import bihmf.esm
 import bihmf.training
@@ -81,9 +79,8 @@ from bench.common import (
     unpack,
 )
 from bench.synthetic import SHAPES, records
-from bihmf.ablation import cache_layers, run_layers
+from bihmf.benchmark import Benchmark
 from bihmf.batching import protein_graph, residue_mask
-from bihmf.config import validate_config
 from bihmf.data import DATASETS
 from bihmf.data.schema import read_proteins, write_proteins
 from bihmf.esm import embed_shard, esm_depth, write_random_checkpoint
@@ -92,7 +89,6 @@ from bihmf.models.fusion import FusionContext
 from bihmf.models.model import build_model, run_combinations
 from bihmf.esm_cache import DECODED_BYTES
 from bihmf.loader import ESM_MEMORY_SHARE, EsmRows, fits_in_memory
-from bihmf.recipes import load_recipes, run_settings
 from bihmf.run import CURVE_FILE, RunSpec
 from bihmf.tasks import TASKS, task_options
 from bihmf.training import time_training_steps, train_run
@@ -104,20 +100,24 @@ STAGES = ("table", "parse", "cache", "train")
 MB = 2**20
 
 
-def full_config() -> tuple[dict[str, Any], dict[str, Any]]:
-    """config.yaml validated (defaults filled) and as written (recipes yield only to the latter)."""
-    explicit = yaml.safe_load(CONFIG.read_text())
-    return validate_config(explicit), copy.deepcopy(explicit)
+def full_benchmark() -> Benchmark:
+    """The benchmark of config.yaml: its runs with their settings, ESM models and caches."""
+    return Benchmark.load(CONFIG)
+
+
+def full_config() -> dict[str, Any]:
+    """config.yaml validated (defaults filled)."""
+    return full_benchmark().config
 
 
 def configured_esm() -> dict[str, Any]:
     """The configured ESM-2 (name, released shape, shards) and per dataset its cache of that model:
     the layers the embed job writes (the union over every run reading the cache, as the workflow's
     ``cache_layers``) and the most layers one training job reading it loads (its fusion's reads)."""
-    config, explicit = full_config()
-    name, recipes = config["esm"]["name"], load_recipes()
-    cached, runs = cache_layers(config, explicit, recipes), run_layers(config, explicit, recipes)
-    caches = {dataset: {"layers": cached[(dataset, name)], "read_layers": max(map(len, runs[(dataset, name)]))}
+    benchmark = full_benchmark()
+    config = benchmark.config
+    name, cached = config["esm"]["name"], benchmark.caches
+    caches = {dataset: {"layers": cached[(dataset, name)], "read_layers": benchmark.read_layers(dataset, name)}
               for dataset in config["datasets"]}
     return {"name": name, **ESM_SHAPES[f"t{esm_depth(config['esm'])}"], "shards": config["esm"]["shards"], "caches": caches}
 
@@ -156,7 +156,7 @@ def measured(work: Any) -> dict[str, Any]:
 
 def residue_counts(dataset: str, proteins: list) -> dict[str, Any]:
     """Residues per split: all of them, the graph's (LBA keeps the pocket) and the distinct chains'."""
-    graph_residues = full_config()[0]["datasets"][dataset]["graph_residues"]
+    graph_residues = full_config()["datasets"][dataset]["graph_residues"]
     splits: dict[str, dict[str, int]] = {}
     for record in proteins:
         row = splits.setdefault(record.split, {"proteins": 0, "residues": 0, "graph_residues": 0})
@@ -202,7 +202,7 @@ def gaussian_rows(model: Any, alphabet: Any, sequences: dict[str, str], layers: 
 
 def embed_table(proteins: Path, cache: Path, esm: dict[str, Any], checkpoint: Path) -> None:
     """The embed jobs of every configured shard, then the index, as the workflow runs them."""
-    config = full_config()[0]
+    config = full_config()
     settings = EmbedSettings.from_config(config["esm"])
     cache.mkdir(parents=True, exist_ok=True)
     shards = [cache / shard_name(shard, esm["shards"]) for shard in range(esm["shards"])]
@@ -249,7 +249,7 @@ def forward_stage(dataset: str, work: Path, residues: int) -> dict[str, Any]:
 
 
 def train_spec(dataset: str, encoder: str, fusion: str) -> RunSpec:
-    dataset_cfg = full_config()[0]["datasets"][dataset]
+    dataset_cfg = full_config()["datasets"][dataset]
     return RunSpec(dataset, encoder, fusion, 0, dataset_cfg["task"], task_options(dataset_cfg), dataset_cfg["graph_residues"])
 
 
@@ -265,7 +265,7 @@ def train_stage(dataset: str, work: Path, encoder: str, fusion: str) -> dict[str
     """``train_run`` for one epoch with the recipe's settings, on the table and cache above, under
     :func:`rehearsal_mem_mb`; records whether it kept the ESM rows in memory or streamed them."""
     where = paths(work, dataset)
-    settings = run_settings(*full_config(), dataset, encoder)
+    settings = full_benchmark().settings(dataset, encoder)
     reduced = int(EmbeddingCache(where["index"]).metadata["embed_dim"])
     mem_mb = settings.train["mem_mb"]
     train_cfg = {**settings.train, "epochs": 1, "threads": cores(),
@@ -324,7 +324,8 @@ def steps_stage(dataset: str, work: Path, residues: int, reference: str) -> dict
     """Seconds per residue of a training step (recipe sizes) for the pairs of :func:`timed_combinations`,
     on the first training proteins of the table up to ``residues`` residues (one batch)."""
     where = paths(work, dataset)
-    config, explicit = full_config()
+    benchmark = full_benchmark()
+    config = benchmark.config
     cache = EmbeddingCache(where["index"])
     context = FusionContext(int(cache.metadata["embed_dim"]), tuple(cache.layers), int(cache.metadata["esm_depth"]), config["model"]["esm_layers"])
     chosen, total = [], 0
@@ -332,13 +333,13 @@ def steps_stage(dataset: str, work: Path, residues: int, reference: str) -> dict
         if record.split == "train" and total < residues:
             chosen.append(record)
             total += len(record.sequence)
-    graph_residues = full_config()[0]["datasets"][dataset]["graph_residues"]
+    graph_residues = full_config()["datasets"][dataset]["graph_residues"]
     graphs = [protein_graph(r, cache.protein(r), graph_residues) for r in chosen]
     budget = sum(g.num_nodes for g in graphs)
     timed: dict[str, float] = {}
     for encoder, fusion in timed_combinations(config["model"]["encoders"], config["model"]["fusions"], reference):
         spec = train_spec(dataset, encoder, fusion)
-        settings = run_settings(config, explicit, dataset, encoder)
+        settings = benchmark.settings(dataset, encoder)
         torch.manual_seed(0)
         model = build_model(encoder, fusion, spec.task, settings.model, context, spec.task_options)
         TASKS[spec.task].prepare(model.head, np.array([r.target for r in chosen]))
@@ -462,7 +463,7 @@ def render(result: dict[str, Any]) -> str:
         ("Synthetic datasets at the full published counts" if s["fraction"] >= 1 else
          f"Synthetic datasets at {s['fraction']:g} of the published counts (figures scaled linearly to the full count)")
         + f". ESM: {esm['name']} ({esm['num_layers']} layers x {esm['embed_dim']}); each dataset's cache holds the layers "
-        f"every run reading it needs (`cache_layers` on config.yaml): {cached_text(esm['caches'], list(r['datasets']))}. "
+        f"every run reading it needs (`Benchmark.caches` of config.yaml): {cached_text(esm['caches'], list(r['datasets']))}. "
         f"The rehearsal's ESM has that depth and width {s['esm_width']} (reduced on this machine), its forward replaced by "
         f"Gaussian rows. Measured training run: `train_run`, one epoch of {s['encoder']} x {s['fusion']} at width {s['esm_width']}, "
         "its train.mem_mb shrunk by the same ratio as the width, so it keeps its ESM rows in memory or streams them as the "
@@ -558,7 +559,7 @@ def rehearse(args: argparse.Namespace, datasets: list[str]) -> dict[str, Any]:
     print(f"   {datasets[0]}: forward sample and step times", flush=True)
     forward = run_child(NAME, child_args("forward", datasets[0], args))
     steps = run_child(NAME, child_args("steps", datasets[0], args))
-    model = full_config()[0]["model"]
+    model = full_config()["model"]
     per_residue = step_seconds(steps["timed"], model["encoders"], model["fusions"], args.reference_encoder)
     for d in found.values():
         d["epoch_seconds"] = epoch_seconds(per_residue, d["stages"]["table"], d["full"]["scale"])

@@ -8,13 +8,14 @@ Exit status of ``predict``: 0 every file predicted, 1 some file failed (listed i
 2 nothing predicted because the run or the arguments are unusable. ``plan``: 0 plan written,
 2 the config or ``--mean-length`` is unusable. ``lock``: 0 lock written, 2 nothing to lock or the
 existing lock is unreadable. ``check``: 0 nothing damaged (or all of it removed), 1 damaged files listed.
+``resume``: Snakemake's status, or 1 while a run still works in the folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,12 +23,13 @@ import torch
 import yaml
 
 from bihmf import plan as cost_plan
+from bihmf.benchmark import Benchmark
 from bihmf.check import run_check
-from bihmf.config import validate_config
 from bihmf.download import DownloadError
 from bihmf.lock import LOCK_FILE, write_lock
 from bihmf.predict import SUMMARY_FILE, TABLE_FORMATS, PredictOptions, RunError, predict
 from bihmf.predict.options import esm_default
+from bihmf.resume import StillRunning, resume
 
 USAGE_ERROR = 2
 
@@ -141,6 +143,8 @@ def add_plan(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--configfile", type=Path, default=Path("config.yaml"), help="workflow config (default: %(default)s)")
     parser.add_argument("--root", type=Path, default=Path("."), help="workflow folder holding results/data (default: %(default)s)")
+    parser.add_argument("--workflow", type=Path, default=Path("."),
+                        help="workflow folder whose config/demo.yaml and demo archive calibrate the plan (default: %(default)s)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
                         help="device to calibrate on (default: %(default)s)")
     parser.add_argument("--calibrate-steps", type=_positive_int, default=2, help="timed training steps per combination (default: %(default)s)")
@@ -155,18 +159,17 @@ def add_plan(subparsers: argparse._SubParsersAction) -> None:
 
 def run_plan(args: argparse.Namespace) -> int:
     try:
-        explicit = yaml.safe_load(args.configfile.read_text()) or {}
-        config = validate_config(copy.deepcopy(explicit))
+        benchmark = Benchmark.load(args.configfile)
     except (OSError, ValueError, yaml.YAMLError) as exc:
         log.error("%s: %s", args.configfile, exc)
         return USAGE_ERROR
     try:
-        lengths = cost_plan.mean_lengths(args.mean_length, list(config["datasets"]))
+        lengths = cost_plan.mean_lengths(args.mean_length, list(benchmark.config["datasets"]))
     except ValueError as exc:
         log.error("%s", exc)
         return USAGE_ERROR
-    cost_plan.plan_run(config, explicit, args.root, args.out, torch.device(args.device), args.calibrate_steps,
-                       args.calibrate_residues, args.width, lengths)
+    cost_plan.plan_run(benchmark, args.root, args.out, torch.device(args.device), args.calibrate_steps,
+                       args.calibrate_residues, args.width, lengths, args.workflow)
     return 0
 
 
@@ -213,7 +216,27 @@ def add_check(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=lambda args: run_check(args.root, args.remove))
 
 
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_predict, add_plan, add_lock, add_check)
+def add_resume(subparsers: argparse._SubParsersAction) -> None:
+    # prefix "+": every argument, options included, is the killed Snakemake command's and passes through
+    parser = subparsers.add_parser(
+        "resume",
+        prefix_chars="+",
+        help="continue a local run killed hard (kill -9, OOM killer): refuse while it still runs, else unlock and rerun",
+        description="Give the killed command's Snakemake arguments, e.g. `bihmf resume all --cores 8 --resources gpu=2`.",
+    )
+    parser.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="the killed command's arguments")
+    parser.set_defaults(handler=run_resume)
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    try:
+        return resume(args.snakemake_args)
+    except StillRunning as error:
+        print(f"bihmf resume: {error}", file=sys.stderr)
+        return 1
+
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_predict, add_plan, add_resume, add_lock, add_check)
 
 
 def build_parser() -> argparse.ArgumentParser:

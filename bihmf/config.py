@@ -1,10 +1,12 @@
-"""Config loading: one schema, one validator (defaults filled in), for the workflow and the library.
+"""The config schema: one validator (defaults filled in), the error lines, and merging.
 
-The workflow (`Snakefile`, :func:`check_config`) and tests / library users (:func:`load_config`)
-go through the same validator, so both see identical defaults from one schema file. The
+A leaf: it knows the schema file and nothing of what the config means. The checks across keys
+and the expansion into runs are :mod:`bihmf.benchmark`'s (its ``check_config`` / ``load_config``
+call :func:`schema_errors` here), so the workflow and the library see identical defaults. The
 schema's choice lists of dataset kinds, tasks, encoders and fusions are not written in the file:
 each such list is marked ``x-registry: <name>`` and filled from that registry when the schema is
-loaded, so a new encoder, fusion, task or dataset kind is one module plus one registry line.
+loaded (the caller gives the names: :func:`bihmf.benchmark.registries`), so a new encoder,
+fusion, task or dataset kind is one module plus one registry line.
 """
 
 from __future__ import annotations
@@ -17,19 +19,6 @@ import jsonschema
 import yaml
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
-
-
-def registries() -> dict[str, list[str]]:
-    """The registries the schema's ``x-registry`` choice lists name (imported on use: the model
-    and data packages are heavier than config loading and import nothing from here)."""
-    from bihmf.data import DATASETS
-    from bihmf.models.encoders import ENCODERS
-    from bihmf.models.fusion import FUSIONS
-    from bihmf.tasks import TASKS
-    from bihmf.tasks.heads import READOUTS
-
-    return {"datasets": list(DATASETS), "tasks": list(TASKS), "encoders": list(ENCODERS), "fusions": list(FUSIONS),
-            "readouts": list(READOUTS)}
 
 
 def _fill_registries(node: Any, names: dict[str, list[str]]) -> Any:
@@ -45,9 +34,10 @@ def _fill_registries(node: Any, names: dict[str, list[str]]) -> Any:
     return node
 
 
-def load_schema() -> dict[str, Any]:
-    """The config schema with its registry-backed choice lists filled in."""
-    return _fill_registries(yaml.safe_load(SCHEMA_PATH.read_text()), registries())
+def load_schema(names: dict[str, list[str]]) -> dict[str, Any]:
+    """The config schema with its registry-backed choice lists filled in from ``names``
+    (registry -> its names: :func:`bihmf.benchmark.registries`)."""
+    return _fill_registries(yaml.safe_load(SCHEMA_PATH.read_text()), names)
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -68,9 +58,10 @@ class ConfigError(ValueError):
     """An invalid config; the message's first line names the key and the reason."""
 
 
-def _schema_errors(config: dict[str, Any]) -> list[jsonschema.ValidationError]:
-    """Schema violations of ``config`` (defaults are written into it), in key order."""
-    validator = _with_defaults(jsonschema.Draft202012Validator)(load_schema())
+def schema_errors(config: dict[str, Any], names: dict[str, list[str]]) -> list[jsonschema.ValidationError]:
+    """Schema violations of ``config`` (defaults are written into it), in key order; ``names``
+    fill the registry-backed choice lists."""
+    validator = _with_defaults(jsonschema.Draft202012Validator)(load_schema(names))
     return sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
 
 
@@ -90,62 +81,6 @@ def config_error(errors: list[jsonschema.ValidationError], details: Path | None 
         details.write_text("\n\n".join(str(e) for e in errors) + "\n")
         lines.append(f"(schema details: {details})")
     return ConfigError("invalid bihmf config: " + "\n  ".join(lines))
-
-
-def _ablation_problems(config: dict[str, Any]) -> list[str]:
-    """Problems of a schema-valid ``ablations`` block, one line each. Every variant's override
-    is merged into the main esm/model settings and checked by the same schema as they are; a
-    variant's own checkpoint / random_init gets its schema defaults filled in (so two spellings of
-    one model compare equal). Then what no schema sees (:func:`bihmf.ablation.ablation_errors`)."""
-    from bihmf.ablation import Variant, ablation_errors, variant_esm, variant_model
-
-    lines: list[str] = []
-    for index, entry in enumerate(config["ablations"]):
-        for position, raw in enumerate(entry["variants"]):
-            variant = Variant(raw["name"], raw.get("esm"), raw.get("model", {}))
-            merged = {"esm": variant_esm(config, variant), "model": variant_model(config, variant)}
-            errors = _schema_errors(merged)
-            where = f"ablations/{index}/variants/{position} ({entry['name']}/{raw['name']})"
-            lines += [f"{where}: {error_line(e)}" for e in errors]
-            if not errors and variant.esm is not None:
-                raw["esm"].update({key: merged["esm"][key] for key in ("checkpoint", "random_init") if key in raw["esm"]})
-    return lines or ablation_errors(config)
-
-
-def _validated(config: dict[str, Any], details: Path | None) -> dict[str, Any]:
-    from bihmf.ablation import expand_esm_list
-
-    try:
-        filled = expand_esm_list(copy.deepcopy(config))
-    except ValueError as error:
-        raise ConfigError(f"invalid bihmf config: {error}") from None
-    errors = _schema_errors(filled)
-    if errors:
-        raise config_error(errors, details)
-    problems = _ablation_problems(filled)
-    if problems:
-        raise ConfigError("invalid bihmf config: " + "\n  ".join(problems))
-    return filled
-
-
-def validate_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Return a validated deep copy of ``config`` with schema defaults filled in."""
-    return _validated(config, None)
-
-
-def check_config(config: dict[str, Any], details: Path) -> dict[str, Any]:
-    """The workflow's config, validated with defaults filled in. Unlike Snakemake's ``validate``,
-    whose error starts with 10-170 lines of schema excerpt, the error names the key and the
-    reason first and leaves the excerpts in ``details``."""
-    return _validated(config, details)
-
-
-def load_config(*paths: str | Path) -> dict[str, Any]:
-    """Load YAML files, later ones overriding earlier ones key by key, then validate."""
-    merged: dict[str, Any] = {}
-    for path in paths:
-        merged = deep_merge(merged, yaml.safe_load(Path(path).read_text()) or {})
-    return validate_config(merged)
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

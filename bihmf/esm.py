@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -506,14 +507,23 @@ def esm_depth(esm_cfg: dict) -> int:
     return int(match.group(1))
 
 
-RELEASED_ESM2 = (
-    "esm2_t6_8M_UR50D",
-    "esm2_t12_35M_UR50D",
-    "esm2_t30_150M_UR50D",
-    "esm2_t33_650M_UR50D",
-    "esm2_t36_3B_UR50D",
-    "esm2_t48_15B_UR50D",
-)
+@dataclass(frozen=True)
+class ReleasedEsm2:
+    """What is known of a released ESM-2 before any download."""
+
+    width: int  # embedding width
+    parameters: float  # the nominal count in its name (the plan scales embed time by it)
+
+
+# fair-esm's released ESM-2 models (the depth is in the name: esm_depth)
+RELEASED_ESM2 = {
+    "esm2_t6_8M_UR50D": ReleasedEsm2(320, 8e6),
+    "esm2_t12_35M_UR50D": ReleasedEsm2(480, 35e6),
+    "esm2_t30_150M_UR50D": ReleasedEsm2(640, 150e6),
+    "esm2_t33_650M_UR50D": ReleasedEsm2(1280, 650e6),
+    "esm2_t36_3B_UR50D": ReleasedEsm2(2560, 3e9),
+    "esm2_t48_15B_UR50D": ReleasedEsm2(5120, 15e9),
+}
 RELEASE_URL = "https://dl.fbaipublicfiles.com/fair-esm"
 
 

@@ -32,12 +32,12 @@ import pyarrow.parquet as pq
 from bihmf.data.schema import sequence_hash
 from bihmf.integrity import WRITE_OPTIONS, check_embeddings, parquet_file, read_metadata, read_table
 from bihmf.io import atomic_output, nested_list_array
+from bihmf.layout import SHARD_FILE
 
 if TYPE_CHECKING:
     from bihmf.data.schema import ProteinRecord
 
 FORMAT = "bihmf-esm-cache/1"
-INDEX_NAME = "index.parquet"
 # Decoded size of one row group: small enough that serving one chain reads little more than
 # that chain, large enough that the footer stays small (one entry per row group and column).
 ROW_GROUP_BYTES = 8 * 2**20
@@ -105,7 +105,7 @@ def shard_of(seq_hash: str, n_shards: int) -> int:
 
 
 def shard_name(shard: int, n_shards: int) -> str:
-    return f"shard-{shard}-of-{n_shards}.parquet"
+    return SHARD_FILE.format(shard=shard, shards=n_shards)
 
 
 def layer_column(layer: int) -> str:

@@ -2,8 +2,8 @@
 training time of every dataset × encoder × fusion, so a reviewer knows before submitting
 hundreds of jobs whether the benchmark fits their budget and disk.
 
-Job counts come from the functions the rules call (``run_combinations``, ``run_settings``,
-``bihmf.ablation.cache_layers``), so the plan and the DAG cannot disagree. Residues come from the
+Job counts come from the runs the rules iterate (:class:`bihmf.benchmark.Benchmark`), so the plan
+and the DAG cannot disagree. Residues come from the
 preprocess output (``results/data/<d>/proteins.parquet``) when it exists, else from the
 config's ``published_sizes`` times a mean chain length whose source each row names
 (:data:`CHAIN_LENGTH`). Seconds per residue are measured by the training loop itself
@@ -39,27 +39,26 @@ from esm.model.esm2 import ESM2
 from torch_geometric.data import Data
 
 from bihmf.batching import protein_graph
-from bihmf.config import load_config
+from bihmf.benchmark import Benchmark, Run, RunSettings, load_config
 from bihmf.data import DATASETS
 from bihmf.data.schema import ProteinRecord
-from bihmf.esm import embed_sequences, esm_depth, load_esm, write_random_checkpoint
+from bihmf.esm import RELEASED_ESM2, embed_sequences, esm_depth, load_esm, write_random_checkpoint
 from bihmf.esm_cache import EmbedSettings, chain_sequences
 from bihmf.integrity import read_table
 from bihmf.io import write_text_atomic
+from bihmf.layout import PROTEINS
 from bihmf.models.fusion import FusionContext
-from bihmf.models.model import build_model, reads_esm, run_combinations
-from bihmf.ablation import all_ablation_runs, cache_layers, esm_models, find_ablation, variant_esm
-from bihmf.recipes import Recipes, RunSettings, load_recipes, run_settings, variant_settings
+from bihmf.models.model import build_model, reads_esm
 from bihmf.run import RunSpec
 from bihmf.tasks import TASKS, task_options
 from bihmf.training import time_training_steps
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = ROOT / "config" / "demo.yaml"
+# the calibration's chains and random-init ESM shape: the demo of the workflow folder (not of the
+# installed package, which has no config/ nor demo/ beside it in a non-editable install)
+DEMO_CONFIG = Path("config") / "demo.yaml"
 CALIBRATION_DATASET = "ppbs_demo"  # real PDB chains with per-residue labels, shipped in demo/
-PROTEINS = "results/data/{dataset}/proteins.parquet"
 PLAN_FILE = "plan.csv"
 
 
@@ -90,16 +89,6 @@ DOCUMENTED_SIZES: dict[str, dict[str, Estimate]] = {
     "lba60": {split: Estimate(n, "docs/datasets.md section 3: the ATOM3D paper's 60 % split (the released LMDB differs slightly)")
               for split, n in (("train", 3678), ("val", 460), ("test", 460))},
 }
-# fair-esm's released ESM-2 models: embedding width by name
-RELEASED_WIDTH = {
-    "esm2_t6_8M_UR50D": 320, "esm2_t12_35M_UR50D": 480, "esm2_t30_150M_UR50D": 640,
-    "esm2_t33_650M_UR50D": 1280, "esm2_t36_3B_UR50D": 2560, "esm2_t48_15B_UR50D": 5120,
-}
-# nominal parameter counts in the released names, for extrapolating the embed time
-RELEASED_PARAMETERS = {
-    "esm2_t6_8M_UR50D": 8e6, "esm2_t12_35M_UR50D": 35e6, "esm2_t30_150M_UR50D": 150e6,
-    "esm2_t33_650M_UR50D": 650e6, "esm2_t36_3B_UR50D": 3e9, "esm2_t48_15B_UR50D": 15e9,
-}
 # bytes per chain beside the float16 values: shard row (hash, length, offsets) and index row
 CHAIN_OVERHEAD_BYTES = 70 + 100
 
@@ -108,9 +97,9 @@ def esm_width(esm_cfg: dict[str, Any]) -> int:
     """Embedding width of the configured ESM, known before any download."""
     if "random_init" in esm_cfg:
         return int(esm_cfg["random_init"]["embed_dim"])
-    if esm_cfg["name"] not in RELEASED_WIDTH:
-        raise ValueError(f"esm.name {esm_cfg['name']!r}: width unknown to the plan (known: {sorted(RELEASED_WIDTH)})")
-    return RELEASED_WIDTH[esm_cfg["name"]]
+    if esm_cfg["name"] not in RELEASED_ESM2:
+        raise ValueError(f"esm.name {esm_cfg['name']!r}: width unknown to the plan (known: {sorted(RELEASED_ESM2)})")
+    return RELEASED_ESM2[esm_cfg["name"]].width
 
 
 # ---------------------------------------------------------------- jobs
@@ -139,28 +128,24 @@ def _runs(dataset: str, encoder: str, fusion: str, seeds: int, variant: str, esm
                         settings.train["epochs"])
 
 
-def training_runs(config: dict[str, Any], explicit: dict[str, Any], recipes: Recipes) -> list[TrainingRuns]:
-    """The train and train_ablation rules' jobs by dataset × encoder × fusion (× variant), from the
-    functions the workflow's ``expected_runs`` and ablation expansion call (rules/common.smk). The
-    plan enumerates runs nowhere else."""
-    pairs = run_combinations(config["model"]["encoders"], config["model"]["fusions"])
-    main = config["esm"]["name"]
-    runs = [_runs(dataset, encoder, fusion, len(run_settings(config, explicit, dataset, None, recipes).train["seeds"]),
-                  MAIN_VARIANT, main, run_settings(config, explicit, dataset, encoder, recipes))
-            for dataset in config["datasets"] for encoder, fusion in pairs]
-    seeds = Counter((r.ablation, r.variant, r.dataset, r.encoder, r.fusion) for r in all_ablation_runs(config))
-    for (name, variant, dataset, encoder, fusion), count in seeds.items():
-        chosen = find_ablation(config, name).variant(variant)
-        settings = variant_settings(config, explicit, dataset, encoder, chosen.model, recipes)
-        runs.append(_runs(dataset, encoder, fusion, count, f"{name}/{variant}", variant_esm(config, chosen)["name"], settings))
-    return runs
+def training_runs(benchmark: Benchmark) -> list[TrainingRuns]:
+    """The train and train_ablation rules' jobs by dataset × encoder × fusion (× variant): the
+    benchmark's runs, which the workflow's rules iterate too (rules/common.smk). The plan
+    enumerates runs nowhere else."""
+    groups: dict[tuple[str, str, str, str], list[Run]] = {}
+    for run in benchmark.runs:
+        variant = MAIN_VARIANT if run.variant is None else f"{run.ablation}/{run.variant.name}"
+        groups.setdefault((run.dataset, run.encoder, run.fusion, variant), []).append(run)
+    return [_runs(dataset, encoder, fusion, len(runs), variant, runs[0].esm_name, runs[0].settings)
+            for (dataset, encoder, fusion, variant), runs in groups.items()]
 
 
-def stage_jobs(config: dict[str, Any], explicit: dict[str, Any], recipes: Recipes) -> dict[str, int]:
+def stage_jobs(benchmark: Benchmark) -> dict[str, int]:
     """Jobs of every rule that `snakemake all` runs on a fresh folder (rules/*.smk)."""
-    n, caches = len(config["datasets"]), len(cache_layers(config, explicit, recipes))
-    runs = training_runs(config, explicit, recipes)
-    jobs = {"download_dataset": n, "esm_checkpoint": len(esm_models(config)), "preprocess": n,
+    config = benchmark.config
+    n, caches = len(config["datasets"]), len(benchmark.caches)
+    runs = training_runs(benchmark)
+    jobs = {"download_dataset": n, "esm_checkpoint": len(benchmark.esm_models), "preprocess": n,
             "embed": caches * config["esm"]["shards"], "embed_index": caches,
             "train": sum(r.seeds for r in runs if r.variant == MAIN_VARIANT),
             "train_ablation": sum(r.seeds for r in runs if r.variant != MAIN_VARIANT),
@@ -282,11 +267,11 @@ def calibration_context(esm_cfg: dict[str, Any], layers: list[int], model: dict[
                          explicit_layers=model["esm_layers"], pairing=model["layer_pairing"])
 
 
-def demo_records() -> list[ProteinRecord]:
-    """The PPBS demo's chains (real structures), parsed by the real parser."""
-    spec = load_config(DEMO_CONFIG)["datasets"][CALIBRATION_DATASET]
+def demo_records(workflow: Path = Path(".")) -> list[ProteinRecord]:
+    """The PPBS demo's chains (real structures) of the ``workflow`` folder, parsed by the real parser."""
+    spec = load_config(workflow / DEMO_CONFIG)["datasets"][CALIBRATION_DATASET]
     with tempfile.TemporaryDirectory() as raw:
-        with tarfile.open(ROOT / spec["download"]["archive"]["url"].removeprefix("file:")) as archive:
+        with tarfile.open(workflow / spec["download"]["archive"]["url"].removeprefix("file:")) as archive:
             archive.extractall(raw, filter="data")
         return DATASETS[spec["kind"]].parse(Path(raw), spec)[0]
 
@@ -355,21 +340,22 @@ def time_embed(model: ESM2, alphabet: Alphabet, chains: dict[str, str], settings
     return (time.perf_counter() - started) / sum(len(seq) for seq in chains.values())
 
 
-def calibrate_embed(esm_cfg: dict[str, Any], records: list[ProteinRecord], device: torch.device) -> EmbedCalibration:
+def calibrate_embed(esm_cfg: dict[str, Any], records: list[ProteinRecord], device: torch.device,
+                    workflow: Path = Path(".")) -> EmbedCalibration:
     """Seconds per residue of the embed stage's forward. A random-init config is timed itself;
     a released model is not downloaded: the demo's random-init shape is timed and scaled by the
     parameter ratio (per-residue cost ∝ parameters, attention's length-squared term ignored)."""
     released = "random_init" not in esm_cfg
-    if released and esm_cfg["name"] not in RELEASED_PARAMETERS:
-        raise ValueError(f"esm.name {esm_cfg['name']!r}: parameter count unknown to the plan (known: {sorted(RELEASED_PARAMETERS)})")
-    timed_cfg = load_config(DEMO_CONFIG)["esm"] if released else esm_cfg
+    if released and esm_cfg["name"] not in RELEASED_ESM2:
+        raise ValueError(f"esm.name {esm_cfg['name']!r}: parameter count unknown to the plan (known: {sorted(RELEASED_ESM2)})")
+    timed_cfg = load_config(workflow / DEMO_CONFIG)["esm"] if released else esm_cfg
     model, alphabet = random_esm(timed_cfg)
     chains = dict(pair for r in records for pair in chain_sequences(r.sequence, r.chain_ids))
     timed = time_embed(model, alphabet, chains, EmbedSettings.from_config(esm_cfg), device)
     if not released:
         return EmbedCalibration(timed, f"timed: {esm_cfg['name']}")
     parameters = sum(p.numel() for p in model.parameters())
-    ratio = RELEASED_PARAMETERS[esm_cfg["name"]] / parameters
+    ratio = RELEASED_ESM2[esm_cfg["name"]].parameters / parameters
     note = f"extrapolated: {timed_cfg['name']} ({parameters:,} parameters) timed, × {ratio:,.0f} for {esm_cfg['name']}"
     return EmbedCalibration(timed * ratio, note)
 
@@ -455,30 +441,31 @@ def plan_row(run: TrainingRuns, s_per_residue: float, cost: DatasetCost) -> Plan
     return PlanRow(*head, train, val, s_per_residue, hours, cost.esm_cache_gb, cost.embed_hours, cost.size.source)
 
 
-def make_plan(config: dict[str, Any], explicit: dict[str, Any], root: Path, device: torch.device, steps: int,
-              calibration: list[ProteinRecord], width: int | None = None, lengths: dict[str, float] | None = None) -> Plan:
-    """Every dataset × encoder × fusion of ``config`` with its jobs, residues, calibrated
+def make_plan(benchmark: Benchmark, root: Path, device: torch.device, steps: int,
+              calibration: list[ProteinRecord], width: int | None = None, lengths: dict[str, float] | None = None,
+              workflow: Path = Path(".")) -> Plan:
+    """Every dataset × encoder × fusion of the benchmark with its jobs, residues, calibrated
     seconds per residue, projected hours and the dataset's ESM cache size. Runs that share a
     :class:`Combination` share one calibration."""
-    recipes = load_recipes()
-    models = esm_models(config)
-    caches = cache_layers(config, explicit, recipes)
-    embed = {name: calibrate_embed(esm_cfg, calibration, device) for name, esm_cfg in models.items()}
+    config = benchmark.config
+    models = benchmark.esm_models
+    caches = benchmark.caches
+    embed = {name: calibrate_embed(esm_cfg, calibration, device, workflow) for name, esm_cfg in models.items()}
     sizes = {d: dataset_size(d, spec, root, lengths or {}) for d, spec in config["datasets"].items()}
     costs = {(d, name): dataset_cost(sizes[d], len(layers), esm_width(models[name]), embed[name]) for (d, name), layers in caches.items()}
     measured: dict[Combination, float] = {}
     rows = []
-    for run in training_runs(config, explicit, recipes):
+    for run in training_runs(benchmark):
         combo = run_combination(run, width)
         if combo not in measured:
-            train = run_settings(config, explicit, run.dataset, run.encoder, recipes).train
+            train = benchmark.settings(run.dataset, run.encoder).train
             context = calibration_context(models[run.esm], caches[(run.dataset, run.esm)], combo.settings())
             measured[combo] = calibrate(combo, config["datasets"][run.dataset], calibration, context, train, device, steps)
             log.info("calibrated %s/%s (%d so far): %.3g s/residue", run.encoder, run.fusion, len(measured), measured[combo])
         rows.append(plan_row(run, measured[combo], costs[(run.dataset, run.esm)]))
     unknown = [d for d, size in sizes.items() if size is None]
     step_residues = sum(len(r.sequence) for r in calibration)
-    return Plan(rows, stage_jobs(config, explicit, recipes), device.type, width, step_residues, caches, embed, unknown)
+    return Plan(rows, stage_jobs(benchmark), device.type, width, step_residues, caches, embed, unknown)
 
 
 def _cell(value: Any) -> str:
@@ -566,14 +553,14 @@ def mean_lengths(pairs: list[str], datasets: list[str]) -> dict[str, float]:
     return lengths
 
 
-def plan_run(config: dict[str, Any], explicit: dict[str, Any], root: Path, out_dir: Path, device: torch.device,
+def plan_run(benchmark: Benchmark, root: Path, out_dir: Path, device: torch.device,
              steps: int = 2, residues: int | None = None, width: int | None = None,
-             lengths: dict[str, float] | None = None) -> Plan:
+             lengths: dict[str, float] | None = None, workflow: Path = Path(".")) -> Plan:
     """What ``bihmf plan`` and ``rule plan`` do: calibrate on the demo's chains, project, write
     ``plan.csv`` and print the table. Steps default to the config's ``train.residue_budget`` (at
     most all the demo's chains), since a device's time per residue depends on the batch size."""
-    records = calibration_records(demo_records(), residues or config["train"]["residue_budget"])
-    plan = make_plan(config, explicit, root, device, steps, records, width, lengths)
+    records = calibration_records(demo_records(workflow), residues or benchmark.config["train"]["residue_budget"])
+    plan = make_plan(benchmark, root, device, steps, records, width, lengths, workflow)
     path = write_plan(plan, out_dir)
     print(plan_table(plan))
     print(f"plan: {path}")

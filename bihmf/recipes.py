@@ -1,12 +1,12 @@
-"""Published training recipes (``bihmf/data/recipes.yaml``) and the one rule that turns a
-config into the settings of one run.
+"""Published training recipes (``bihmf/data/recipes.yaml``): read and checked here, applied to
+one run's settings by :func:`bihmf.benchmark.run_settings`.
 
 A reviewer's first question about a ``struct_only`` row is whether the encoder was trained the
 way its authors trained it. The recipes file answers it per benchmark × encoder, each value
-with its source or an explicit "paper silent" note. :func:`run_settings` applies a recipe
+with its source or an explicit "paper silent" note. :func:`bihmf.benchmark.run_settings` applies a recipe
 between the schema defaults and what the user wrote:
 
-    schema defaults  <  recipe of (benchmark, encoder)  <  explicit config  <  datasets.<d>.train
+    schema defaults  <  recipe of (benchmark, encoder)  <  written config  <  datasets.<d>.train
 
 so ``--config 'train={epochs: 2}'`` still means two epochs, and resources (threads, memory,
 runtime) are never a recipe's business. Fusion runs use their encoder's recipe: the fusion adds
@@ -15,15 +15,12 @@ the ESM side, it does not change how the structure side is trained.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bihmf.config import deep_merge
-from bihmf.models.fusion import cached_layers, paired_layers
 from bihmf.tasks.heads import READOUTS
 
 RECIPES_PATH = Path(__file__).parent / "data" / "recipes.yaml"
@@ -161,63 +158,3 @@ def load_recipes(path: Path = RECIPES_PATH) -> Recipes:
         for benchmark, entry in _mapping(spec.get("benchmarks"), f"encoders.{encoder}.benchmarks", path).items():
             recipes[(str(benchmark), str(encoder))] = _recipe(str(benchmark), str(encoder), entry, defaults, sources, path)
     return Recipes(sources, recipes)
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    model: dict[str, Any]
-    train: dict[str, Any]
-    recipe: Recipe | None
-
-
-def benchmark_of(config: dict[str, Any], dataset: str) -> str:
-    """The benchmark a dataset is (``paper_benchmark``, or its own name): the recipe key."""
-    return config["datasets"][dataset]["paper_benchmark"] or dataset
-
-
-def run_settings(config: dict[str, Any], explicit: dict[str, Any], dataset: str, encoder: str | None,
-                 recipes: Recipes | None = None) -> RunSettings:
-    """Model and train settings of one run of ``dataset`` × ``encoder``.
-
-    ``config`` is the validated config (schema defaults filled in), ``explicit`` the config as
-    the user wrote it, before validation filled the defaults: only there can an explicit value
-    be told from a default, and only an explicit value beats the recipe. With ``recipe: none``
-    the result is the plain config, unchanged (no recipe key), as before recipes existed; so it
-    is with ``encoder=None``, the settings every run of the dataset shares (seeds, resources).
-    """
-    model, train = copy.deepcopy(config["model"]), {**config["train"], **config["datasets"][dataset]["train"]}
-    if config["recipe"] == "none" or encoder is None:
-        return RunSettings(model, train, None)
-    benchmark = benchmark_of(config, dataset)
-    recipe = (recipes or load_recipes()).get(benchmark, encoder)
-    if recipe is None:
-        return RunSettings(model, {**train, RECIPE_KEY: {"id": None, "reason": f"no recipe for {benchmark}/{encoder}"}}, None)
-    applied = recipe.settings()
-    written = {"model": explicit.get("model") or {},
-               "train": {**(explicit.get("train") or {}), **config["datasets"][dataset]["train"]}}
-    overridden = sorted(f"{s}.{k}" for s, values in applied.items() for k in values if k in written[s])
-    model.update({k: v for k, v in applied["model"].items() if k not in written["model"]})
-    train.update({k: v for k, v in applied["train"].items() if k not in written["train"]})
-    train[RECIPE_KEY] = {"id": recipe.id, "published": recipe.published, "overridden": overridden}
-    return RunSettings(model, train, recipe)
-
-
-def variant_settings(config: dict[str, Any], explicit: dict[str, Any], dataset: str, encoder: str | None,
-                     model_override: dict[str, Any], recipes: Recipes | None = None) -> RunSettings:
-    """Settings of one run of an ablation variant: its model override counts as written config,
-    so it beats the encoder's recipe exactly as ``--config model=...`` would."""
-    override = {"model": model_override}
-    return run_settings(deep_merge(config, override), deep_merge(explicit, override), dataset, encoder, recipes)
-
-
-def layer_choice(model: dict[str, Any], esm_depth: int) -> list[int] | None:
-    """The explicit layer list the fusions' ``esm_layers`` read: model.esm_layers, or a pairing
-    other than the default spelled out (None = evenly, their own rule)."""
-    if model["esm_layers"] is not None or model["layer_pairing"] == "evenly":
-        return model["esm_layers"]
-    return paired_layers(model["num_layers"], esm_depth, None, model["layer_pairing"])
-
-
-def run_esm_layers(model: dict[str, Any], fusion: str, esm_depth: int) -> list[int]:
-    """ESM layers one run needs cached: those its fusion reads at its depth and pairing, and the last."""
-    return cached_layers([fusion], model["num_layers"], esm_depth, layer_choice(model, esm_depth))

@@ -7,7 +7,7 @@ outputs), so this command checks that first, then unlocks and reruns the given c
 ``--rerun-incomplete`` (outputs of the killed jobs are redone; training continues from
 ``last.pt``)::
 
-    python -m bihmf.resume all --cores 8 --resources gpu=2     # = the killed command's arguments
+    bihmf resume all --cores 8 --resources gpu=2     # = the killed command's arguments
 """
 
 from __future__ import annotations
@@ -80,13 +80,3 @@ def resume(args: list[str]) -> int:
     rerun = [] if "--rerun-incomplete" in args or "--ri" in args else ["--rerun-incomplete"]
     return subprocess.run([*snakemake, *rerun], check=False).returncode
 
-
-def main() -> None:
-    try:
-        sys.exit(resume(sys.argv[1:]))
-    except StillRunning as error:
-        sys.exit(f"bihmf resume: {error}")
-
-
-if __name__ == "__main__":
-    main()

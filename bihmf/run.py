@@ -36,7 +36,7 @@ from bihmf.tasks.metrics import is_metric
 
 RUNS_DIR = ("results", "runs")  # relative to the workflow folder
 RUN_DIR = "results/runs/{dataset}/{encoder}/{fusion}/seed{seed}"
-# a run of an ablation variant (bihmf/ablation.py): same files, one folder per ablation and variant
+# a run of an ablation variant (bihmf/benchmark.py): same files, one folder per ablation and variant
 ABLATION_RUN_DIR = "results/ablations/{ablation}/{variant}/{dataset}/{encoder}/{fusion}/seed{seed}"
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.pt"

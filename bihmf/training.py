@@ -44,9 +44,8 @@ from bihmf.gpu import pick_device
 from bihmf.integrity import load_checkpoint
 from bihmf.io import file_digest, write_torch_atomic
 from bihmf.loader import EsmRows, device_batches, fits_in_memory, with_rows
-from bihmf.models.fusion import FUSIONS, FusionContext
+from bihmf.models.fusion import FUSIONS, FusionContext, layer_choice
 from bihmf.models.model import ProteinModel, build_model
-from bihmf.recipes import layer_choice
 from bihmf.run import (
     RunFolder, RunRecord, RunSpec, SavedModel, write_curve, write_model, write_record, write_test_predictions,
 )

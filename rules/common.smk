@@ -3,25 +3,21 @@ import os
 import re
 from pathlib import Path
 
-from bihmf.ablation import AblationRun, ablation_runs, ablations, cache_layers, default_runs, esm_models
-from bihmf.ablation import run_provenance, variant_esm, variant_run_settings
-from bihmf.esm_cache import INDEX_NAME
-from bihmf.models.model import run_combinations
+from bihmf.benchmark import Benchmark
+from bihmf.layout import ABLATION_FORMATS, ABLATION_REPORT, DATASET_REPORT, ESM_CACHE, ESM_CHECKPOINT, ESM_INDEX
+from bihmf.layout import LOGS, PROTEINS, REPORT_DIR, SHARD_FILE, SUMMARY_FRONT, TRAIN_BENCHMARK, dataset_report_files
 from bihmf.predict.structures import expand_inputs
-from bihmf.recipes import load_recipes, run_settings
 from bihmf.run import ABLATION_RUN_DIR, METRICS_FILE, RUN_DIR
 
+# every run (main and ablation variants) with its settings, ESM model, cache and folder
+BENCHMARK = Benchmark(config, WRITTEN_CONFIG)
 DATASETS = list(config["datasets"])
 ESM_NAME = config["esm"]["name"]  # the main model; ablation variants may add others
-ESM_MODELS = esm_models(config)  # name -> esm settings: one checkpoint and one cache per dataset each
-ESM_CHECKPOINT = "resources/esm/{esm}.pt"
-# one cache per dataset and ESM model: shard files from the embed jobs, and the index that training reads
-ESM_CACHE = "results/embeddings/{dataset}/{esm}"
-ESM_INDEX = f"results/embeddings/{{dataset}}/{ESM_NAME}/{INDEX_NAME}"  # the main model's, read by the main runs
-RECIPES = load_recipes()
+ESM_MODELS = BENCHMARK.esm_models  # name -> esm settings: one checkpoint and one cache per dataset each
+MAIN_INDEX = ESM_INDEX.format(dataset="{dataset}", esm=ESM_NAME)  # the main model's cache, read by the main runs
 # (dataset, ESM model) -> the layers its cache holds: the union of what every run reading it needs
-ESM_LAYERS = cache_layers(config, EXPLICIT_CONFIG, RECIPES)
-ABLATIONS = {ablation.name: ablation for ablation in ablations(config)}
+ESM_LAYERS = BENCHMARK.caches
+ABLATIONS = BENCHMARK.ablations
 
 
 wildcard_constraints:
@@ -42,44 +38,30 @@ def esm_shards(wc):
 def train_settings(dataset, encoder=None):
     """Train settings of one dataset x encoder (its recipe applied); without an encoder, what
     every run of the dataset shares (seeds, resources)."""
-    return run_settings(config, EXPLICIT_CONFIG, dataset, encoder, RECIPES).train
+    return BENCHMARK.settings(dataset, encoder).train
 
 
 def model_settings(dataset, encoder):
     """Model settings of one dataset x encoder: the config with the encoder's recipe applied."""
-    return run_settings(config, EXPLICIT_CONFIG, dataset, encoder, RECIPES).model
+    return BENCHMARK.settings(dataset, encoder).model
 
 
-def ablation_run(wc):
+def variant_run(wc):
     """The variant run of one train_ablation job."""
-    return AblationRun(wc.ablation, wc.variant, wc.dataset, wc.encoder, wc.fusion, int(wc.seed))
+    return BENCHMARK.run(wc.dataset, wc.encoder, wc.fusion, wc.seed, wc.ablation, wc.variant)
 
 
 def variant_index(wc):
     """The cache a variant run reads: its dataset's, of the variant's ESM model."""
-    variant = ABLATIONS[wc.ablation].variant(wc.variant)
-    return f"results/embeddings/{wc.dataset}/{variant_esm(config, variant)['name']}/{INDEX_NAME}"
-
-
-def variant_settings_of(wc):
-    return variant_run_settings(config, EXPLICIT_CONFIG, ablation_run(wc), RECIPES)
-
-
-def variant_provenance(wc):
-    return run_provenance(ablation_run(wc), ABLATIONS[wc.ablation].variant(wc.variant))
+    return ESM_INDEX.format(dataset=wc.dataset, esm=variant_run(wc).esm_name)
 
 
 def expected_runs(dataset):
-    """Every training run of one dataset, (encoder, fusion, seed): pairs x seeds from the config."""
-    return [
-        (encoder, fusion, seed)
-        for encoder, fusion in run_combinations(config["model"]["encoders"], config["model"]["fusions"])
-        for seed in train_settings(dataset)["seeds"]
-    ]
+    """Every main training run of one dataset, (encoder, fusion, seed)."""
+    return [(run.encoder, run.fusion, run.seed) for run in BENCHMARK.dataset_runs(dataset)]
 
 
 # report stage: which run files a report reads, and its report() outputs
-REPORT_DIR = "results/report"
 
 
 def report_runs(dataset):
@@ -102,7 +84,7 @@ def report_inputs(name):
 
 def report_benchmarks(wc):
     return [
-        f"benchmarks/train/{wc.dataset}/{encoder}/{fusion}/seed{seed}.tsv"
+        TRAIN_BENCHMARK.format(dataset=wc.dataset, encoder=encoder, fusion=fusion, seed=seed)
         for encoder, fusion, seed in report_runs(wc.dataset)
     ]
 
@@ -110,8 +92,8 @@ def report_benchmarks(wc):
 def dataset_report(name, caption, category, kind):
     """A report() output of one dataset, filed under its category with the dataset as label."""
     return report(
-        f"{REPORT_DIR}/{{dataset}}_{name}",
-        caption=f"../report/{caption}.rst",
+        DATASET_REPORT.format(dataset="{dataset}", name=name),
+        caption=f"../captions/{caption}.rst",
         category=category,
         subcategory="{dataset}",
         labels={"dataset": "{dataset}", "content": kind},
@@ -120,10 +102,7 @@ def dataset_report(name, caption, category, kind):
 
 def report_outputs():
     """Every report file: per dataset the tables, statistics, provenance and figures; the summary."""
-    per_dataset = ["table.md", "table.html", "table.tex", "table.csv", "stats.csv", "runs.csv"]
-    figures = [f"{name}.{ext}" for name in ("metrics", "heatmap", "curves", "cost") for ext in ("png", "pdf")]
-    summary = [f"{REPORT_DIR}/summary.{ext}" for ext in ("md", "html", "tex", "csv")] + [f"{REPORT_DIR}/summary_front.html"]
-    return expand(f"{REPORT_DIR}/{{dataset}}_{{kind}}", dataset=DATASETS, kind=per_dataset + figures) + summary
+    return dataset_report_files(DATASETS)
 
 
 def ablation_run_files(ablation, name):
@@ -132,9 +111,8 @@ def ablation_run_files(ablation, name):
     compared with (the variant "default"); with report.partial only the finished ones."""
 
     def files(wc):
-        entry = ABLATIONS[ablation.format(**dict(wc.items()))]
-        main = [RUN_DIR.format(dataset=d, encoder=e, fusion=f, seed=s) for d, e, f, s in default_runs(config, entry)]
-        folders = main + [run.folder for run in ablation_runs(config, entry)]
+        entry = ablation.format(**dict(wc.items()))
+        folders = [run.folder for run in BENCHMARK.compared_runs(entry) + BENCHMARK.variant_runs[entry]]
         if config["report"]["partial"]:
             folders = [folder for folder in folders if os.path.exists(f"{folder}/{METRICS_FILE}")]
         return [f"{folder}/{name}" for folder in folders]
@@ -145,8 +123,8 @@ def ablation_run_files(ablation, name):
 def ablation_report_file(ext, caption, kind):
     """A report() output of one ablation, filed under "4. Ablations" with the ablation as label."""
     return report(
-        f"{REPORT_DIR}/ablations/{{ablation}}.{ext}",
-        caption=f"../report/{caption}.rst",
+        ABLATION_REPORT.format(ablation="{ablation}", ext=ext),
+        caption=f"../captions/{caption}.rst",
         category="4. Ablations",
         subcategory="{ablation}",
         labels={"ablation": "{ablation}", "content": kind},
@@ -155,7 +133,7 @@ def ablation_report_file(ext, caption, kind):
 
 def ablation_report_outputs():
     """Every ablation's report: one table (Markdown, CSV, HTML) and one figure each."""
-    return expand(f"{REPORT_DIR}/ablations/{{ablation}}.{{ext}}", ablation=list(ABLATIONS), ext=("md", "csv", "html", "png"))
+    return expand(ABLATION_REPORT, ablation=list(ABLATIONS), ext=ABLATION_FORMATS)
 
 
 def predict_request():

@@ -1,13 +1,14 @@
 from bihmf.data.fetch import without_checksums
+from bihmf.layout import ESM_REGRESSION, ESM_SHA256, RAW_DIR
 
 
 rule download_dataset:
     output:
-        directory("resources/datasets/{dataset}/raw"),
+        directory(RAW_DIR),
     conda:
         "../envs/bihmf.yaml"
     log:
-        "logs/download/{dataset}.log",
+        LOGS["download_dataset"],
     params:
         # what triggers a new download; checksums left out (pinning one reruns nothing), the script reads the config
         source=lambda wc: without_checksums(config["datasets"][wc.dataset]),
@@ -20,13 +21,13 @@ rule download_dataset:
 rule esm_checkpoint:
     output:
         model=ESM_CHECKPOINT,
-        regression=ESM_CHECKPOINT.replace(".pt", "-contact-regression.pt"),
+        regression=ESM_REGRESSION,
         # its sha256, hashed once here for every embed job (bihmf.io.record_sha256)
-        sha256=f"{ESM_CHECKPOINT}.sha256.json",
+        sha256=ESM_SHA256,
     conda:
         "../envs/bihmf.yaml"
     log:
-        "logs/esm_checkpoint/{esm}.log",
+        LOGS["esm_checkpoint"],
     params:
         source=lambda wc: without_checksums(ESM_MODELS[wc.esm]),
         downloads="resources/downloads",

@@ -1,18 +1,18 @@
 rule embed:
     input:
-        proteins="results/data/{dataset}/proteins.parquet",
+        proteins=PROTEINS,
         checkpoint=rules.esm_checkpoint.output.model,
         regression=rules.esm_checkpoint.output.regression,
         sha256=rules.esm_checkpoint.output.sha256,
     output:
-        f"{ESM_CACHE}/shard-{{shard}}-of-{{shards}}.parquet",
+        f"{ESM_CACHE}/{SHARD_FILE}",
     wildcard_constraints:
         shard=r"\d+",
         shards=r"\d+",
     conda:
         "../envs/bihmf.yaml"
     log:
-        "logs/embed/{dataset}/{esm}/shard-{shard}-of-{shards}.log",
+        LOGS["embed"],
     params:
         layers=lambda wc: ESM_LAYERS[(wc.dataset, wc.esm)],
         esm=lambda wc: ESM_MODELS[wc.esm],
@@ -25,14 +25,14 @@ rule embed:
 
 rule embed_index:
     input:
-        proteins="results/data/{dataset}/proteins.parquet",
+        proteins=PROTEINS,
         shards=esm_shards,
     output:
-        f"{ESM_CACHE}/{INDEX_NAME}",
+        ESM_INDEX,
     localrule: True
     conda:
         "../envs/bihmf.yaml"
     log:
-        "logs/embed/{dataset}/{esm}/index.log",
+        LOGS["embed_index"],
     script:
         "../workflow_scripts/embed_index.py"

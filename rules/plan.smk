@@ -3,17 +3,18 @@
 # Calibrates every configured encoder x fusion at its configured width on the job's device and
 # reads results/data/<d>/proteins.parquet where preprocessed (else published sizes); rerun
 # with --forcerun plan after preprocessing. For a quick CPU plan: bihmf plan --width 16.
+from bihmf.layout import PLAN
 
 
 rule plan:
     output:
-        "results/plan/plan.csv",
+        PLAN,
     conda:
         "../envs/bihmf.yaml"
     log:
-        "logs/plan/plan.log",
+        LOGS["plan"],
     params:
-        explicit=EXPLICIT_CONFIG,
+        written=WRITTEN_CONFIG,
     resources:
         gpu=1,
     script:

@@ -18,7 +18,7 @@ rule predict:
     conda:
         "../envs/bihmf.yaml"
     log:
-        "logs/predict/predict.log",
+        LOGS["predict"],
     params:
         args=config["predict_args"],
     threads: 2

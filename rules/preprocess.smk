@@ -1,13 +1,16 @@
+from bihmf.layout import PREPROCESS_REPORT, RAW_DIR
+
+
 rule preprocess:
     input:
-        "resources/datasets/{dataset}/raw",
+        RAW_DIR,
     output:
-        proteins="results/data/{dataset}/proteins.parquet",
-        report="results/data/{dataset}/preprocess_report.json",
+        proteins=PROTEINS,
+        report=PREPROCESS_REPORT,
     conda:
         "../envs/bihmf.yaml"
     log:
-        "logs/preprocess/{dataset}.log",
+        LOGS["preprocess"],
     params:
         spec=lambda wc: config["datasets"][wc.dataset],
     script:

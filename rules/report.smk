@@ -1,5 +1,6 @@
 # Report stage: per dataset, tables + statistics + figures from every run; then one summary
 # table in the paper's layout. `snakemake --report report.html` collects the report() outputs.
+from bihmf.models.model import run_combinations
 from bihmf.report.aggregate import split_order
 from bihmf.run import CURVE_FILE, TEST_PREDICTIONS_FILE
 from bihmf.report.paper import PUBLISHED_PATH
@@ -11,7 +12,7 @@ rule report:
         curves=report_inputs(CURVE_FILE),
         predictions=report_inputs(TEST_PREDICTIONS_FILE),
         benchmarks=report_benchmarks,
-        cache=ESM_INDEX,
+        cache=MAIN_INDEX,
     output:
         table_md=f"{REPORT_DIR}/{{dataset}}_table.md",
         table_html=dataset_report("table.html", "table", "1. Results per dataset", "tables"),
@@ -35,7 +36,7 @@ rule report:
     conda:
         "../envs/bihmf.yaml"
     log:
-        "logs/report/{dataset}.log",
+        LOGS["report"],
     script:
         "../workflow_scripts/report.py"
 
@@ -48,15 +49,15 @@ rule report_summary:
         summary_md=f"{REPORT_DIR}/summary.md",
         summary_html=report(
             f"{REPORT_DIR}/summary.html",
-            caption="../report/summary.rst",
+            caption="../captions/summary.rst",
             category="0. Summary",
             labels={"content": "all benchmarks vs published"},
         ),
         summary_tex=f"{REPORT_DIR}/summary.tex",
-        summary_front=f"{REPORT_DIR}/summary_front.html",  # included by report/workflow.rst
+        summary_front=SUMMARY_FRONT,  # included by captions/workflow.rst
         summary_csv=report(
             f"{REPORT_DIR}/summary.csv",
-            caption="../report/summary_csv.rst",
+            caption="../captions/summary_csv.rst",
             category="0. Summary",
             labels={"content": "all benchmarks vs published (CSV)"},
         ),
@@ -67,7 +68,7 @@ rule report_summary:
     conda:
         "../envs/bihmf.yaml"
     log:
-        "logs/report/summary.log",
+        LOGS["report_summary"],
     script:
         "../workflow_scripts/report_summary.py"
 
@@ -86,13 +87,13 @@ rule ablation_report:
     wildcard_constraints:
         ablation="[a-z0-9_]+",
     params:
-        # what the report compares is read from the config in the script (bihmf.ablation); the
+        # what the report compares is read from the config in the script (bihmf.benchmark); the
         # entry here makes an edit of this ablation rerun its report
         ablation=lambda wc: next(entry for entry in config["ablations"] if entry["name"] == wc.ablation),
         settings=config["report"],
     conda:
         "../envs/bihmf.yaml"
     log:
-        "logs/report/ablation_{ablation}.log",
+        LOGS["ablation_report"],
     script:
         "../workflow_scripts/ablation_report.py"

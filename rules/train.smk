@@ -1,11 +1,12 @@
+from bihmf.layout import ABLATION_TRAIN_BENCHMARK
 from bihmf.run import CURVE_FILE, MODEL_FILE, TEST_PREDICTIONS_FILE
 from bihmf.tasks import task_options
 
 
 rule train:
     input:
-        proteins="results/data/{dataset}/proteins.parquet",
-        cache=ESM_INDEX,
+        proteins=PROTEINS,
+        cache=MAIN_INDEX,
         shards=main_shards,  # read through the index: a missing or removed shard is rebuilt
     output:
         metrics=f"{RUN_DIR}/{METRICS_FILE}",
@@ -15,9 +16,9 @@ rule train:
     conda:
         "../envs/bihmf.yaml"
     log:
-        "logs/train/{dataset}/{encoder}/{fusion}/seed{seed}.log",
+        LOGS["train"],
     benchmark:
-        "benchmarks/train/{dataset}/{encoder}/{fusion}/seed{seed}.tsv"
+        TRAIN_BENCHMARK
     params:
         task=lambda wc: config["datasets"][wc.dataset]["task"],
         task_options=lambda wc: task_options(config["datasets"][wc.dataset]),
@@ -37,7 +38,7 @@ rule train:
 # a run of an ablation variant: the same job with the variant's settings, ESM cache and folder
 use rule train as train_ablation with:
     input:
-        proteins="results/data/{dataset}/proteins.parquet",
+        proteins=PROTEINS,
         cache=variant_index,
         shards=variant_shards,
     output:
@@ -46,10 +47,10 @@ use rule train as train_ablation with:
         curve=f"{ABLATION_RUN_DIR}/{CURVE_FILE}",
         predictions=f"{ABLATION_RUN_DIR}/{TEST_PREDICTIONS_FILE}",
     log:
-        "logs/train/ablations/{ablation}/{variant}/{dataset}/{encoder}/{fusion}/seed{seed}.log",
+        LOGS["train_ablation"],
     benchmark:
-        "benchmarks/train/ablations/{ablation}/{variant}/{dataset}/{encoder}/{fusion}/seed{seed}.tsv"
+        ABLATION_TRAIN_BENCHMARK
     params:
-        model=lambda wc: variant_settings_of(wc).model,
-        train=lambda wc: variant_settings_of(wc).train,
-        ablation=variant_provenance,
+        model=lambda wc: variant_run(wc).settings.model,
+        train=lambda wc: variant_run(wc).settings.train,
+        ablation=lambda wc: variant_run(wc).provenance,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bihmf.config import load_config
+from bihmf.benchmark import load_config
 from bihmf.esm import write_random_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def lba_records(tmp_path_factory):
     """Protein-ligand complexes of the LBA fixture (real structures), parsed."""
-    from bihmf.config import validate_config
+    from bihmf.benchmark import validate_config
     from bihmf.data import lba
 
     raw = tmp_path_factory.mktemp("lba_raw")

@@ -13,20 +13,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bihmf.ablation import (
+from bihmf.benchmark import (
     ESM_LIST_ABLATION,
-    ablation_runs,
+    Benchmark,
     ablations,
-    all_ablation_runs,
-    cache_layers,
     default_runs,
     esm_models,
-    run_provenance,
+    load_config,
+    validate_config,
     variant_esm,
-    variant_run_settings,
 )
-from bihmf.config import ConfigError, load_config, validate_config
-from bihmf.esm_cache import INDEX_NAME, file_metadata
+from bihmf.config import ConfigError
+from bihmf.esm_cache import file_metadata
+from bihmf.layout import INDEX_NAME
 from bihmf.models.fusion import FusionContext, paired_layers
 from bihmf.models.fusion.base import SequenceStream
 from bihmf.run import ABLATION_RUN_DIR, METRICS_FILE
@@ -119,15 +118,19 @@ def test_one_model_written_twice_with_its_defaults_is_one_model() -> None:
 # --- expansion -----------------------------------------------------------------------------------
 
 def test_the_demo_ablations_expand_into_readable_run_folders() -> None:
-    config = load_config(ROOT / "config" / "demo.yaml")
-    run, one_way = all_ablation_runs(config)
+    benchmark = Benchmark.load(ROOT / "config" / "demo.yaml")
+    config = benchmark.config
+    run, one_way = benchmark.runs[len(benchmark.main_runs):]
     assert run.folder == "results/ablations/esm_size/t12/ppbs_demo/gvp/bihmf_local/seed0"
     assert one_way.folder == "results/ablations/direction/one_way/ppbs_demo/gvp/bihmf_local/seed0"
-    assert run.folder == ABLATION_RUN_DIR.format(**vars(run))
+    assert run.folder == ABLATION_RUN_DIR.format(**{**vars(run), "variant": run.variant.name})
+    assert (run.esm_name, one_way.esm_name) == ("esm2_t12_demo_random", "esm2_t6_demo_random")
     ablation, direction = ablations(config)
     assert default_runs(config, ablation) == default_runs(config, direction) == [("ppbs_demo", "gvp", "bihmf_local", 0)]
-    assert run_provenance(one_way, direction.variants[0])["overrides"] == {"model.fusion_direction": "seq_to_struct"}
-    assert run_provenance(run, ablation.variants[0]) == {"name": "esm_size", "variant": "t12", "overrides": {
+    assert [r.folder for r in benchmark.compared_runs("direction")] == ["results/runs/ppbs_demo/gvp/bihmf_local/seed0"]
+    assert one_way.provenance["overrides"] == {"model.fusion_direction": "seq_to_struct"}
+    assert benchmark.main_runs[0].provenance is None
+    assert run.provenance == {"name": "esm_size", "variant": "t12", "overrides": {
         "esm.name": "esm2_t12_demo_random", "esm.random_init.num_layers": 12, "esm.random_init.embed_dim": 96,
         "esm.random_init.attention_heads": 4, "esm.random_init.seed": 0}}
     # the variant's own model, with the main embedding settings
@@ -136,30 +139,32 @@ def test_the_demo_ablations_expand_into_readable_run_folders() -> None:
 
 
 def test_the_ablation_config_is_the_full_config_plus_its_ablations() -> None:
-    full, ablation = load_config(ROOT / "config.yaml"), load_config(ROOT / "config" / "ablation.yaml")
+    full, benchmark = load_config(ROOT / "config.yaml"), Benchmark.load(ROOT / "config" / "ablation.yaml")
+    ablation = benchmark.config
     assert {**ablation, "ablations": []} == full
-    by_name = {a.name: a for a in ablations(ablation)}
-    size = by_name["esm_size"]
+    size = benchmark.ablations["esm_size"]
     assert [variant_esm(ablation, v)["name"] for v in size.variants] == ["esm2_t6_8M_UR50D", "esm2_t12_35M_UR50D", "esm2_t30_150M_UR50D"]
-    assert len(ablation_runs(ablation, size)) == 3 * 2 * 3 * 3  # variants x datasets x fusions x seeds
-    assert len(ablation_runs(ablation, by_name["direction"])) == 2 * 2 * 3 * 3
-    assert len(ablation_runs(ablation, by_name["layer_pairing"])) == 1 * 2 * 3 * 3
+    assert len(benchmark.variant_runs["esm_size"]) == 3 * 2 * 3 * 3  # variants x datasets x fusions x seeds
+    assert len(benchmark.variant_runs["direction"]) == 2 * 2 * 3 * 3
+    assert len(benchmark.variant_runs["layer_pairing"]) == 1 * 2 * 3 * 3
 
 
 def test_a_list_of_esm_models_runs_the_whole_benchmark_per_model() -> None:
     """esm.name as a list: the first is the main model, each other one a variant of 'esm_models'
     over every dataset, encoder x fusion and seed, with its own checkpoint and caches."""
     full = load_config(ROOT / "config.yaml")
-    listed = validate_config({**yaml.safe_load((ROOT / "config.yaml").read_text()),
-                              "esm": {"name": ["esm2_t33_650M_UR50D", "esm2_t12_35M_UR50D", "esm2_t6_8M_UR50D"]}})
+    written = {**yaml.safe_load((ROOT / "config.yaml").read_text()),
+               "esm": {"name": ["esm2_t33_650M_UR50D", "esm2_t12_35M_UR50D", "esm2_t6_8M_UR50D"]}}
+    listed = validate_config(written)
+    benchmark = Benchmark(listed, written)
     assert listed["esm"] == full["esm"]
     (entry,) = [a for a in ablations(listed) if a.name == ESM_LIST_ABLATION]
     assert [(v.name, v.esm) for v in entry.variants] == [
         ("esm2_t12_35m_ur50d", {"name": "esm2_t12_35M_UR50D"}), ("esm2_t6_8m_ur50d", {"name": "esm2_t6_8M_UR50D"})]
     main_runs = [run for ablation in ablations(listed) for run in default_runs(listed, ablation)]
-    assert len(ablation_runs(listed, entry)) == 2 * len(main_runs) == 2 * 774  # every main run, once per other model
-    assert list(esm_models(listed)) == ["esm2_t33_650M_UR50D", "esm2_t12_35M_UR50D", "esm2_t6_8M_UR50D"]
-    assert {model for _, model in cache_layers(listed, {})} == set(esm_models(listed))
+    assert len(benchmark.variant_runs[entry.name]) == 2 * len(main_runs) == 2 * len(benchmark.main_runs) == 2 * 774
+    assert list(benchmark.esm_models) == ["esm2_t33_650M_UR50D", "esm2_t12_35M_UR50D", "esm2_t6_8M_UR50D"]
+    assert {model for _, model in benchmark.caches} == set(benchmark.esm_models)
     assert validate_config({**copy.deepcopy(DEMO), "esm": {**DEMO["esm"], "name": [DEMO["esm"]["name"]]}})["ablations"] == \
         validate_config(copy.deepcopy(DEMO))["ablations"]  # a one-model list is that model alone
     assert "esm2_t12_demo_random" in _error({**copy.deepcopy(DEMO), "ablations": [],
@@ -180,8 +185,8 @@ def test_a_variant_override_beats_the_recipe_like_written_config() -> None:
     written = yaml.safe_load((ROOT / "config" / "ablation.yaml").read_text())
     config["ablations"].append({"name": "depth", "datasets": ["react"], "encoders": ["gvp"], "fusions": ["bihmf_local"],
                                 "variants": [{"name": "deep", "model": {"num_layers": 8}}]})
-    (run, *_) = ablation_runs(config, ablations(config)[-1])
-    settings = variant_run_settings(config, written, run)
+    (run, *_) = Benchmark(config, written).variant_runs["depth"]
+    settings = run.settings
     assert settings.model["num_layers"] == 8 and "model.num_layers" in settings.train["recipe"]["overridden"]
 
 
@@ -192,7 +197,7 @@ def test_each_cache_holds_the_union_of_the_layers_its_runs_read() -> None:
         _entry(name="pairing"),  # bihmf_local on the main t6 model, last layers: 4, 5, 6
         _entry(name="size", datasets=["bce_demo"], variants=[{"name": "t12", "esm": T12}]),
     ))
-    layers = cache_layers(config, config)
+    layers = Benchmark(config, config).caches
     assert layers[("ppbs_demo", "esm2_t6_demo_random")] == [2, 4, 5, 6]  # evenly [2, 4, 6] of the main runs + last
     assert layers[("psr_demo", "esm2_t6_demo_random")] == [2, 4, 6]  # no variant reads psr_demo
     assert layers[("bce_demo", "esm2_t12_demo_random")] == [4, 8, 12]  # bihmf_local at depth 3 on 12 layers
@@ -216,8 +221,7 @@ def test_a_variant_run_reads_its_own_cache_and_records_its_identity(tmp_path) ->
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     provenance = json.loads((tmp_path / run).read_text())["provenance"]
-    assert provenance["ablation"] == run_provenance(all_ablation_runs(validate_config(config))[0],
-                                                    ablations(validate_config(config))[0].variants[0])
+    assert provenance["ablation"] == Benchmark(validate_config(config), config).variant_runs["esm_size"][0].provenance
     assert (provenance["esm_cache"]["esm_depth"], provenance["esm_cache"]["embed_dim"]) == ("12", "96")
     assert json.loads(provenance["esm_cache"]["layers"]) == [4, 8, 12]
     assert json.loads(file_metadata(tmp_path / main_cache)["layers"]) == [2, 4, 5, 6]

@@ -1,6 +1,6 @@
 """README "Resuming" on a workstation, done for real: a Snakemake run killed with SIGKILL
 mid-training, the same command refused by Snakemake's leftover lock, and the documented
-command (``python -m bihmf.resume <the same arguments>``) finishing the run (issue 16)."""
+command (``bihmf resume <the same arguments>``) finishing the run (issue 16)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def test_run_killed_with_sigkill_finishes_with_the_documented_command(tmp_path):
     again = _run([sys.executable, "-m", "snakemake", *arguments])  # what the README no longer promises
     assert again.returncode != 0 and "LockException" in again.stdout + again.stderr
 
-    resumed = _run([sys.executable, "-m", "bihmf.resume", *arguments])
+    resumed = _run([sys.executable, "-m", "bihmf", "resume", *arguments])
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
     assert (work / RUN / "metrics.json").exists()
     assert len((work / RUN / "curve.csv").read_text().splitlines()) == 1 + 3
@@ -93,7 +93,7 @@ def test_resume_refuses_while_a_job_of_the_killed_run_still_works_there(tmp_path
     job_script.write_text("import time\ntime.sleep(120)\n")
     job = subprocess.Popen([sys.executable, str(job_script)], cwd=work)
     try:
-        refused = _run([sys.executable, "-m", "bihmf.resume", "--directory", str(work), "all", "--cores", "1"])
+        refused = _run([sys.executable, "-m", "bihmf", "resume", "--directory", str(work), "all", "--cores", "1"])
     finally:
         job.kill()
         job.wait()

@@ -9,18 +9,20 @@ those inputs change; the receiving stream, and both streams under ``both``, must
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 import yaml
 
 from bihmf.batching import collate, protein_graph
-from bihmf.config import SCHEMA_PATH, ConfigError, validate_config
+from bihmf.benchmark import run_settings, validate_config
+from bihmf.config import SCHEMA_PATH, ConfigError
 from bihmf.data.ppbs import parse
 from bihmf.models.fusion import FUSIONS, FusionContext
 from bihmf.models.fusion.base import BOTH_DIRECTIONS, FUSION_DIRECTIONS, StreamStates
 from bihmf.models.model import build_model
-from bihmf.recipes import run_settings
 from bihmf.run import RunSpec
 from bihmf.training import _run_hash
 
@@ -150,12 +152,24 @@ def test_unknown_direction_is_refused_by_the_fusion_and_the_schema():
         validate_config({"model": {"fusion_direction": "sideways"}})
 
 
+def test_a_one_way_main_direction_with_a_fusion_that_cannot_take_it_is_refused_at_config_time(demo_config):
+    """model.fusion_direction is checked against model.fusions when the config is validated,
+    not in each training job of a fusion that cannot take it."""
+    written = {**demo_config, "model": {**demo_config["model"], "fusion_direction": "seq_to_struct"}}
+    refused = sorted(set(demo_config["model"]["fusions"]) - set(DIRECTIONAL), key=demo_config["model"]["fusions"].index)
+    with pytest.raises(ConfigError, match=re.escape(f"model/fusion_direction: model.fusion_direction=seq_to_struct needs "
+                                                    f"bidirectional fusions; {refused} are not")):
+        validate_config(written)
+    written["model"]["fusions"] = list(DIRECTIONAL)
+    assert validate_config(written)["model"]["fusion_direction"] == "seq_to_struct"
+
+
 def test_the_direction_reaches_the_run_settings_and_the_run_identity(demo_config):
     spec = RunSpec("ppbs_demo", "gvp", "bihmf_local", 0, "residue_binary")
     hashes = set()
     for direction in FUSION_DIRECTIONS:
-        explicit = {**demo_config, "model": {**demo_config["model"], "fusion_direction": direction}}
-        settings = run_settings(validate_config(explicit), explicit, "ppbs_demo", "gvp")
+        written = {**demo_config, "model": {**demo_config["model"], "fusions": list(DIRECTIONAL), "fusion_direction": direction}}
+        settings = run_settings(validate_config(written), written, "ppbs_demo", "gvp")
         assert settings.model["fusion_direction"] == direction
         hashes.add(_run_hash(spec, settings.model, settings.train, "data", "cache"))
     assert len(hashes) == len(FUSION_DIRECTIONS)

@@ -14,7 +14,7 @@ from torch import nn
 from torch_geometric.utils import scatter
 
 from bihmf.batching import collate, protein_graph
-from bihmf.config import validate_config
+from bihmf.benchmark import validate_config
 from bihmf.data.ppbs import parse
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import build_model

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bihmf.config import validate_config
+from bihmf.benchmark import validate_config
 from bihmf.data.ppbs import parse
 from bihmf.models.fusion import FUSIONS, FusionContext, cached_layers, paired_layers
 from bihmf.models.graph import knn_edges

@@ -7,6 +7,7 @@ import copy
 import csv
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,23 +18,22 @@ import torch
 import yaml
 
 from bihmf import plan
+from bihmf.benchmark import Benchmark, validate_config
 from bihmf.cli import main
-from bihmf.config import validate_config
 from bihmf.data.schema import write_proteins
 from bihmf.models.model import run_combinations
-from bihmf.recipes import load_recipes
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNET = ROOT / "tests" / "data" / "scannet"
 CPU = torch.device("cpu")
 
 
-def _configs(path: Path, **model: list[str]) -> tuple[dict, dict]:
-    explicit = yaml.safe_load(path.read_text())
-    explicit["model"] = {**explicit.get("model", {}), **model}
+def _benchmark(path: Path, **model: list[str]) -> Benchmark:
+    written = yaml.safe_load(path.read_text())
+    written["model"] = {**written.get("model", {}), **model}
     if model:  # the config's ablations may name fusions the override drops
-        explicit["ablations"] = []
-    return validate_config(copy.deepcopy(explicit)), explicit
+        written["ablations"] = []
+    return Benchmark(validate_config(copy.deepcopy(written)), written)
 
 
 def _dry_run_counts(workdir: Path, targets: list[str]) -> dict[str, int]:
@@ -46,7 +46,7 @@ def _dry_run_counts(workdir: Path, targets: list[str]) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def records(single_thread):
-    return plan.demo_records()
+    return plan.demo_records(ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +59,16 @@ def demo_root(tmp_path_factory, records) -> Path:
 
 def test_stage_jobs_equal_the_demo_dag(tmp_path):
     """One dry run of `all` and `plan`: every stage's count, and the plan job once beside them."""
-    config, explicit = _configs(ROOT / "config" / "demo.yaml")
+    benchmark = _benchmark(ROOT / "config" / "demo.yaml")
     counts = _dry_run_counts(tmp_path, ["all", "plan"])
     assert counts.pop("plan") == 1 and counts.pop("all") == 1
-    jobs = plan.stage_jobs(config, explicit, load_recipes())
+    jobs = plan.stage_jobs(benchmark)
     assert jobs == {k: v for k, v in counts.items() if k != "total"}
     assert counts["total"] == sum(jobs.values()) + 2
 
 
 def test_full_config_falls_back_to_published_sizes(tmp_path):
-    config, _ = _configs(ROOT / "config.yaml")
+    config = _benchmark(ROOT / "config.yaml").config
     sizes = {d: plan.dataset_size(d, spec, tmp_path, {}) for d, spec in config["datasets"].items()}
     assert None not in sizes.values()
     react = config["datasets"]["react"]["published_sizes"]
@@ -115,9 +115,10 @@ def test_residues_from_a_real_protein_table(demo_root, records, lba_records, tmp
 
 
 def test_plan_calibrates_two_combinations_and_writes_the_csv(demo_root, records, tmp_path):
-    config, explicit = _configs(ROOT / "config" / "demo.yaml", encoders=["gvp"], fusions=["struct_only", "seq_only"])
+    benchmark = _benchmark(ROOT / "config" / "demo.yaml", encoders=["gvp"], fusions=["struct_only", "seq_only"])
+    config = benchmark.config
     chosen = plan.calibration_records(records, 300)
-    result = plan.make_plan(config, explicit, demo_root, CPU, 1, chosen, width=16)
+    result = plan.make_plan(benchmark, demo_root, CPU, 1, chosen, width=16)
     assert len(result.rows) == 2 * len(config["datasets"])
     assert all(row.s_per_residue > 0 for row in result.rows)
     counted = [row for row in result.rows if row.hours is not None]
@@ -143,7 +144,7 @@ def test_plan_calibrates_two_combinations_and_writes_the_csv(demo_root, records,
 
 def _plan_args(configfile: Path, root: Path, out: Path) -> list[str]:
     return ["plan", "--configfile", str(configfile), "--root", str(root), "--device", "cpu", "--width", "16",
-            "--calibrate-steps", "1", "--calibrate-residues", "300", "--out", str(out)]
+            "--calibrate-steps", "1", "--calibrate-residues", "300", "--out", str(out), "--workflow", str(ROOT)]
 
 
 def _csv_rows(out: Path) -> list[dict[str, str]]:
@@ -153,13 +154,14 @@ def _csv_rows(out: Path) -> list[dict[str, str]]:
 
 def test_cli_plan_on_the_demo_config(demo_root, records, tmp_path, monkeypatch, capsys):
     """The whole demo config: every fusion of its encoder, ppbs_demo counted from its table."""
-    monkeypatch.setattr(plan, "demo_records", lambda: records)  # parsed once for the module
-    config, explicit = _configs(ROOT / "config" / "demo.yaml")
+    monkeypatch.setattr(plan, "demo_records", lambda workflow: records)  # parsed once for the module
+    benchmark = _benchmark(ROOT / "config" / "demo.yaml")
+    config = benchmark.config
     out = tmp_path / "plan"
     assert main(_plan_args(ROOT / "config" / "demo.yaml", demo_root, out)) == 0
     chosen = [r.sequence for r in plan.calibration_records(records, 300)]
     printed = capsys.readouterr().out
-    jobs = plan.stage_jobs(config, explicit, load_recipes())
+    jobs = plan.stage_jobs(benchmark)
     assert f"(total {sum(jobs.values())})" in printed and "Total:" in printed and "steps of " in printed
     rows = _csv_rows(out)
     pairs = run_combinations(config["model"]["encoders"], config["model"]["fusions"])
@@ -181,7 +183,7 @@ def test_cli_plan_on_the_demo_config(demo_root, records, tmp_path, monkeypatch, 
 
 def test_cli_plan_on_the_full_config_uses_published_sizes(records, tmp_path, monkeypatch, capsys):
     """config.yaml on a fresh folder (one encoder × fusion, to stay fast): every dataset counted."""
-    monkeypatch.setattr(plan, "demo_records", lambda: records)
+    monkeypatch.setattr(plan, "demo_records", lambda workflow: records)
     full = yaml.safe_load((ROOT / "config.yaml").read_text())
     full["model"] = {**full["model"], "encoders": ["gvp"], "fusions": ["bihmf_local"]}
     configfile = tmp_path / "full_one_pair.yaml"
@@ -215,6 +217,33 @@ def test_cli_plan_refuses_bad_input_before_calibrating(tmp_path, caplog):
 
 
 def test_released_esm_embed_time_is_extrapolated_by_parameters(records):
-    full, _ = _configs(ROOT / "config.yaml")
-    embed = plan.calibrate_embed(full["esm"], plan.calibration_records(records, 300), CPU)
+    full = _benchmark(ROOT / "config.yaml").config
+    embed = plan.calibrate_embed(full["esm"], plan.calibration_records(records, 300), CPU, ROOT)
     assert embed.s_per_residue > 0 and embed.note.startswith("extrapolated") and "esm2_t33_650M_UR50D" in embed.note
+
+
+@pytest.mark.slow
+def test_plan_runs_from_a_non_editable_install(tmp_path):
+    """`bihmf plan --configfile config/demo.yaml` in a workflow folder, with the package installed
+    as a wheel elsewhere: the calibration reads the workflow folder's demo, not files beside the
+    installed package (which has no config/ or demo/ there)."""
+    source, site, work = tmp_path / "source", tmp_path / "site", tmp_path / "work"
+    shutil.copytree(ROOT / "bihmf", source / "bihmf", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    install = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+               "--target", str(site), str(source)]
+    done = subprocess.run(install, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (work / "config").mkdir(parents=True)
+    shutil.copy(ROOT / "config" / "demo.yaml", work / "config" / "demo.yaml")
+    (work / "demo").mkdir()
+    shutil.copy(ROOT / "demo" / "ppbs_demo.tar.gz", work / "demo" / "ppbs_demo.tar.gz")
+    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONWARNINGS": "ignore"}
+    run = [sys.executable, "-c", "import sys, bihmf.cli; print(bihmf.cli.__file__); sys.exit(bihmf.cli.main())",
+           "plan", "--configfile", "config/demo.yaml", "--device", "cpu", "--width", "8", "--calibrate-steps", "1",
+           "--calibrate-residues", "100", "--out", "plan"]
+    done = subprocess.run(run, cwd=work, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.splitlines()[0].startswith(str(site))  # the installed package ran, not this checkout
+    assert len(_csv_rows(work / "plan")) == len(plan.training_runs(Benchmark.load(ROOT / "config" / "demo.yaml")))

@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bihmf.ablation import cache_layers
-from bihmf.config import load_config, validate_config
+from bihmf.benchmark import Benchmark, load_config, run_settings, validate_config
 from bihmf.models.encoders import ENCODERS
 from bihmf.models.fusion import FUSIONS, cached_layers
 from bihmf.models.model import NO_ENCODER
-from bihmf.recipes import RECIPE_KEY, RECIPES_PATH, REQUIRED, load_recipes, run_settings
+from bihmf.recipes import RECIPE_KEY, RECIPES_PATH, REQUIRED, load_recipes
 from bihmf.report.paper import load_published
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +120,7 @@ def test_recipe_none_and_the_demo_keep_the_plain_config(full, recipes) -> None:
         assert settings.recipe is None and settings.model == demo["model"]
         assert settings.train == {**demo["train"], **demo["datasets"][dataset]["train"]}  # byte-identical provenance
     model, name = demo["model"], demo["esm"]["name"]
-    main_caches = {dataset: layers for (dataset, esm), layers in cache_layers(demo, demo, recipes).items() if esm == name}
+    main_caches = {dataset: layers for (dataset, esm), layers in Benchmark(demo, demo, recipes).caches.items() if esm == name}
     assert set(main_caches) == set(demo["datasets"])
     assert all(layers == cached_layers(model["fusions"], model["num_layers"], 6, model["esm_layers"]) for layers in main_caches.values())
     config, written = full
@@ -146,7 +145,7 @@ def test_paper_benchmark_picks_the_recipe(full, recipes) -> None:
 
 def test_esm_cache_covers_every_recipe_depth(full, recipes) -> None:
     config, written = full
-    caches = cache_layers(config, written, recipes)
+    caches = Benchmark(config, written, recipes).caches
     every_depth = set()
     for dataset in config["datasets"]:
         depths = {recipes.get(dataset, e).settings()["model"]["num_layers"] for e in config["model"]["encoders"]}

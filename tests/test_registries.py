@@ -1,6 +1,6 @@
 """The registries are the one list of dataset kinds, tasks, encoders and fusions. The config
 schema does not repeat them: each such choice list is marked ``x-registry`` and filled from the
-registry when the schema is loaded (``bihmf.config.load_schema``), so a typo in a config is an
+registry when the schema is loaded (``bihmf.config.load_schema`` with ``bihmf.benchmark.registries``), so a typo in a config is an
 error before any job runs, and a new encoder (fusion, task, dataset kind) is one module plus
 one registry line.
 
@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bihmf.config import SCHEMA_PATH, ConfigError, load_config, load_schema, registries
+from bihmf.benchmark import load_config, registries
+from bihmf.config import SCHEMA_PATH, ConfigError, load_schema
 from bihmf.data import DATASETS
 from bihmf.models import encoders
 from bihmf.models.encoders import ENCODERS
@@ -76,7 +77,7 @@ def test_every_enum_written_in_the_schema_is_its_own_vocabulary():
 
 def test_registry_lists_are_filled_from_the_registries():
     assert dict(keyed(RAW_SCHEMA, "x-registry")).keys() == REGISTRY_LISTS.keys()
-    filled = dict(keyed(load_schema(), "enum"))
+    filled = dict(keyed(load_schema(registries()), "enum"))
     for path, names in REGISTRY_LISTS.items():
         assert filled[path] == names, "/".join(path)
 

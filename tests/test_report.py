@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 
-from bihmf.config import load_config
+from bihmf.benchmark import load_config
 from bihmf.report.aggregate import load_runs, split_order, summarise
 from bihmf.report.build import (
     DATASET_OUTPUTS, SUMMARY_OUTPUTS, DatasetReport, run_predictions, write_dataset_report, write_summary_report,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bihmf.config import load_config, validate_config
+from bihmf.benchmark import load_config, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "slurm" / "run_slurm_test.sh"

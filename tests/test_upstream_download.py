@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bihmf.config import validate_config
+from bihmf.benchmark import validate_config
 from bihmf.data import fetch
 from bihmf.data.fetch import fetch_dataset
 from bihmf.download import UPSTREAM_BASE_ENV, DownloadError, download_file

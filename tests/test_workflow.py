@@ -14,8 +14,7 @@ import pandas as pd
 
 import yaml
 
-from bihmf.ablation import all_ablation_runs, cache_layers, esm_models
-from bihmf.config import load_config
+from bihmf.benchmark import Benchmark, load_config
 from bihmf.models.model import run_combinations
 from bihmf.report.stats import evaluate_rows, split_rows
 from bihmf.run import read_record, read_test_predictions
@@ -68,13 +67,14 @@ def test_ablation_config_adds_exactly_the_variant_jobs(tmp_path):
     """config/ablation.yaml = config.yaml + ablations: the main DAG plus, per variant, its runs;
     per new ESM model one checkpoint and one cache per dataset it is used on; one report per
     ablation. Nothing else."""
-    config = load_config(ROOT / "config" / "ablation.yaml")
+    benchmark = Benchmark.load(ROOT / "config" / "ablation.yaml")
+    config = benchmark.config
     result = _snakemake(["all", "--cores", "8", "--dry-run", "--quiet", "rules", "--configfile",
                          str(ROOT / "config" / "ablation.yaml")], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    runs, reports = len(all_ablation_runs(config)), len(config["ablations"])
-    extra_models = len(esm_models(config)) - 1
-    extra_caches = len(cache_layers(config, config)) - len(config["datasets"])
+    runs, reports = len(benchmark.runs) - len(benchmark.main_runs), len(config["ablations"])
+    extra_models = len(benchmark.esm_models) - 1
+    extra_caches = len(benchmark.caches) - len(config["datasets"])
     assert (runs, reports, extra_models, extra_caches) == (108, 3, 3, 6)  # t6/t12/t30 on react and ppbs
     expected = {**_main_jobs(config), "train_ablation": runs, "ablation_report": reports}
     for rule, extra in (("esm_checkpoint", extra_models), ("embed", extra_caches), ("embed_index", extra_caches),

@@ -6,7 +6,7 @@ checksums so that pinning one reruns nothing (bihmf.data.fetch.without_checksums
 
 from pathlib import Path
 
-from bihmf.ablation import esm_models
+from bihmf.benchmark import esm_models
 from bihmf.esm import provide_checkpoint
 from bihmf.logs import log_to
 

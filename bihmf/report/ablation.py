@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from bihmf.ablation import DEFAULT_VARIANT, dataset_seeds, find_ablation
+from bihmf.benchmark import DEFAULT_VARIANT, dataset_seeds, find_ablation
 from bihmf.io import write_text_atomic
 from bihmf.models.model import run_combinations
 from bihmf.report.aggregate import (
@@ -77,7 +77,7 @@ class AblationReport:
 
 def report_spec(config: Mapping[str, Any], name: str, metrics: Sequence[Path], settings: StatsSettings) -> AblationReport:
     """What the report of ablation ``name`` compares, from the validated config through
-    :mod:`bihmf.ablation`, the expansion the DAG trains, so both agree on every expected run
+    :mod:`bihmf.benchmark`, the expansion the DAG trains, so both agree on every expected run
     (variant names are checked there, when the config is validated)."""
     ablation = find_ablation(dict(config), name)
     datasets = ablation.datasets

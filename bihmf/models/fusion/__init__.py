@@ -1,4 +1,8 @@
-"""Fusion registry: name -> class taking (encoder_factory, FusionContext)."""
+"""Fusion registry: name -> class taking (encoder_factory, FusionContext); which ESM layers a run reads."""
+
+from __future__ import annotations
+
+from typing import Any
 
 from bihmf.models.fusion.base import Fusion, FusionContext, paired_layers
 from bihmf.models.fusion.bihmf_global import BiHMFGlobal
@@ -41,4 +45,17 @@ def cached_layers(fusions: list[str], num_gnn_layers: int, esm_depth: int, expli
     return sorted(layers)
 
 
-__all__ = ["FUSIONS", "Fusion", "FusionContext", "bihmf_fusions", "cached_layers", "paired_layers", "reference_fusion"]
+def layer_choice(model: dict[str, Any], esm_depth: int) -> list[int] | None:
+    """The explicit layer list the fusions' ``esm_layers`` read: model.esm_layers, or a pairing
+    other than the default spelled out (None = evenly, their own rule)."""
+    if model["esm_layers"] is not None or model["layer_pairing"] == "evenly":
+        return model["esm_layers"]
+    return paired_layers(model["num_layers"], esm_depth, None, model["layer_pairing"])
+
+
+def run_esm_layers(model: dict[str, Any], fusion: str, esm_depth: int) -> list[int]:
+    """ESM layers one run needs cached: those its fusion reads at its depth and pairing, and the last."""
+    return cached_layers([fusion], model["num_layers"], esm_depth, layer_choice(model, esm_depth))
+
+
+__all__ = ["FUSIONS", "Fusion", "FusionContext", "bihmf_fusions", "cached_layers", "layer_choice", "paired_layers", "reference_fusion", "run_esm_layers"]
