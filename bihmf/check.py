@@ -17,9 +17,15 @@ from pathlib import Path
 
 from bihmf.data.schema import read_proteins
 from bihmf.esm_cache import SHARED_KEYS, file_metadata
-from bihmf.layout import INDEX_NAME
 from bihmf.integrity import DamagedFile, load_checkpoint, rebuilt_by, verify_parquet
-from bihmf.run import LAST_CHECKPOINT, METRICS_FILE, MODEL_FILE, TEST_PREDICTIONS_FILE, read_record
+from bihmf.layout import INDEX_NAME
+from bihmf.run import (
+    LAST_CHECKPOINT,
+    METRICS_FILE,
+    MODEL_FILE,
+    TEST_PREDICTIONS_FILE,
+    read_record,
+)
 
 log = logging.getLogger(__name__)
 

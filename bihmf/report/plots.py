@@ -147,7 +147,9 @@ def heatmap_figure(summary: pd.DataFrame, task: str, dataset: str) -> Figure:
     fig = Figure(figsize=(1.6 + 0.95 * gain.shape[1], max(3.0, 1.8 + 0.5 * gain.shape[0])))
     ax = fig.subplots()
     limit = float(np.nanmax(np.abs(gain.to_numpy()))) or 1.0
-    sns.heatmap(gain, annot=labels, fmt="", cmap="vlag_r", center=0.0, vmin=-limit, vmax=limit, linewidths=0.5,
+    # symmetric limits centre the diverging map on 0; seaborn's own `center` would resample the
+    # map through a call matplotlib deprecates (a warning in every report job)
+    sns.heatmap(gain, annot=labels, fmt="", cmap="vlag_r", vmin=-limit, vmax=limit, linewidths=0.5,
                 cbar_kws={"label": "relative gain (%)"}, ax=ax)
     ax.set_facecolor("0.85")  # seaborn masks NaN cells (and their labels): grey, labelled here
     for i, j in zip(*np.nonzero(np.isnan(gain.to_numpy()))):
