@@ -61,6 +61,7 @@ from bihmf.esm_cache import (
     write_index,
     write_row_group,
 )
+from bihmf.embeddings_import import source_depth
 from bihmf.io import atomic_output
 
 __all__ = [
@@ -496,6 +497,8 @@ def embed_proteins(
 
 def esm_depth(esm_cfg: dict) -> int:
     """Number of transformer layers, known before any download (cached layers depend on it)."""
+    if "precomputed" in esm_cfg:  # read from the source's data (bihmf.embeddings_import)
+        return source_depth(esm_cfg["precomputed"])
     if "random_init" in esm_cfg:
         return esm_cfg["random_init"]["num_layers"]
     match = re.match(r"esm2_t(\d+)_", esm_cfg["name"])
