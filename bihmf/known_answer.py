@@ -44,6 +44,7 @@ from bihmf.run import ABLATION_RUN_DIR, METRICS_FILE, RUN_DIR, TEST_PREDICTIONS_
 
 CHANCE = 0.1  # |ROC AUC - 0.5| of a model that cannot see the bit
 LEARNED = 0.7  # ROC AUC of a model that found the bit
+LEARNED_XOR = 0.65  # the XOR compounds the errors on g and on b; the paired tests are its main criterion
 RESIDUE_METRIC = "roc_auc"
 PROTEIN_METRIC = "spearman"
 SINGLE = ("struct_only", "seq_only")
@@ -110,9 +111,9 @@ def _at_chance(dataset: str, name: str, run: RunRecord, why: str) -> Check:
     return Check(dataset, name, f"chance ({why}): |AUC-0.5| <= {CHANCE}", value, abs(value - 0.5) <= CHANCE)
 
 
-def _learns(dataset: str, name: str, run: RunRecord, why: str) -> Check:
+def _learns(dataset: str, name: str, run: RunRecord, why: str, threshold: float = LEARNED) -> Check:
     value = _test(run, RESIDUE_METRIC)
-    return Check(dataset, name, f"learns ({why}): AUC >= {LEARNED}", value, value >= LEARNED)
+    return Check(dataset, name, f"learns ({why}): AUC >= {threshold}", value, value >= threshold)
 
 
 def _paired(dataset: str, name: str, run: RunRecord, baseline_name: str, baseline: RunRecord, metric: str, settings: StatsSettings) -> Check:
@@ -146,7 +147,7 @@ def check(root: Path, config: dict[str, Any]) -> list[Check]:
     for name, run in xor.items():
         if run.fusion in SINGLE:
             continue
-        checks.append(_learns("ka_xor", name, run, "both streams"))
+        checks.append(_learns("ka_xor", name, run, "both streams", LEARNED_XOR))
         for fusion in SINGLE:
             baseline = next((r for n, r in singles[fusion] if r.encoder in (run.encoder, "none")), None)
             if baseline is not None:
@@ -160,7 +161,7 @@ def check(root: Path, config: dict[str, Any]) -> list[Check]:
         checks.append(_at_chance("ka_layer", f"{name} (last)", run, "layers 3, 4"))
     for variant in ("seq_to_struct", "struct_to_seq"):
         for name, run in _runs(root, config, "ka_xor", "direction", variant).items():
-            checks.append(_learns("ka_xor", f"{name} ({variant})", run, "readout reads both streams"))
+            checks.append(_learns("ka_xor", f"{name} ({variant})", run, "readout reads both streams", LEARNED_XOR))
     single_mix = {fusion: _by_fusion(mix, fusion) for fusion in SINGLE}
     for name, run in mix.items():
         if run.fusion in SINGLE:
