@@ -45,6 +45,7 @@ from esm.multihead_attention import MultiheadAttention
 from esm.pretrained import load_model_and_alphabet_local
 
 from bihmf.download import download_file, record_sha256, recorded_sha256, resolve_url
+from bihmf.embeddings_import import source_depth
 from bihmf.esm_cache import (
     FORMAT,
     ROW_GROUP_BYTES,
@@ -61,7 +62,6 @@ from bihmf.esm_cache import (
     write_index,
     write_row_group,
 )
-from bihmf.embeddings_import import source_depth
 from bihmf.io import atomic_output
 
 __all__ = [
