@@ -81,7 +81,7 @@ def variant_settings(config: dict[str, Any], written: dict[str, Any], dataset: s
 DEFAULT_VARIANT = "default"  # the main runs, in an ablation's tables
 ESM_LIST_ABLATION = "esm_models"  # what a list in esm.name expands into
 # the esm keys that make one checkpoint: a variant naming another model brings its own
-ESM_IDENTITY = ("name", "checkpoint", "random_init")
+ESM_IDENTITY = ("name", "checkpoint", "random_init", "precomputed")
 
 
 @dataclass(frozen=True)
@@ -224,7 +224,7 @@ def _esm_errors(where: str, variant: Variant) -> list[str]:
     esm = variant.esm or {}
     if "checkpoint" in esm and "random_init" in esm:
         return [f"{where}: esm: give either checkpoint (real weights) or random_init, not both"]
-    if variant.esm is not None and not {"checkpoint", "random_init"} & set(esm) and esm["name"] not in RELEASED_ESM2:
+    if variant.esm is not None and not {"checkpoint", "random_init", "precomputed"} & set(esm) and esm["name"] not in RELEASED_ESM2:
         return [f"{where}: esm.name {esm['name']!r} is not a released ESM-2 ({', '.join(RELEASED_ESM2)}); "
                 f"another name needs random_init or checkpoint"]
     return []

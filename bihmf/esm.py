@@ -46,6 +46,7 @@ from esm.multihead_attention import MultiheadAttention
 from esm.pretrained import load_model_and_alphabet_local
 
 from bihmf.download import download_file, resolve_url
+from bihmf.embeddings_import import source_depth
 from bihmf.esm_cache import (
     FORMAT,
     ROW_GROUP_BYTES,
@@ -499,6 +500,8 @@ def embed_proteins(
 
 def esm_depth(esm_cfg: dict) -> int:
     """Number of transformer layers, known before any download (cached layers depend on it)."""
+    if "precomputed" in esm_cfg:  # read from the source's data (bihmf.embeddings_import)
+        return source_depth(esm_cfg["precomputed"])
     if "random_init" in esm_cfg:
         return esm_cfg["random_init"]["num_layers"]
     match = re.match(r"esm2_t(\d+)_", esm_cfg["name"])

@@ -18,7 +18,8 @@ from bihmf.benchmark import validate_config
 from bihmf.data.ppbs import parse
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import build_model
-from bihmf.recipes import RECIPES_PATH, load_recipes, run_settings
+from bihmf.benchmark import run_settings
+from bihmf.recipes import RECIPES_PATH, load_recipes
 from bihmf.tasks.heads import DEFAULT_READOUT, READOUTS, MeanAttentionPool, NodePool
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -51,6 +51,7 @@ OWN_VOCABULARY: set[tuple[str, ...]] = {
     ("properties", "recipe"),
     (*DATASET, "train", "propertyNames"),
     (*MODEL, "fusion_direction"),
+    ("properties", "esm", "properties", "precomputed", "properties", "format"),
 }
 
 

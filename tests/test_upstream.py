@@ -14,7 +14,7 @@ import requests
 import yaml
 
 from bihmf.data.structure import read_chains
-from bihmf.download import file_digest
+from bihmf.io import file_digest
 from tests.upstream import Behaviour, Catalogue, UpstreamServer
 from tests.upstream.catalogue import DRIVE_CONFIRM
 from tests.upstream.datasets import url_key

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bihmf.data import bce, lba, ppbs, psr, react
+from bihmf.data import bce, known_answer, lba, ppbs, psr, react
 from bihmf.data.schema import EntryReport, ProteinRecord, write_proteins
 from bihmf.io import write_json_atomic
 
@@ -26,6 +26,7 @@ DATASETS: dict[str, ModuleType] = {
     "react": react,
     "psr": psr,
     "lba": lba,
+    "known_answer": known_answer,
 }
 
 
