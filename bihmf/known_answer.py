@@ -16,7 +16,10 @@ when any fails:
 - one-way fusion directions keep both streams at the readout (it reads both), so they still
   learn ``g XOR b``; what each direction switches off is tested per stream in
   tests/test_fusion_direction.py;
-- the protein-level mix: every fusion's Spearman above both single streams'.
+- the protein-level mix: every fusion's Spearman significantly above 0 (one-sided p < 0.05 for
+  its number of test proteins), and the fusions' median above the best single stream's. Ten test
+  proteins cannot rank individual fusions against a single stream (one swapped pair moves
+  Spearman by about 0.1); that per-fusion comparison is the XOR's, over about 500 residues.
 
 Thresholds are criteria, not measurements: chance is ROC AUC 0.5 and a test split of about
 500 residues puts an unlearned model within a few hundredths of it (``CHANCE`` allows 0.1);
@@ -32,6 +35,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from scipy import stats
 
 from bihmf.benchmark import Benchmark, load_config
 from bihmf.data.known_answer import Planting, build
@@ -175,17 +181,30 @@ def check(root: Path, config: dict[str, Any]) -> list[Check]:
     for variant in ("seq_to_struct", "struct_to_seq"):
         for name, run in _runs(root, config, "ka_xor", "direction", variant).items():
             checks.append(_learns("ka_xor", f"{name} ({variant})", run, "readout reads both streams", LEARNED_XOR))
-    single_mix = {fusion: _by_fusion(mix, fusion) for fusion in SINGLE}
-    for name, run in mix.items():
-        if run.fusion in SINGLE:
-            continue
-        singles_of_run = [_test(r, PROTEIN_METRIC) for found in single_mix.values() for _, r in found if r.encoder in (run.encoder, NO_ENCODER)]
-        if not singles_of_run:
-            continue  # the missing single-stream runs already failed
-        best = max(singles_of_run)
+    return checks + _mix_checks(mix)
+
+
+def _mix_checks(mix: dict[str, RunRecord]) -> list[Check]:
+    """The protein-level mix (module docstring): each fusion learns it; together they beat both streams."""
+    fusions = {name: run for name, run in mix.items() if run.fusion not in SINGLE}
+    checks = []
+    for name, run in fusions.items():
+        threshold = spearman_significant(len(read_test_predictions(run.path.parent / TEST_PREDICTIONS_FILE)["label"]))
         value = _test(run, PROTEIN_METRIC)
-        checks.append(Check("ka_mix", name, f"Spearman above both single streams ({best:.3f})", value, value > best))
+        checks.append(Check("ka_mix", name, f"learns the mix: Spearman >= {threshold:.3f} (p < 0.05)", value, value >= threshold))
+    singles = [_test(run, PROTEIN_METRIC) for name, run in mix.items() if run.fusion in SINGLE]
+    if fusions and singles:
+        median = float(np.median([_test(run, PROTEIN_METRIC) for run in fusions.values()]))
+        best = max(singles)
+        checks.append(Check("ka_mix", "fusions' median", f"Spearman above both single streams ({best:.3f})", median, median > best))
     return checks
+
+
+def spearman_significant(n: int, alpha: float = 0.05) -> float:
+    """Smallest Spearman correlation of ``n`` pairs that is above 0 at one-sided level ``alpha``
+    (Student's t approximation, as scipy.stats.spearmanr computes its p-value)."""
+    t = stats.t.ppf(1.0 - alpha, n - 2)
+    return float(t / np.sqrt(n - 2 + t * t))
 
 
 def table(checks: list[Check]) -> str:

@@ -120,3 +120,21 @@ def test_known_answer_benchmark_passes(tmp_path):
     assert known_answer_main(["check", "--configfile", str(tmp_path / "config.yaml"), "--root", str(tmp_path),
                               "--out", str(tmp_path / "known_answer")]) == 0
     assert (tmp_path / "known_answer.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("n", [5, 10, 30])
+def test_the_mix_threshold_is_where_spearmans_one_sided_p_value_is_5_percent(n):
+    """The mix's 'learns' bar against scipy: a Spearman correlation of exactly the threshold has
+    one-sided p = 0.05 by scipy.stats.spearmanr's own (t-distribution) p-value."""
+    from scipy import stats
+
+    from bihmf.known_answer import spearman_significant
+
+    r = spearman_significant(n)
+    t = r * np.sqrt((n - 2) / (1 - r * r))
+    assert stats.t.sf(t, n - 2) == pytest.approx(0.05, rel=1e-9)
+    x = np.arange(n, dtype=float)
+    rng = np.random.default_rng(n)
+    y = x + rng.normal(scale=n, size=n)
+    rho, p_two_sided = stats.spearmanr(x, y)
+    assert (rho >= r) == (p_two_sided / 2 < 0.05 and rho > 0)
