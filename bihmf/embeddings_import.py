@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -83,30 +83,20 @@ def _stacked(array: np.ndarray, where: str) -> tuple[list[int], np.ndarray]:
 
 
 @dataclass
-class _Hdf5:
+class _Keyed:
+    """A file of one array per protein id: HDF5 (a dataset each) or NumPy ``.npz`` (an array each)."""
+
     path: Path
     handle: Any
+    member: str  # what the format calls one protein's array
+    names: Collection[str]
 
     def where(self, protein_id: str) -> str:
-        return f"{self.path}: dataset {protein_id!r}"
+        return f"{self.path}: {self.member} {protein_id!r}"
 
     def layers(self, protein_id: str) -> tuple[list[int], np.ndarray]:
-        if protein_id not in self.handle:
-            raise SourceError(f"{self.path}: no dataset for protein {protein_id!r}")
-        return _stacked(np.asarray(self.handle[protein_id][()]), self.where(protein_id))
-
-
-@dataclass
-class _Npz:
-    path: Path
-    handle: Any
-
-    def where(self, protein_id: str) -> str:
-        return f"{self.path}: array {protein_id!r}"
-
-    def layers(self, protein_id: str) -> tuple[list[int], np.ndarray]:
-        if protein_id not in self.handle.files:
-            raise SourceError(f"{self.path}: no array for protein {protein_id!r}")
+        if protein_id not in self.names:
+            raise SourceError(f"{self.path}: no {self.member} for protein {protein_id!r}")
         return _stacked(np.asarray(self.handle[protein_id]), self.where(protein_id))
 
 
@@ -151,10 +141,10 @@ def open_source(precomputed: Mapping[str, Any]) -> Iterator[Source]:
         import h5py
 
         with h5py.File(path, "r") as handle:
-            yield _Hdf5(path, handle)
+            yield _Keyed(path, handle, "dataset", handle)
     elif kind == "npz":
         with np.load(path, allow_pickle=False) as handle:
-            yield _Npz(path, handle)
+            yield _Keyed(path, handle, "array", handle.files)
     else:
         raise SourceError(f"{path}: unknown precomputed format {kind!r} (known: {list(FORMATS)})")
 
