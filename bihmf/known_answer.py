@@ -39,10 +39,10 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from bihmf.benchmark import Benchmark, load_config
+from bihmf.benchmark import Benchmark, Run, load_config
 from bihmf.data.known_answer import Planting, build
 from bihmf.extract import safe_extract
-from bihmf.models.model import NO_ENCODER, run_combinations
+from bihmf.models.model import NO_ENCODER
 from bihmf.report.stats import (
     Bootstrapper,
     StatsSettings,
@@ -100,13 +100,16 @@ def _runs(root: Path, config: dict[str, Any], dataset: str, ablation: str | None
 def missing_runs(root: Path, config: dict[str, Any]) -> list[ExpectedRun]:
     """Configured runs (main and ablation variants) without a metrics.json: each one a failed check,
     so a partial run can never pass."""
-    expected = [ExpectedRun(d, f"{e}/{f}" if e != NO_ENCODER else f, root / RUN_DIR.format(dataset=d, encoder=e, fusion=f, seed=s))
-                for d in config["datasets"] for e, f in run_combinations(config["model"]["encoders"], config["model"]["fusions"])
-                for s in config["train"]["seeds"][:1]]
-    variants = [run for runs in Benchmark(config, config).variant_runs.values() for run in runs]
-    expected += [ExpectedRun(run.dataset, f"{run.encoder}/{run.fusion} ({run.variant.name})", root / run.folder)
-                 for run in variants if run.seed == config["train"]["seeds"][0]]
+    first_seed = config["train"]["seeds"][0]
+    expected = [ExpectedRun(run.dataset, _run_name(run), root / run.folder) for run in Benchmark(config, config).runs if run.seed == first_seed]
     return [run for run in expected if not (run.folder / METRICS_FILE).exists()]
+
+
+def _run_name(run: Run) -> str:
+    """How the checker's table names a run: ``encoder/fusion`` (the fusion alone without an
+    encoder), then the ablation variant in brackets."""
+    name = run.fusion if run.encoder == NO_ENCODER else f"{run.encoder}/{run.fusion}"
+    return name if run.variant is None else f"{name} ({run.variant.name})"
 
 
 @dataclass(frozen=True)
