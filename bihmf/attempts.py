@@ -10,7 +10,6 @@ The report sums the entries (:func:`attempt_costs`).
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import socket
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bihmf.io import write_json_atomic
+from bihmf.io import read_json, write_json_atomic
 
 ATTEMPTS_FILE = "attempts.json"
 
@@ -63,13 +62,7 @@ def read_attempts(folder: Path) -> list[dict[str, Any]]:
     path = Path(folder) / ATTEMPTS_FILE
     if not path.exists():
         return []
-    try:
-        attempts = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(attempts, list):
-        raise ValueError(f"{path}: expected a list of attempts")
-    return attempts
+    return read_json(path, list, "a list of attempts")
 
 
 def record_attempt(folder: Path) -> None:

@@ -142,6 +142,18 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def read_json(path: str | os.PathLike[str], expected: type, what: str) -> Any:
+    """The JSON document in ``path``, which must be ``what`` (of type ``expected``); a broken or
+    mis-shaped file is a ``ValueError`` naming it."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(value, expected):
+        raise ValueError(f"{path}: expected {what}, got {type(value).__name__}")
+    return value
+
+
 def nested_list_array(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.ListArray:
     """Arrow ``list<fixed_size_list<value_type, D>>`` from per-row 2-D arrays [n_i, D].
 

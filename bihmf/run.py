@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from torch import Tensor
 
 from bihmf.integrity import WRITE_OPTIONS, load_checkpoint, read_table
-from bihmf.io import atomic_output, write_json_atomic, write_text_atomic, write_torch_atomic
+from bihmf.io import atomic_output, read_json, write_json_atomic, write_text_atomic, write_torch_atomic
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import reads_esm
 from bihmf.tasks.metrics import is_metric
@@ -171,12 +171,7 @@ def _split_values(split: str, values: Any, path: Path) -> dict[str, float | None
 def read_record(path: Path) -> RunRecord:
     """Parse and validate one ``metrics.json``; every error names the file and the key."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    raw = read_json(path, dict, "a JSON object")
     ident = {key: _required(raw, key, str, path) for key in ("dataset", "encoder", "fusion", "task")}
     seed = _required(raw, "seed", int, path)
     splits = _required(raw, "metrics", dict, path)
