@@ -18,7 +18,8 @@ import yaml
 import bihmf.data.fetch
 from bihmf.cli import main as bihmf_main
 from bihmf.data import preprocess_dataset
-from bihmf.data.fetch import fetch_dataset, fetch_structures, structure_drop_reasons
+from bihmf.data.fetch import fetch_dataset, fetch_structures
+from bihmf.data.manifest import structure_drop_reasons
 from bihmf.data.scannet import structure_ids
 from bihmf.download import ChecksumError, DownloadError, TransientError
 from bihmf.lock import LockDriftError

@@ -11,8 +11,6 @@ exists (:mod:`bihmf.lock`).
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import json
 import logging
 import os
@@ -27,6 +25,7 @@ from urllib.parse import urlparse
 import requests
 
 from bihmf import lock
+from bihmf.data.manifest import MANIFEST, write_manifest
 from bihmf.download import (
     DownloadError,
     NotFoundError,
@@ -37,15 +36,13 @@ from bihmf.download import (
     resolve_url,
 )
 from bihmf.extract import ArchiveError, safe_extract
-from bihmf.io import file_digest, write_text_atomic
+from bihmf.io import file_digest
 
 log = logging.getLogger(__name__)
 
 HOLDINGS_URL = "https://data.rcsb.org/rest/v1/holdings/removed/{ID}"
 """RCSB's record of a removed entry: 404 while the entry is current (or never existed)."""
 
-MANIFEST = "structures_manifest.tsv"
-MANIFEST_FIELDS = ["id", "status", "file", "url", "sha256", "successor", "error"]
 STRUCTURE_RETRIES = 5
 STRUCTURE_BACKOFF_S = 1.0
 """Attempts per structure URL and the first backoff: 1 + 2 + 4 + 8 s (jittered) rides out a short burst."""
@@ -154,7 +151,7 @@ def fetch_structures(
     for row in rows:
         if row["status"] == "ok":
             _link_or_copy(cache_entry(cache, row["url"], row["file"]), out_dir / row["file"])
-    manifest = _write_manifest(rows, out_dir / MANIFEST)
+    manifest = write_manifest(rows, out_dir / MANIFEST)
     transient = [row for row in rows if row["status"] == "transient"]
     if transient:
         raise TransientError(
@@ -172,29 +169,6 @@ def fetch_structures(
         log.warning("structure %s dropped (%s): %s", row["id"], row["status"], row["error"])
     log.info("%d of %d structures fetched; their sha256 are in %s (`bihmf lock` records them)", len(rows) - len(dropped), len(ids), manifest)
     return rows
-
-
-def _write_manifest(rows: list[dict[str, str]], manifest: Path) -> Path:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_FIELDS, delimiter="\t", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(manifest, buffer.getvalue())
-    return manifest
-
-
-def structure_drop_reasons(structure_dir: Path) -> dict[str, str]:
-    """Upper-case PDB id -> why its structure is absent, from the download's manifest (if any)."""
-    manifest = structure_dir / MANIFEST
-    if not manifest.exists():
-        return {}
-    with manifest.open(newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    return {
-        row["id"].upper(): f"{row['status']} PDB entry {row['id'].upper()}: {row['error']}"
-        for row in rows
-        if row.get("status") in ("obsolete", "missing")
-    }
 
 
 # --------------------------------------------------------------------------- one dataset

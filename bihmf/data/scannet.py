@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from bihmf.data.fetch import structure_drop_reasons
+from bihmf.data.manifest import structure_drop_reasons
 from bihmf.data.schema import EntryReport, ProteinRecord
 from bihmf.data.structure import ChainResidues, StructureError, read_chains
 
