@@ -12,7 +12,8 @@ import torch
 
 from bihmf.data.schema import ProteinRecord
 from bihmf.io import recorded_sha256
-from bihmf.esm import embed_sequences, load_esm, regression_path
+from bihmf.esm import embed_sequences
+from bihmf.esm_checkpoint import load_esm, regression_path
 from bihmf.esm_cache import EmbedSettings, EmbeddingCache, chain_sequences
 from bihmf.predict.options import InputError, PredictOptions, RunError
 from bihmf.run import TrainedRun
