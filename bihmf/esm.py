@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -98,7 +98,7 @@ def _attention(attn: MultiheadAttention, x: torch.Tensor, attend: torch.Tensor |
         proj(x).view(batch, length, attn.num_heads, attn.head_dim).transpose(1, 2)
         for proj in (attn.q_proj, attn.k_proj, attn.v_proj)
     )
-    # the rotary tables are float32; under CUDA autocast q/k must go back to v's half precision
+    # the rotary tables are float32; under autocast q/k must go back to v's reduced precision
     q, k = (t.to(v.dtype) for t in attn.rot_emb(q, k))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)
     return attn.out_proj(out.transpose(1, 2).reshape(batch, length, dim))
@@ -136,6 +136,19 @@ def layer_representations(model: ESM2, tokens: torch.Tensor, layers: Sequence[in
     return out
 
 
+def forward_precision(precision: str, device: torch.device) -> AbstractContextManager:
+    """The arithmetic of the forward pass (config ``esm.precision``), the same on every device.
+
+    float32 is plain float32, what fair-esm's extract.py computes; float16 and bfloat16 are torch
+    autocast: projections, attention and the feed-forward layers in the reduced type, the
+    residual stream (hence the LayerNorms on it) in float32. torch's CPU autocast takes both
+    reduced types (slower than float32 there); docs/esm_cache.md has the deviation each costs.
+    """
+    if precision == "float32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=getattr(torch, precision))
+
+
 def _batches(pieces: list[tuple[str, int, str]], token_budget: int) -> Iterator[list[tuple[str, int, str]]]:
     """Group pieces (sorted longest first) so that padded tokens per batch stay within budget."""
     batch: list[tuple[str, int, str]] = []
@@ -159,10 +172,10 @@ def embed_sequences(
     *,
     device: torch.device,
 ) -> dict[str, np.ndarray]:
-    """Per-residue float16 embeddings [L, len(layers), D] for every sequence, keyed like ``sequences``."""
+    """Per-residue float16 embeddings [L, len(layers), D] for every sequence, keyed like ``sequences``,
+    computed at ``settings.precision`` (:func:`forward_precision`)."""
     converter = alphabet.get_batch_converter()
     model = model.to(device)
-    autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
     pieces, spans = [], {}
     for key, seq in sequences.items():
         spans[key] = window_spans(len(seq), settings.window, settings.window_overlap)
@@ -170,7 +183,7 @@ def embed_sequences(
     outputs: dict[tuple[str, int], np.ndarray] = {}
     for batch in _batches(pieces, settings.token_budget):
         _, _, tokens = converter([(f"{key}:{i}", seq) for key, i, seq in batch])
-        with autocast:
+        with forward_precision(settings.precision, device):
             reps = layer_representations(model, tokens.to(device), layers)
         stacked = torch.stack([reps[layer] for layer in layers], dim=2).to(torch.float16).cpu().numpy()
         for row, (key, i, seq) in enumerate(batch):
