@@ -13,10 +13,10 @@ import yaml
 
 import bihmf.esm
 from bihmf.benchmark import esm_models, validate_config
-from bihmf.config import ConfigError
+from bihmf.config import SCHEMA_PATH, ConfigError
 from bihmf.data.schema import sequence_hash
 from bihmf.esm import embed_proteins, embed_sequences, write_shard
-from bihmf.esm_cache import EmbedSettings, EmbeddingCache, file_metadata, shard_name, write_index
+from bihmf.esm_cache import PRECISIONS, EmbedSettings, EmbeddingCache, file_metadata, shard_name, write_index
 from bihmf.esm_checkpoint import load_esm
 from conftest import ROOT
 
@@ -44,6 +44,7 @@ def _demo(**esm) -> dict:
 # --- the config key --------------------------------------------------------------------------------
 
 def test_precision_defaults_to_float32_and_names_the_key_when_wrong() -> None:
+    assert yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["esm"]["properties"]["precision"]["enum"] == list(PRECISIONS)
     config = validate_config(DEMO)
     assert config["esm"]["precision"] == "float32"
     assert EmbedSettings.from_config(config["esm"]).precision == "float32"
