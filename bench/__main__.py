@@ -22,7 +22,7 @@ import torch
 from bench.common import RESULTS_DIR, ROOT
 from bench.markdown import BENCHES, module, write_report
 
-ON_DEVICE = {"embed_vs_extract", "train_step", "data_path", "model_cost"}  # the others are CPU work by nature
+ON_DEVICE = {"embed_vs_extract", "train_step", "data_path", "model_cost", "precision"}  # the others are CPU work by nature
 ON_REQUEST = {"download_rehearsal"}  # hours at the full count: run with --only, its result stays in the report
 
 

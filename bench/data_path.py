@@ -71,7 +71,7 @@ from bench.common import (
 from bench.old_path import old_adamw, old_collate, old_edges
 from bench.steps import batch_of, build_cache, optimizer_step, step_setup, trainable
 from bihmf.data.schema import ProteinRecord
-from bihmf.esm import write_random_checkpoint
+from bihmf.esm_checkpoint import write_random_checkpoint
 from bihmf.esm_cache import EmbeddingCache
 from bihmf.models.fusion import FUSIONS, FusionContext, cached_layers
 from bihmf.models.fusion.base import ATTENTION_HEADS, JointSelfAttention

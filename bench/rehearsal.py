@@ -83,7 +83,8 @@ from bihmf.benchmark import Benchmark
 from bihmf.batching import protein_graph, residue_mask
 from bihmf.data import DATASETS
 from bihmf.data.schema import read_proteins, write_proteins
-from bihmf.esm import embed_shard, esm_depth, write_random_checkpoint
+from bihmf.esm import embed_shard
+from bihmf.esm_checkpoint import esm_depth, write_random_checkpoint
 from bihmf.esm_cache import EmbeddingCache, EmbedSettings, chain_sequences, read_chains, shard_name, write_index
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import build_model, run_combinations

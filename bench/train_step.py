@@ -51,7 +51,8 @@ from bench.common import (
 )
 from bench.steps import batch_of, build_cache, optimizer_step, step_setup, trainable
 from bihmf.data.schema import ProteinRecord
-from bihmf.esm import embed_sequences, load_esm, write_random_checkpoint
+from bihmf.esm import embed_sequences
+from bihmf.esm_checkpoint import load_esm, write_random_checkpoint
 from bihmf.esm_cache import EmbedSettings, EmbeddingCache, chain_sequences
 from bihmf.models.fusion import FusionContext, cached_layers
 from bihmf.batching import residue_budget_batches

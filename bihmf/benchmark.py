@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from bihmf.config import ConfigError, config_error, deep_merge, error_line, schema_errors
-from bihmf.esm import RELEASED_ESM2, esm_depth
+from bihmf.esm_checkpoint import RELEASED_ESM2, esm_depth
 from bihmf.models.fusion import FUSIONS, run_esm_layers
 from bihmf.models.model import run_combinations
 from bihmf.recipes import RECIPE_KEY, Recipe, Recipes, load_recipes

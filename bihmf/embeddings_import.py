@@ -283,6 +283,7 @@ def import_shard(
         "dtype": "float16",
         "window": "none",
         "window_overlap": "none",
+        "precision": "none",  # computed elsewhere, at a precision the source does not record
         "source_format": precomputed["format"],
         "source_files": json.dumps(digests, sort_keys=True),
         "shard": str(shard),

@@ -44,7 +44,11 @@ ROW_GROUP_BYTES = 8 * 2**20
 # Bound of a reader's decoded row groups: a few dozen groups, small beside any job's memory.
 DECODED_BYTES = 256 * 2**20
 # Metadata every shard of one cache must share (the shard number is the only difference).
-SHARED_KEYS = ("format", "checkpoint", "checkpoint_sha256", "embed_dim", "esm_depth", "layers", "dtype", "window", "window_overlap", "n_shards")
+SHARED_KEYS = ("format", "checkpoint", "checkpoint_sha256", "embed_dim", "esm_depth", "layers", "dtype", "window", "window_overlap", "precision", "n_shards")
+# Arithmetic of the ESM forward pass (config esm.precision); the cache stores float16 whichever it is.
+PRECISIONS = ("float32", "float16", "bfloat16")
+UNKNOWN_PRECISION = ("it was built before esm.precision was recorded (float32 on a CPU, float16 autocast on CUDA); "
+                     "re-run the embed stage")
 
 
 @dataclass(frozen=True)
@@ -52,29 +56,37 @@ class EmbedSettings:
     """How the embed code batches and windows sequences: one object from the config's ``esm``
     section to the forward pass, under the config's names.
 
-    The window settings change the numbers, so every cache records them (``cache_metadata``)
-    and a later caller embedding extra chains for that cache reads them back (``from_cache``).
-    The token budget only sizes batches (batching does not change the numbers), so a cache
-    does not record it and such a caller chooses its own.
+    The window settings and the precision change the numbers, so every cache records them
+    (``cache_metadata``) and a later caller embedding extra chains for that cache reads them back
+    (``from_cache``). The token budget only sizes batches (batching does not change the numbers),
+    so a cache does not record it and such a caller chooses its own. The precision defaults to
+    float32, what fair-esm's extract.py computes (as the config's schema does).
     """
 
     token_budget: int
     window: int
     window_overlap: int
+    precision: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"esm.precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
 
     @classmethod
     def from_config(cls, esm_cfg: Mapping[str, Any]) -> EmbedSettings:
         """From a validated config's ``esm`` section (the schema fills the defaults)."""
-        return cls(int(esm_cfg["token_budget"]), int(esm_cfg["window"]), int(esm_cfg["window_overlap"]))
+        return cls(int(esm_cfg["token_budget"]), int(esm_cfg["window"]), int(esm_cfg["window_overlap"]), esm_cfg["precision"])
 
     @classmethod
     def from_cache(cls, metadata: Mapping[str, str], token_budget: int) -> EmbedSettings:
-        """The window settings a cache was built with, from its metadata."""
-        return cls(token_budget, int(metadata["window"]), int(metadata["window_overlap"]))
+        """The window settings and precision a cache was built with, from its metadata."""
+        if "precision" not in metadata:
+            raise ValueError(f"the cache {metadata.get('checkpoint')} records no precision: {UNKNOWN_PRECISION}")
+        return cls(token_budget, int(metadata["window"]), int(metadata["window_overlap"]), metadata["precision"])
 
     def cache_metadata(self) -> dict[str, str]:
         """What a cache records of these settings (Parquet metadata values are strings)."""
-        return {"window": str(self.window), "window_overlap": str(self.window_overlap)}
+        return {"window": str(self.window), "window_overlap": str(self.window_overlap), "precision": self.precision}
 
 
 def chain_sequences(sequence: str, chain_ids: Sequence[str]) -> list[tuple[str, str]]:
@@ -225,6 +237,17 @@ def write_index(index: Path, shards: Sequence[Path], required: Iterable[str]) ->
         pq.write_table(table, tmp, compression="zstd", **WRITE_OPTIONS)
 
 
+def check_precision(path: Path, metadata: Mapping[str, str], precision: str) -> None:
+    """Refuse a cache computed at another ``esm.precision`` than ``precision`` (or at an unrecorded one)."""
+    if "precision" not in metadata:
+        raise ValueError(f"{path}: asked for esm.precision {precision}, but {UNKNOWN_PRECISION}")
+    if metadata["precision"] != precision:
+        raise ValueError(
+            f"{path}: computed at esm.precision {metadata['precision']}, asked for {precision}; two precisions never "
+            "share a cache: re-run the embed stage with the precision you want"
+        )
+
+
 class EmbeddingCache:
     """Read access to one cache through its index: ``protein(record)`` -> float32 [N, n_layers, D],
     ``rows(record, layers)`` -> float16 [N, len(layers), D] (what training keeps until the device).
@@ -236,13 +259,14 @@ class EmbeddingCache:
     more distinct groups were touched since than the bound holds, so the job's memory stays
     bounded by its declared size, not by the split's. Reads are serialised by a lock, so a
     background batch producer and the main thread can share one cache.
-    ``layers`` / ``checkpoint_sha256``, when given, are checked against what the cache was built
-    with, so a caller never silently gets embeddings of another model or layer list.
+    ``layers`` / ``checkpoint_sha256`` / ``precision``, when given, are checked against what the
+    cache was built with, so a caller never silently gets embeddings of another model, layer list
+    or arithmetic.
     """
 
     def __init__(
         self, path: Path, *, layers: Sequence[int] | None = None, checkpoint_sha256: str | None = None,
-        decoded_bytes: int = DECODED_BYTES,
+        precision: str | None = None, decoded_bytes: int = DECODED_BYTES,
     ):
         index = read_table(path)
         self.path = Path(path)
@@ -256,6 +280,8 @@ class EmbeddingCache:
             raise ValueError(
                 f"{path}: built from checkpoint sha256 {self.metadata['checkpoint_sha256']}, asked for {checkpoint_sha256}; re-run the embed stage"
             )
+        if precision is not None:
+            check_precision(path, self.metadata, precision)
         self._n_shards = int(self.metadata["n_shards"])
         self._where = {
             key: (shard, group, row)

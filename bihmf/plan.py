@@ -42,7 +42,8 @@ from bihmf.batching import protein_graph
 from bihmf.benchmark import Benchmark, Run, RunSettings, load_config
 from bihmf.data import DATASETS
 from bihmf.data.schema import ProteinRecord
-from bihmf.esm import RELEASED_ESM2, embed_sequences, esm_depth, load_esm, write_random_checkpoint
+from bihmf.esm import embed_sequences
+from bihmf.esm_checkpoint import RELEASED_ESM2, esm_depth, load_esm, write_random_checkpoint
 from bihmf.esm_cache import EmbedSettings, chain_sequences
 from bihmf.integrity import read_table
 from bihmf.io import write_text_atomic

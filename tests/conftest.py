@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bihmf.benchmark import load_config
-from bihmf.esm import write_random_checkpoint
+from bihmf.esm_checkpoint import write_random_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_ARCHIVE = ROOT / "demo" / "ppbs_demo.tar.gz"

@@ -16,7 +16,7 @@ import yaml
 
 from bihmf.data.fetch import fetch_dataset
 from bihmf.download import DownloadError
-from bihmf.esm import regression_path, write_random_checkpoint
+from bihmf.esm_checkpoint import regression_path, write_random_checkpoint
 from bihmf.io import write_text_atomic
 from bihmf import logs
 
@@ -67,7 +67,7 @@ def test_random_checkpoint_has_one_sha256_in_every_folder_and_process(tmp_path):
     there = tmp_path / "clone_b" / "resources" / "esm2_t2_demo_random.pt"
     write_random_checkpoint(here, num_layers=2, embed_dim=32, attention_heads=4, seed=0)
     code = (
-        "from pathlib import Path\nfrom bihmf.esm import write_random_checkpoint\n"
+        "from pathlib import Path\nfrom bihmf.esm_checkpoint import write_random_checkpoint\n"
         f"write_random_checkpoint(Path({str(there)!r}), num_layers=2, embed_dim=32, attention_heads=4, seed=0)\n"
     )
     assert _python(code, tmp_path).returncode == 0

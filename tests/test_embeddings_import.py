@@ -15,7 +15,7 @@ from bihmf.config import ConfigError
 from bihmf.data import preprocess_dataset
 from bihmf.data.schema import read_proteins
 from bihmf.embeddings_import import SourceError, import_shard, source_depth
-from bihmf.esm import esm_depth
+from bihmf.esm_checkpoint import esm_depth
 from bihmf.esm_cache import EmbeddingCache, chain_sequences, file_metadata, read_chains, shard_name, write_index
 from bihmf.run import RunSpec, read_record
 from bihmf.training import train_run

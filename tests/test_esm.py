@@ -18,10 +18,9 @@ from bihmf.esm import (
     embed_sequences,
     embed_shard,
     layer_representations,
-    load_esm,
-    regression_path,
     window_spans,
 )
+from bihmf.esm_checkpoint import load_esm, regression_path
 from bihmf.esm_cache import EmbedSettings, EmbeddingCache, chain_sequences, file_metadata, read_chains, shard_name, shard_of, write_index
 
 CPU = torch.device("cpu")
@@ -286,7 +285,7 @@ def test_cache_refuses_what_it_was_not_built_with(tiny_checkpoint, tmp_path):
 
 
 def test_released_names_resolve_to_fair_esm_urls_and_others_are_refused():
-    from bihmf.esm import released_checkpoint
+    from bihmf.esm_checkpoint import released_checkpoint
 
     urls = released_checkpoint("esm2_t33_650M_UR50D")
     assert urls["model"]["url"] == "https://dl.fbaipublicfiles.com/fair-esm/models/esm2_t33_650M_UR50D.pt"
@@ -298,7 +297,7 @@ def test_released_names_resolve_to_fair_esm_urls_and_others_are_refused():
 def test_local_checkpoint_pair_is_copied_and_verified(tiny_checkpoint, tmp_path):
     from bihmf.download import ChecksumError
     from bihmf.io import file_digest
-    from bihmf.esm import provide_checkpoint
+    from bihmf.esm_checkpoint import provide_checkpoint
 
     pair = {
         "model": {"url": f"file://{tiny_checkpoint}", "checksum": f"sha256:{file_digest(tiny_checkpoint, 'sha256')}"},

@@ -15,7 +15,8 @@ import torch
 
 import bihmf.esm
 import bihmf.io
-from bihmf.esm import ShardWriteError, embed_proteins, load_esm, provide_checkpoint, write_shard
+from bihmf.esm import ShardWriteError, embed_proteins, write_shard
+from bihmf.esm_checkpoint import load_esm, provide_checkpoint
 from bihmf.esm_cache import EmbedSettings, EmbeddingCache, file_metadata, shard_name, write_index
 from bihmf.io import digest_record, file_digest, recorded_sha256
 

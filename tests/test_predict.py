@@ -29,7 +29,8 @@ from bihmf.data import preprocess_dataset
 from bihmf.data.ligand import LigandError, read_ligand
 from bihmf.data.schema import read_proteins, write_proteins
 from bihmf.data.structure import load_structure, read_chains
-from bihmf.esm import embed_proteins, write_random_checkpoint
+from bihmf.esm import embed_proteins
+from bihmf.esm_checkpoint import write_random_checkpoint
 from bihmf.esm_cache import EmbedSettings, chain_sequences
 from bihmf.models.fusion import cached_layers
 from bihmf.predict import PredictOptions, RunError, predict
@@ -325,6 +326,11 @@ def test_run_mismatches_stop_before_any_file(workflow, inputs, tmp_path):
     run_layers = json.loads(load_run(workflow["ppbs"]).esm["layers"])
     with pytest.raises(RunError, match=re.escape(f"lacks ESM layer(s) {[layer for layer in run_layers if layer != 4]}")):
         predict(workflow["ppbs"], files, tmp_path / "b", PredictOptions(device="cpu", cache=short_cache))
+    half_cache = tmp_path / "half" / "index.parquet"  # the run's layers, at another esm.precision
+    embed_proteins(workflow["root"] / "resources/esm" / CHECKPOINT, [("k", "MKV")], run_layers, half_cache,
+                   EmbedSettings(64, 1022, 256, "float16"), device=torch.device("cpu"))
+    with pytest.raises(RunError, match="computed at esm.precision float16, asked for float32"):
+        predict(workflow["ppbs"], files, tmp_path / "h", PredictOptions(device="cpu", cache=half_cache))
 
     newer = tmp_path / "results/runs/ppbs_demo/gvp/bihmf_local/seed0"
     shutil.copytree(workflow["ppbs"], newer)
@@ -343,7 +349,7 @@ def test_run_mismatches_stop_before_any_file(workflow, inputs, tmp_path):
     with pytest.raises(RunError, match="give --pocket-cutoff"):
         predict(workflow["lba"], files, tmp_path / "f", PredictOptions(device="cpu", ligands=(inputs["plain"],)))
     assert main(["predict", "--run", str(workflow["react"]), "--ligand", str(inputs["plain"]), "--out", str(tmp_path / "g"), str(inputs["plain"])]) == USAGE_ERROR
-    assert not any((tmp_path / name).exists() for name in "abcdefg")
+    assert not any((tmp_path / name).exists() for name in "abcdefgh")
 
 
 def test_ligand_files_in_sdf_mol2_and_pdb(xk2, tmp_path):

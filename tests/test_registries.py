@@ -52,6 +52,7 @@ OWN_VOCABULARY: set[tuple[str, ...]] = {
     (*DATASET, "train", "propertyNames"),
     (*MODEL, "fusion_direction"),
     ("properties", "esm", "properties", "precomputed", "properties", "format"),
+    ("properties", "esm", "properties", "precision"),
 }
 
 

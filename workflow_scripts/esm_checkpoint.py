@@ -1,4 +1,4 @@
-"""Glue for rule esm_checkpoint (logic: bihmf.esm.provide_checkpoint).
+"""Glue for rule esm_checkpoint (logic: bihmf.esm_checkpoint.provide_checkpoint).
 
 The ESM settings come from the config, not from the rule's params: the params leave out the
 checksums so that pinning one reruns nothing (bihmf.data.fetch.without_checksums).
@@ -7,7 +7,7 @@ checksums so that pinning one reruns nothing (bihmf.data.fetch.without_checksums
 from pathlib import Path
 
 from bihmf.benchmark import esm_models
-from bihmf.esm import provide_checkpoint
+from bihmf.esm_checkpoint import provide_checkpoint
 from bihmf.logs import log_to
 
 log_to(snakemake.log[0])

@@ -12,7 +12,8 @@ import torch
 
 from bihmf.data.schema import ProteinRecord
 from bihmf.io import recorded_sha256
-from bihmf.esm import embed_sequences, load_esm, regression_path
+from bihmf.esm import embed_sequences
+from bihmf.esm_checkpoint import load_esm, regression_path
 from bihmf.esm_cache import EmbedSettings, EmbeddingCache, chain_sequences
 from bihmf.predict.options import InputError, PredictOptions, RunError
 from bihmf.run import TrainedRun
@@ -56,7 +57,7 @@ def open_run_cache(run: TrainedRun, given: Path | None) -> tuple[EmbeddingCache,
         log.info("%s: the run's embedding cache is not there; every chain is embedded anew", path)
         return None
     try:
-        cache = EmbeddingCache(path, checkpoint_sha256=run.provenance["esm_checkpoint_sha256"])
+        cache = EmbeddingCache(path, checkpoint_sha256=run.provenance["esm_checkpoint_sha256"], precision=run.esm.get("precision"))
     except ValueError as exc:
         raise RunError(str(exc)) from exc
     missing = [layer for layer in run.esm_layers if layer not in cache.layers]
@@ -104,8 +105,9 @@ class ChainEmbeddings:
         if self._esm is None:
             self._esm = load_esm(self.checkpoint)
         model, alphabet = self._esm
-        embedded = embed_sequences(
-            model, alphabet, sequences, self.run.esm_layers, EmbedSettings.from_cache(self.run.esm, self.token_budget),
-            device=self.device,
-        )
+        try:
+            settings = EmbedSettings.from_cache(self.run.esm, self.token_budget)
+        except ValueError as exc:
+            raise RunError(f"{self.run.path}: {exc}") from exc
+        embedded = embed_sequences(model, alphabet, sequences, self.run.esm_layers, settings, device=self.device)
         return {key: values.astype(np.float32) for key, values in embedded.items()}
