@@ -238,7 +238,7 @@ def measure(encodings: dict[str, Encoding], records: list[ProteinRecord], arrays
 
 def main(argv: list[str]) -> None:
     parser = base_parser(__doc__.splitlines()[0], devices=False)
-    parser.add_argument("--residues", type=int, default=6000, help="residues in the set (lengths drawn from real ScanNet chains)")
+    parser.add_argument("--residues", type=int, default=4000, help="residues in the set (lengths drawn from real ScanNet chains)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per encoding; the fastest is kept")
     args = parse(parser, argv)
     if args.quick:

@@ -148,7 +148,9 @@ def residue_values(arrays: Sequence[np.ndarray], pos: int) -> pa.ListArray:
     """One layer column: per chain a list of residues, each one fixed-size binary value holding
     the residue's D float16 numbers (``arrays``: float16 [L, n_layers, D], ``pos`` the layer's place)."""
     dim = arrays[0].shape[2]
-    flat = np.ascontiguousarray(np.concatenate([a[:, pos, :] for a in arrays]), dtype=VALUE_DTYPE)
+    flat = np.concatenate([a[:, pos, :] for a in arrays])
+    if flat.dtype != VALUE_DTYPE:  # its bytes would be cut into residues of the wrong size
+        raise TypeError(f"the cache stores float16 embeddings, got {flat.dtype}")
     residues = pa.FixedSizeBinaryArray.from_buffers(pa.binary(dim * VALUE_DTYPE.itemsize), len(flat), [None, pa.py_buffer(flat)])
     offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets), residues)
