@@ -70,9 +70,10 @@ from bench.common import (
 from bihmf.data.scannet import read_label_file
 from bihmf.data.schema import ProteinRecord, write_proteins
 from bihmf.io import record_sha256
-from bihmf.esm import embed_shard, window_spans
+from bihmf.esm import window_spans
 from bihmf.esm_checkpoint import load_esm, write_random_checkpoint
 from bihmf.esm_cache import EmbedSettings, EmbeddingCache, read_chains, shard_name, write_index
+from bihmf.esm_writer import embed_shard
 
 NAME = "embed_vs_extract"
 TOKS_PER_BATCH = 4096  # extract.py's default --toks_per_batch; ours gets the same budget

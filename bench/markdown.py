@@ -18,7 +18,7 @@ from bench.common import ESM_SHAPES, PYTHON, Target, machine_line, result_path, 
 from bihmf.io import write_text_atomic
 
 TEMPLATE = Path(__file__).with_name("BENCHMARKS.template.md")
-BENCHES = ("embed_vs_extract", "train_step", "data_path", "preprocess_throughput", "dag_build", "model_cost", "rehearsal", "download_rehearsal", "precision")
+BENCHES = ("embed_vs_extract", "cache_writer", "train_step", "data_path", "preprocess_throughput", "dag_build", "model_cost", "rehearsal", "download_rehearsal", "precision")
 DEVICES = {"cpu": "CPU", "cuda": "GPU"}
 
 

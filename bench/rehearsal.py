@@ -58,7 +58,7 @@ from unittest import mock
 import numpy as np
 import torch
 
-import bihmf.esm
+import bihmf.esm_writer
 import bihmf.training
 from bench.common import (
     ESM_SHAPES,
@@ -83,9 +83,9 @@ from bihmf.benchmark import Benchmark
 from bihmf.batching import protein_graph, residue_mask
 from bihmf.data import DATASETS
 from bihmf.data.schema import read_proteins, write_proteins
-from bihmf.esm import embed_shard
 from bihmf.esm_checkpoint import esm_depth, write_random_checkpoint
 from bihmf.esm_cache import EmbeddingCache, EmbedSettings, chain_sequences, read_chains, shard_name, write_index
+from bihmf.esm_writer import embed_shard
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import build_model, run_combinations
 from bihmf.esm_cache import DECODED_BYTES
@@ -218,7 +218,7 @@ def cache_stage(dataset: str, work: Path) -> dict[str, Any]:
     shutil.rmtree(where["cache"], ignore_errors=True)
 
     def embed() -> dict[str, Any]:
-        with mock.patch.object(bihmf.esm, "embed_sequences", gaussian_rows):
+        with mock.patch.object(bihmf.esm_writer, "embed_sequences", gaussian_rows):
             embed_table(where["proteins"], where["cache"], esm, where["checkpoint"])
         return {}
 
@@ -241,9 +241,9 @@ def forward_stage(dataset: str, work: Path, residues: int) -> dict[str, Any]:
     sample.mkdir()
     write_proteins(chosen, sample / "proteins.parquet")
     out: dict[str, Any] = {"residues": total}
-    for side, rows in (("forward", bihmf.esm.embed_sequences), ("gaussian", gaussian_rows)):
+    for side, rows in (("forward", bihmf.esm_writer.embed_sequences), ("gaussian", gaussian_rows)):
         started = time.perf_counter()
-        with mock.patch.object(bihmf.esm, "embed_sequences", rows):
+        with mock.patch.object(bihmf.esm_writer, "embed_sequences", rows):
             embed_table(sample / "proteins.parquet", sample / side, esm, where["checkpoint"])
         out[side] = {"seconds": time.perf_counter() - started, "shard_bytes": folder_bytes(sample / side, "shard-*")}
     return out

@@ -17,8 +17,8 @@ from torch_geometric.data import Batch
 
 from bench.common import autocast, schema_defaults
 from bihmf.data.schema import ProteinRecord, write_proteins
-from bihmf.esm import embed_shard
 from bihmf.esm_cache import EmbedSettings, read_chains, shard_name, write_index
+from bihmf.esm_writer import embed_shard
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import ProteinModel, build_model
 from bihmf.tasks import residue_binary

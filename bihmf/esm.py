@@ -1,8 +1,8 @@
-"""ESM-2 per-layer residue embeddings: the forward pass and the embed stage.
+"""ESM-2 per-layer residue embeddings: the forward pass.
 
-The language model is frozen (docs/paper.md, choice 1): it runs once in the embed stage and
-training reads only the cache (storage and reader: ``bihmf.esm_cache``, format and numbers:
-``docs/esm_cache.md``; checkpoints: ``bihmf.esm_checkpoint``).
+The language model is frozen (docs/paper.md, choice 1): it runs once in the embed stage (jobs and
+writer: ``bihmf.esm_writer``) and training reads only the cache (storage and reader:
+``bihmf.esm_cache``, format and numbers: ``docs/esm_cache.md``; checkpoints: ``bihmf.esm_checkpoint``).
 
 Long sequences (settings: ``bihmf.esm_cache.EmbedSettings``): windows of at most ``window``
 residues; each window after the first starts ``window_overlap`` residues before the previous
@@ -14,65 +14,20 @@ extractor (fair-esm's ``scripts/extract.py``) returns.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import shutil
-import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, ExitStack, nullcontext
-from functools import partial
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
-import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from esm.data import Alphabet
 from esm.model.esm2 import ESM2
 from esm.multihead_attention import MultiheadAttention
 
-from bihmf.esm_cache import (
-    FORMAT,
-    ROW_GROUP_BYTES,
-    EmbedSettings,
-    cache_schema,
-    embedding_table,
-    plan_row_groups,
-    read_chains,
-    read_row_groups,
-    residues_per_row_group,
-    shard_name,
-    shard_of,
-    shard_writer,
-    write_index,
-    write_row_group,
-)
-from bihmf.esm_checkpoint import load_esm
-from bihmf.io import atomic_output, recorded_sha256
-from bihmf.runlock import holding, shard_lock
+from bihmf.esm_cache import EmbedSettings
 
-__all__ = [
-    "ShardWriteError",
-    "embed_proteins",
-    "embed_sequences",
-    "embed_shard",
-    "layer_representations",
-    "window_spans",
-]
+__all__ = ["embed_sequences", "forward_precision", "layer_representations", "window_spans"]
 
-log = logging.getLogger(__name__)
-
-# Resume granularity of one shard job: a killed job loses at most this many residues of work.
-PART_RESIDUES = 2**16
-# Chunk of a part embedded per call, in token budgets: the writer thread encodes one chunk while
-# the next runs. Each chunk is sorted into batches on its own, so a larger one pads less but
-# leaves less to overlap.
-CHUNK_BATCHES = 8
-# Chunks embedded but not yet written, at most: bounds the memory finished embeddings hold.
-WRITE_DEPTH = 2
 
 def window_spans(length: int, window: int, window_overlap: int) -> list[tuple[int, int, int, int]]:
     """(window start, window end, keep start, keep end) covering ``range(length)`` exactly once.
@@ -198,238 +153,3 @@ def embed_sequences(
         if not np.isfinite(result[key]).all():
             raise ValueError(f"sequence {key}: embedding has non-finite values (float16 overflow?)")
     return result
-
-
-def plan_parts(groups: list[range], lengths: Sequence[int], part_residues: int) -> list[list[range]]:
-    """Consecutive row groups per part (or chunk), closing one once it holds ``part_residues``."""
-    parts: list[list[range]] = []
-    residues = part_residues  # the first group opens the first part
-    for group in groups:
-        if residues >= part_residues:
-            parts.append([])
-            residues = 0
-        parts[-1].append(group)
-        residues += sum(lengths[row] for row in group)
-    return parts
-
-
-class ShardWriteError(RuntimeError):
-    """Writing a shard (or one of its parts) failed in the writer thread; the message names the shard."""
-
-
-class _RowGroupFile:
-    """One Parquet file written row group by row group, put in place atomically by :meth:`commit`.
-
-    Opened in the job's thread, appended to and committed in the writer thread, discarded (its
-    temporary removed) by the job's thread when the job fails.
-    """
-
-    def __init__(self, path: Path, schema: pa.Schema):
-        self._schema = schema
-        self._stack = ExitStack()
-        tmp = self._stack.enter_context(atomic_output(path))
-        self._writer = self._stack.enter_context(shard_writer(tmp, schema))
-
-    def append(self, rows: list[tuple[list[str], list[np.ndarray]]]) -> None:
-        """Encode one row group per (keys, arrays): the Arrow building and zstd run in this thread too."""
-        for keys, arrays in rows:
-            write_row_group(self._writer, embedding_table(self._schema, keys, arrays))
-
-    def append_file(self, path: Path) -> None:
-        """Append a reused part's row groups, decoded and re-encoded (pyarrow cannot splice encoded
-        ones); the same values encode to the same bytes, so the shard does not show the resume."""
-        for table in read_row_groups(path):
-            write_row_group(self._writer, table)
-
-    def commit(self) -> None:
-        self._stack.close()
-
-    def discard(self, exc: BaseException) -> None:
-        """Remove the temporary (a no-op once committed)."""
-        self._stack.__exit__(type(exc), exc, exc.__traceback__)
-
-
-class _ShardWriter:
-    """Every Parquet write of one shard job, in submission order, on one background thread.
-
-    Encoding float16 with zstd costs about as much as a small model's forward pass on a GPU;
-    on this thread it overlaps the next chunk's forward. At most ``depth`` writes wait, which
-    bounds the finished embeddings held in memory. A failed write surfaces at the next
-    submission or at the end, as :class:`ShardWriteError` naming the shard.
-    """
-
-    def __init__(self, shard: Path, depth: int):
-        self._shard, self._depth = shard, depth
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"write-{shard.name}")
-        self._pending: deque[Future] = deque()
-        self._files: list[_RowGroupFile] = []
-        self._failed = False
-
-    def open(self, path: Path, schema: pa.Schema) -> _RowGroupFile:
-        self._files.append(_RowGroupFile(path, schema))
-        return self._files[-1]
-
-    def submit(self, job: Callable[[], None]) -> None:
-        while len(self._pending) >= self._depth:
-            self._wait(self._pending.popleft())
-        self._pending.append(self._pool.submit(self._run, job))
-
-    def _run(self, job: Callable[[], None]) -> None:
-        """On the writer thread: after one failed write none runs, so a part missing row groups is never committed."""
-        if self._failed:
-            raise ShardWriteError("an earlier write failed")
-        try:
-            job()
-        except BaseException:
-            self._failed = True
-            raise
-
-    def _wait(self, future: Future) -> None:
-        try:
-            future.result()
-        except Exception as exc:
-            raise ShardWriteError(f"{self._shard}: writing the shard failed: {exc}") from exc
-
-    def __enter__(self) -> _ShardWriter:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        """On success wait for every write; on failure let the submitted ones finish (a part
-        computed before the failure is kept for the rerun), then remove every uncommitted temporary."""
-        try:
-            while exc is None and self._pending:
-                self._wait(self._pending.popleft())
-        except ShardWriteError as failed:
-            exc = failed
-            raise
-        finally:
-            self._pool.shutdown(wait=True)
-            if exc is not None:
-                for file in self._files:
-                    file.discard(exc)
-
-
-@holding(shard_lock, "out")  # one writer per shard (bihmf/runlock.py)
-def write_shard(
-    checkpoint: Path,
-    chains: dict[str, str],
-    layers: list[int],
-    shard: int,
-    n_shards: int,
-    out: Path,
-    settings: EmbedSettings,
-    *,
-    device: torch.device,
-    row_group_bytes: int = ROW_GROUP_BYTES,
-    part_residues: int = PART_RESIDUES,
-) -> int:
-    """Embed ``chains`` (hash -> sequence, in storage order) into one shard; returns how many were embedded now.
-
-    Resumable: a shard of more than ``part_residues`` residues is also written as parts of
-    about that many, each atomically to ``<shard>.parts/`` under a name that fingerprints its
-    chains and every setting that changes the numbers. A rerun reuses the parts it finds
-    (read back into the shard), so a killed job loses at most one part; a row group encodes to
-    the same bytes read back or fresh, so a resumed run writes the same shard as an
-    uninterrupted one (tested). The parts folder goes once the shard exists; a shard of one
-    part has nothing to resume from and gets none.
-
-    Speed: each part is embedded in chunks of ``CHUNK_BATCHES`` token budgets, and Parquet
-    encoding (the slow part of writing: float16 is a fixed-length byte array per value) runs on
-    background threads while the next chunk's forward does (:class:`_ShardWriter`): one for the
-    shard, one for the parts, so resumability costs no extra time on the shard's path.
-    """
-    model, alphabet = load_esm(checkpoint)
-    bad = [layer for layer in layers if not 0 <= layer <= model.num_layers]
-    if bad:
-        raise ValueError(f"{checkpoint}: layers {bad} requested, model has {model.num_layers} layers")
-    metadata = {
-        "format": FORMAT,
-        "checkpoint": checkpoint.name,
-        "checkpoint_sha256": recorded_sha256(checkpoint),
-        "embed_dim": str(model.embed_dim),
-        "esm_depth": str(model.num_layers),
-        "layers": json.dumps(layers),
-        "dtype": "float16",
-        **settings.cache_metadata(),
-        "shard": str(shard),
-        "n_shards": str(n_shards),
-    }
-    schema = cache_schema(layers, model.embed_dim, metadata)
-    fingerprint = json.dumps({**metadata, "token_budget": settings.token_budget, "device": device.type}, sort_keys=True)
-    keys = list(chains)
-    lengths = [len(chains[key]) for key in keys]
-    groups = plan_row_groups(lengths, residues_per_row_group(len(layers), model.embed_dim, row_group_bytes))
-    parts = plan_parts(groups, lengths, part_residues)
-    chunk_residues = CHUNK_BATCHES * settings.token_budget
-    resumable = len(parts) > 1
-    parts_dir = out.with_name(out.stem + ".parts")
-    embedded = 0
-    with _ShardWriter(out, WRITE_DEPTH) as writer, _ShardWriter(out, WRITE_DEPTH) as part_writer:
-        assembled = writer.open(out, schema)
-        for number, part in enumerate(parts):
-            part_keys = [keys[row] for group in part for row in group]
-            digest = hashlib.sha256("\n".join([fingerprint, *part_keys]).encode()).hexdigest()[:16]
-            path = parts_dir / f"part-{number:05d}-{digest}.parquet"
-            if resumable and path.exists():
-                log.info("part %d: reusing %s", number, path.name)
-                writer.submit(partial(assembled.append_file, path))
-                continue
-            part_file = part_writer.open(path, schema) if resumable else None
-            started = time.perf_counter()
-            for chunk in plan_parts(part, lengths, chunk_residues):
-                embeddings = embed_sequences(model, alphabet, {keys[r]: chains[keys[r]] for group in chunk for r in group}, layers, settings, device=device)
-                rows = [([keys[r] for r in group], [embeddings[keys[r]] for r in group]) for group in chunk]
-                writer.submit(partial(assembled.append, rows))
-                if part_file is not None:
-                    part_writer.submit(partial(part_file.append, rows))
-            if part_file is not None:
-                part_writer.submit(part_file.commit)
-            embedded += len(part_keys)
-            residues = sum(len(chains[key]) for key in part_keys)
-            log.info("part %d: %d chains, %d residues, %.0f residues/s", number, len(part_keys), residues, residues / (time.perf_counter() - started))
-        writer.submit(assembled.commit)
-    shutil.rmtree(parts_dir, ignore_errors=True)
-    return embedded
-
-
-def embed_shard(
-    checkpoint: Path,
-    proteins: Path,
-    layers: list[int],
-    shard: int,
-    n_shards: int,
-    out: Path,
-    settings: EmbedSettings,
-    *,
-    device: torch.device,
-    row_group_bytes: int = ROW_GROUP_BYTES,
-    part_residues: int = PART_RESIDUES,
-) -> int:
-    """The embed job: this shard's distinct chains of a protein table (see :func:`write_shard`)."""
-    chains = {key: seq for key, seq in read_chains(proteins).items() if shard_of(key, n_shards) == shard}
-    log.info("shard %d of %d: %d distinct chains, layers %s", shard, n_shards, len(chains), layers)
-    return write_shard(
-        checkpoint, chains, layers, shard, n_shards, out, settings,
-        device=device, row_group_bytes=row_group_bytes, part_residues=part_residues,
-    )
-
-
-def embed_proteins(
-    checkpoint: Path,
-    sequences: Iterable[tuple[str, str]],
-    layers: list[int],
-    out: Path,
-    settings: EmbedSettings,
-    *,
-    device: torch.device,
-) -> int:
-    """A complete one-shard cache whose index is ``out`` from (hash, sequence) pairs; returns how many are distinct.
-
-    For callers that hold sequences rather than a protein table (tests, notebooks); the
-    workflow runs :func:`embed_shard` per shard and :func:`write_index` once.
-    """
-    chains = dict(sequences)
-    shard = out.with_name(shard_name(0, 1))
-    write_shard(checkpoint, chains, layers, 0, 1, shard, settings, device=device)
-    write_index(out, [shard], chains)
-    return len(chains)

@@ -6,9 +6,13 @@ Layout of one cache (one dataset, one checkpoint), see ``docs/esm_cache.md``::
     <cache dir>/index.parquet              seq_hash -> (shard, row group, row); the cache's address
 
 A shard row is one distinct chain sequence (key: sha256 of the sequence), columns
-``seq_hash``, ``length`` and one ``list<fixed_size_list<float16, D>>`` column per cached
-layer. Row groups hold about ``ROW_GROUP_BYTES`` of embeddings, so a reader decodes one row
-group (a few chains) to serve one chain, never a whole shard.
+``seq_hash``, ``length`` and one ``list<fixed_size_binary(2 x D)>`` column per cached layer:
+one Parquet value per residue holding its D little-endian float16 numbers, uncompressed.
+That encoding was chosen by measurement (``bench/cache_writer.py``, BENCHMARKS.md): a value
+per number (format 1) made Parquet's per-value work the writer's bottleneck, and compression
+saves little on float16 activations, whose mantissa bytes are noise. Row groups hold about
+``ROW_GROUP_BYTES`` of embeddings, so a reader decodes one row group (a few chains) to serve
+one chain, never a whole shard.
 
 Chains, not whole proteins, are the unit because ESM-2 was trained on single chains: a
 multi-chain protein is embedded chain by chain and its embedding is the concatenation.
@@ -31,13 +35,18 @@ import pyarrow.parquet as pq
 
 from bihmf.data.schema import sequence_hash
 from bihmf.integrity import WRITE_OPTIONS, check_embeddings, parquet_file, read_metadata, read_table
-from bihmf.io import atomic_output, nested_list_array
+from bihmf.io import atomic_output
 from bihmf.layout import SHARD_FILE
 
 if TYPE_CHECKING:
     from bihmf.data.schema import ProteinRecord
 
-FORMAT = "bihmf-esm-cache/1"
+FORMAT = "bihmf-esm-cache/2"
+# Format 1 stored one float16 Parquet value per number (list<fixed_size_list<float16, D>>,
+# byte-stream split, zstd): the same numbers, still read, so older caches need no re-embedding.
+READABLE_FORMATS = (FORMAT, "bihmf-esm-cache/1")
+# How a residue's float16 numbers are laid out in its fixed-size binary value.
+VALUE_DTYPE = np.dtype("<f2")
 # Decoded size of one row group: small enough that serving one chain reads little more than
 # that chain, large enough that the footer stays small (one entry per row group and column).
 ROW_GROUP_BYTES = 8 * 2**20
@@ -143,36 +152,56 @@ def plan_row_groups(lengths: Sequence[int], residues_per_group: int) -> list[ran
 
 def cache_schema(layers: Sequence[int], embed_dim: int, metadata: dict[str, str]) -> pa.Schema:
     fields = [pa.field("seq_hash", pa.string()), pa.field("length", pa.int32())]
-    fields += [pa.field(layer_column(layer), pa.list_(pa.list_(pa.float16(), embed_dim))) for layer in layers]
+    fields += [pa.field(layer_column(layer), pa.list_(pa.binary(embed_dim * VALUE_DTYPE.itemsize))) for layer in layers]
     return pa.schema(fields, metadata=metadata)
+
+
+def residue_values(arrays: Sequence[np.ndarray], pos: int) -> pa.ListArray:
+    """One layer column: per chain a list of residues, each one fixed-size binary value holding
+    the residue's D float16 numbers (``arrays``: float16 [L, n_layers, D], ``pos`` the layer's place)."""
+    dim = arrays[0].shape[2]
+    flat = np.concatenate([a[:, pos, :] for a in arrays])
+    if flat.dtype != VALUE_DTYPE:  # its bytes would be cut into residues of the wrong size
+        raise TypeError(f"the cache stores float16 embeddings, got {flat.dtype}")
+    residues = pa.FixedSizeBinaryArray.from_buffers(pa.binary(dim * VALUE_DTYPE.itemsize), len(flat), [None, pa.py_buffer(flat)])
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), residues)
 
 
 def embedding_table(schema: pa.Schema, keys: Sequence[str], arrays: Sequence[np.ndarray]) -> pa.Table:
     """Rows for ``keys`` from float16 arrays [L, n_layers, D] (layer order as in ``schema``)."""
     columns = [pa.array(keys, pa.string()), pa.array([len(a) for a in arrays], pa.int32())]
-    n_layers = len(schema) - 2
-    columns += [nested_list_array([a[:, pos, :] for a in arrays], pa.float16()) for pos in range(n_layers)]
+    columns += [residue_values(arrays, pos) for pos in range(len(schema) - 2)]
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _writer_options(schema: pa.Schema) -> dict:
-    """zstd; dictionary encoding and statistics only where they help (never on embeddings).
+def layer_values(column: pa.ChunkedArray, embed_dim: int) -> np.ndarray:
+    """float16 [residues, D] of one layer column of a row group, of either readable format.
 
-    Byte-stream-split puts the high and low bytes of the float16 values in separate streams,
-    which is what lets zstd find anything to compress in them.
+    Format 2's residue values are viewed in place (no per-number decoding); format 1's nested
+    float16 lists are flattened by Arrow.
     """
-    leaf_paths = [f"{name}.list.element.list.element" for name in schema.names[2:]]
+    residues = column.combine_chunks().flatten()
+    if pa.types.is_fixed_size_binary(residues.type):
+        offset = residues.offset * residues.type.byte_width
+        return np.frombuffer(residues.buffers()[1], VALUE_DTYPE, len(residues) * embed_dim, offset).reshape(-1, embed_dim)
+    return residues.flatten().to_numpy(zero_copy_only=False).reshape(-1, embed_dim)
+
+
+def _writer_options() -> dict:
+    """Uncompressed, no dictionary, statistics only on the key columns (BENCHMARKS.md,
+    "Cache writer": zstd or lz4 saved under a tenth of the bytes at two to four times the
+    encode cost). Page checksums stay (bihmf/integrity.py)."""
     return {
-        "compression": "zstd",
+        "compression": "none",
         "use_dictionary": False,
         "write_statistics": ["seq_hash", "length"],
-        "use_byte_stream_split": leaf_paths,
         **WRITE_OPTIONS,
     }
 
 
 def shard_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
-    return pq.ParquetWriter(path, schema, **_writer_options(schema))
+    return pq.ParquetWriter(path, schema, **_writer_options())
 
 
 def write_row_group(writer: pq.ParquetWriter, table: pa.Table) -> None:
@@ -271,8 +300,11 @@ class EmbeddingCache:
         index = read_table(path)
         self.path = Path(path)
         self.metadata: dict[str, str] = {k.decode(): v.decode() for k, v in (index.schema.metadata or {}).items()}
-        if self.metadata.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a {FORMAT} index (format {self.metadata.get('format')!r})")
+        if self.metadata.get("format") not in READABLE_FORMATS:
+            raise ValueError(
+                f"{path}: cache format {self.metadata.get('format')!r} is not one this bihmf reads ({', '.join(READABLE_FORMATS)}); "
+                f"delete {self.path.parent} and re-run the embed stage"
+            )
         self.layers: list[int] = json.loads(self.metadata["layers"])
         if layers is not None and list(layers) != self.layers:
             raise ValueError(f"{path}: built for layers {self.layers}, asked for {list(layers)}; re-run the embed stage")
@@ -340,10 +372,7 @@ class EmbeddingCache:
         table = self._shard(shard).read_row_group(group, columns=["length", *map(layer_column, layers)])
         starts = np.concatenate([[0], np.cumsum(table["length"].to_numpy())])
         dim = int(self.metadata["embed_dim"])
-        per_layer = [
-            table[layer_column(layer)].combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-            for layer in layers
-        ]
+        per_layer = [layer_values(table[layer_column(layer)], dim) for layer in layers]
         self._decoded[key] = (starts, per_layer)
         while len(self._decoded) > 1 and sum(sum(v.nbytes for v in p) for _, p in self._decoded.values()) > self._decoded_bytes:
             self._decoded.popitem(last=False)

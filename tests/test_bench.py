@@ -19,7 +19,7 @@ import torch
 from bihmf.models.fusion.base import JointSelfAttention
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHES = ("embed_vs_extract", "train_step", "data_path", "preprocess_throughput", "dag_build", "model_cost", "precision")
+BENCHES = ("embed_vs_extract", "cache_writer", "train_step", "data_path", "preprocess_throughput", "dag_build", "model_cost", "precision")
 
 
 @pytest.fixture()

@@ -12,16 +12,16 @@ import pytest
 import torch
 
 import bihmf.esm
+import bihmf.esm_writer
 from bihmf.data.schema import ProteinRecord, sequence_hash, write_proteins
 from bihmf.esm import (
-    embed_proteins,
     embed_sequences,
-    embed_shard,
     layer_representations,
     window_spans,
 )
 from bihmf.esm_checkpoint import load_esm, regression_path
 from bihmf.esm_cache import EmbedSettings, EmbeddingCache, chain_sequences, file_metadata, read_chains, shard_name, shard_of, write_index
+from bihmf.esm_writer import embed_proteins, embed_shard
 
 CPU = torch.device("cpu")
 SETTINGS = EmbedSettings(token_budget=512, window=1022, window_overlap=256)
@@ -210,7 +210,7 @@ def test_killed_shard_job_resumes_to_identical_bytes(tiny_checkpoint, tmp_path, 
     write_proteins(records, proteins)
     out = tmp_path / "resumed" / shard_name(0, 1)
 
-    real, calls = bihmf.esm.embed_sequences, []
+    real, calls = bihmf.esm_writer.embed_sequences, []
 
     def dies_on_third_part(*args, **kwargs):
         calls.append(1)
@@ -218,13 +218,13 @@ def test_killed_shard_job_resumes_to_identical_bytes(tiny_checkpoint, tmp_path, 
             raise RuntimeError("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bihmf.esm, "embed_sequences", dies_on_third_part)
+    monkeypatch.setattr(bihmf.esm_writer, "embed_sequences", dies_on_third_part)
     with pytest.raises(RuntimeError, match="killed"):
         embed_shard(tiny_checkpoint, proteins, [1, 4], 0, 1, out, SETTINGS, device=CPU, **small)
     parts = out.with_name(out.stem + ".parts")
     assert not out.exists() and len(list(parts.glob("part-*.parquet"))) == 2
     (parts / ".part-00002-0123456789abcdef.parquet.x1y2.tmp").write_bytes(b"PAR1 half a part")  # killed mid-write
-    monkeypatch.setattr(bihmf.esm, "embed_sequences", real)
+    monkeypatch.setattr(bihmf.esm_writer, "embed_sequences", real)
     # a different setting must not reuse those parts
     assert embed_shard(tiny_checkpoint, proteins, [4], 0, 1, out.with_name("other.parquet"), SETTINGS, device=CPU, **small) == 10
     assert embed_shard(tiny_checkpoint, proteins, [1, 4], 0, 1, out, SETTINGS, device=CPU, **small) == 6
@@ -238,8 +238,8 @@ def test_reader_decodes_only_the_row_group_it_needs(tiny_checkpoint, tmp_path, m
     cache = _cache(tiny_checkpoint, records, [2, 4], tmp_path, row_group_bytes=2 * 64 * 50)  # two chains per row group
     shard = pq.ParquetFile(tmp_path / shard_name(0, 1))
     assert shard.num_row_groups == 4
-    column = shard.metadata.row_group(0).column(2)
-    assert column.compression == "ZSTD" and "BYTE_STREAM_SPLIT" in column.encodings
+    column = shard.metadata.row_group(0).column(2)  # one fixed-size value per residue (format 2), stored as is
+    assert column.physical_type == "FIXED_LEN_BYTE_ARRAY" and column.compression == "UNCOMPRESSED"
     reads = []
     real = pq.ParquetFile.read_row_group
     monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, i, **kw: reads.append(i) or real(self, i, **kw))

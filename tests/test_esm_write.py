@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-import bihmf.esm
+import bihmf.esm_writer
 import bihmf.io
-from bihmf.esm import ShardWriteError, embed_proteins, write_shard
 from bihmf.esm_checkpoint import load_esm, provide_checkpoint
 from bihmf.esm_cache import EmbedSettings, EmbeddingCache, file_metadata, shard_name, write_index
+from bihmf.esm_writer import ShardWriteError, embed_proteins, write_shard
 from bihmf.io import digest_record, file_digest, recorded_sha256
 
 CPU = torch.device("cpu")
@@ -34,10 +34,10 @@ def test_chunks_are_encoded_off_the_job_thread_without_a_part_round_trip(tiny_ch
     chains = _chains(0, [300, 260, 120, 410, 90, 1100, 35])  # one chain windowed
     settings = EmbedSettings(token_budget=64, window=1022, window_overlap=256)  # chunks close once they hold 512 residues
     calls, threads = [], set()
-    real_embed, real_write = bihmf.esm.embed_sequences, bihmf.esm.write_row_group
-    monkeypatch.setattr(bihmf.esm, "embed_sequences", lambda *a, **kw: calls.append(len(a[2])) or real_embed(*a, **kw))
-    monkeypatch.setattr(bihmf.esm, "write_row_group", lambda w, t: threads.add(threading.current_thread().name) or real_write(w, t))
-    monkeypatch.setattr(bihmf.esm, "read_row_groups", lambda path: pytest.fail(f"{path} read back for a one-part shard"))
+    real_embed, real_write = bihmf.esm_writer.embed_sequences, bihmf.esm_writer.write_row_group
+    monkeypatch.setattr(bihmf.esm_writer, "embed_sequences", lambda *a, **kw: calls.append(len(a[2])) or real_embed(*a, **kw))
+    monkeypatch.setattr(bihmf.esm_writer, "write_row_group", lambda w, t: threads.add(threading.current_thread().name) or real_write(w, t))
+    monkeypatch.setattr(bihmf.esm_writer, "read_row_groups", lambda path: pytest.fail(f"{path} read back for a one-part shard"))
     shard = tmp_path / "cache" / shard_name(0, 1)
     assert write_shard(tiny_checkpoint, chains, [2, 4], 0, 1, shard, settings, device=CPU, row_group_bytes=1) == len(chains)
     assert calls == [2, 2, 2, 1]
@@ -56,21 +56,21 @@ def test_failed_write_names_the_shard_keeps_finished_parts_and_resumes(tiny_chec
     small = {"row_group_bytes": 1, "part_residues": 60}  # one chain per row group, two per part
     complete = tmp_path / "complete.parquet"
     write_shard(tiny_checkpoint, chains, [1, 4], 0, 1, complete, SETTINGS, device=CPU, **small)
-    real = bihmf.esm.embedding_table
+    real = bihmf.esm_writer.embedding_table
 
     def full_disk_at_third_chain(schema, keys, arrays):
         if list(chains)[2] in keys:  # part 1's first row group, in the shard and in its part
             raise OSError("No space left on device")
         return real(schema, keys, arrays)
 
-    monkeypatch.setattr(bihmf.esm, "embedding_table", full_disk_at_third_chain)
+    monkeypatch.setattr(bihmf.esm_writer, "embedding_table", full_disk_at_third_chain)
     out = tmp_path / "shard" / "shard-0-of-1.parquet"
     with pytest.raises(ShardWriteError, match=f"{out}: writing the shard failed: No space left on device"):
         write_shard(tiny_checkpoint, chains, [1, 4], 0, 1, out, SETTINGS, device=CPU, **small)
     parts = out.with_name(out.stem + ".parts")
     assert [p.name[:10] for p in parts.iterdir()] == ["part-00000"]  # part 1 lost a row group: never committed
     assert not out.exists() and not list(out.parent.glob(".*.tmp"))
-    monkeypatch.setattr(bihmf.esm, "embedding_table", real)
+    monkeypatch.setattr(bihmf.esm_writer, "embedding_table", real)
     assert write_shard(tiny_checkpoint, chains, [1, 4], 0, 1, out, SETTINGS, device=CPU, **small) == 4
     assert out.read_bytes() == complete.read_bytes() and not parts.exists()
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from bihmf.data.schema import ProteinRecord, read_proteins, write_proteins
-from bihmf.esm import embed_shard
 from bihmf.esm_cache import EmbedSettings, EmbeddingCache, read_chains, shard_name, write_index
+from bihmf.esm_writer import embed_shard
 from bihmf.integrity import DamagedFile, OutOfRange, check_inputs
 
 SETTINGS = EmbedSettings(token_budget=512, window=1022, window_overlap=256)

@@ -29,9 +29,9 @@ from bihmf.data import preprocess_dataset
 from bihmf.data.ligand import LigandError, read_ligand
 from bihmf.data.schema import read_proteins, write_proteins
 from bihmf.data.structure import load_structure, read_chains
-from bihmf.esm import embed_proteins
 from bihmf.esm_checkpoint import write_random_checkpoint
 from bihmf.esm_cache import EmbedSettings, chain_sequences
+from bihmf.esm_writer import embed_proteins
 from bihmf.models.fusion import cached_layers
 from bihmf.predict import PredictOptions, RunError, predict
 from bihmf.predict.embeddings import ChainEmbeddings

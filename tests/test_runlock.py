@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bihmf.esm import write_shard
 from bihmf.esm_cache import EmbedSettings
+from bihmf.esm_writer import write_shard
 from bihmf.run import RunSpec
 from bihmf.runlock import RUN_LOCK, HeldElsewhere, run_lock
 from bihmf.training import train_run

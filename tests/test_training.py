@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from bihmf.data import preprocess_dataset
-from bihmf.esm import embed_proteins
 from bihmf.esm_cache import EmbedSettings
+from bihmf.esm_writer import embed_proteins
 from bihmf.data.schema import read_proteins
 from bihmf.models.fusion import cached_layers
 from bihmf.batching import residue_budget_batches

@@ -1,11 +1,11 @@
-"""Glue for rule embed, one job per shard (logic: bihmf.esm.embed_shard)."""
+"""Glue for rule embed, one job per shard (logic: bihmf.esm_writer.embed_shard)."""
 
 from pathlib import Path
 
 import torch
 
-from bihmf.esm import embed_shard
 from bihmf.esm_cache import EmbedSettings
+from bihmf.esm_writer import embed_shard
 from bihmf.gpu import gpu_slot, pick_device
 from bihmf.logs import log_to
 
