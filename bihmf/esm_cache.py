@@ -242,9 +242,9 @@ def write_index(index: Path, shards: Sequence[Path], required: Iterable[str]) ->
     if not shards:
         raise ValueError(f"{index}: no shards given")
     metas = [file_metadata(path) for path in shards]
-    shared = {key: metas[0][key] for key in SHARED_KEYS}
+    shared = {key: metas[0][key] for key in SHARED_KEYS if key in metas[0]}  # a format-1 shard has no precision
     for path, meta in zip(shards, metas, strict=True):
-        differing = [key for key in SHARED_KEYS if meta.get(key) != shared[key]]
+        differing = [key for key in SHARED_KEYS if meta.get(key) != shared.get(key)]
         if differing:
             raise ValueError(f"{path}: metadata {differing} differs from {shards[0]}; the shards belong to different caches")
     numbers = sorted(int(meta["shard"]) for meta in metas)

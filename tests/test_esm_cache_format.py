@@ -45,9 +45,11 @@ def _records(sequences: list[str]):
 
 
 def _metadata(fmt: str) -> dict[str, str]:
+    """A cache's metadata as its format's writer recorded it (format 1 predates esm.precision)."""
     return {
         "format": fmt, "checkpoint": "c.pt", "checkpoint_sha256": "0" * 64, "embed_dim": str(WIDTH), "esm_depth": "6",
         "layers": json.dumps(LAYERS), "dtype": "float16", "window": "1022", "window_overlap": "256", "shard": "0", "n_shards": "1",
+        **({"precision": "float32"} if fmt == FORMAT else {}),
     }
 
 

@@ -11,11 +11,12 @@ import pytest
 import torch
 import yaml
 
-import bihmf.esm
+import bihmf.esm_writer
 from bihmf.benchmark import esm_models, validate_config
 from bihmf.config import SCHEMA_PATH, ConfigError
 from bihmf.data.schema import sequence_hash
-from bihmf.esm import embed_proteins, embed_sequences, write_shard
+from bihmf.esm import embed_sequences
+from bihmf.esm_writer import embed_proteins, write_shard
 from bihmf.esm_cache import PRECISIONS, EmbedSettings, EmbeddingCache, file_metadata, shard_name, write_index
 from bihmf.esm_checkpoint import load_esm
 from conftest import ROOT
@@ -104,7 +105,7 @@ def test_parts_of_a_killed_job_are_not_reused_at_another_precision(tiny_checkpoi
     chains = _chains(4, 8, 30)
     out = tmp_path / shard_name(0, 1)
     small = {"row_group_bytes": 1, "part_residues": 60}  # one chain per row group, two per part
-    real, calls = bihmf.esm.embed_sequences, []
+    real, calls = bihmf.esm_writer.embed_sequences, []
 
     def dies_on_third_part(*args, **kwargs):
         calls.append(1)
@@ -112,10 +113,10 @@ def test_parts_of_a_killed_job_are_not_reused_at_another_precision(tiny_checkpoi
             raise RuntimeError("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bihmf.esm, "embed_sequences", dies_on_third_part)
+    monkeypatch.setattr(bihmf.esm_writer, "embed_sequences", dies_on_third_part)
     with pytest.raises(RuntimeError, match="killed"):
         write_shard(tiny_checkpoint, chains, [4], 0, 1, out, _settings("float32"), device=CPU, **small)
-    monkeypatch.setattr(bihmf.esm, "embed_sequences", real)
+    monkeypatch.setattr(bihmf.esm_writer, "embed_sequences", real)
     assert write_shard(tiny_checkpoint, chains, [4], 0, 1, out, _settings("float16"), device=CPU, **small) == len(chains)
     assert file_metadata(out)["precision"] == "float16"
 
