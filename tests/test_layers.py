@@ -44,9 +44,9 @@ def test_the_optimiser_step_is_written_once_and_bench_patches_no_training_intern
     assert [str(p.relative_to(ROOT)) for p in sources if patching.search(p.read_text())] == []
 
 
-def _training_names(path: Path) -> set[str]:
+def _training_names(path: Path, module: str = "bihmf.training") -> set[str]:
     tree = ast.parse(path.read_text())
-    return {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == "bihmf.training"
+    return {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == module
             for alias in node.names}
 
 
@@ -54,6 +54,15 @@ def test_training_importers_use_only_its_public_names():
     names = {path: _training_names(ROOT / path) for path in TRAINING_IMPORTERS}
     assert all(names.values()), names  # each importer is seen by the check
     assert {path: sorted(n for n in found if n.startswith("_")) for path, found in names.items()} == {p: [] for p in names}
+
+
+def test_the_engines_users_take_only_its_public_names():
+    users = [p for folder in ("bihmf", "workflow_scripts", "bench") for p in (ROOT / folder).rglob("*.py")]
+    names = {str(p.relative_to(ROOT)): _training_names(p, "bihmf.engine") for p in users}
+    assert names["bihmf/plan.py"] and names["bench/steps.py"]  # the calibration and bench's step go through it
+    assert {path: sorted(n for n in found if n.startswith("_")) for path, found in names.items() if found} == {
+        path: [] for path, found in names.items() if found
+    }
 
 
 def test_fusions_declare_their_report_roles():

@@ -96,6 +96,39 @@ def test_non_finite_loss_stops_with_a_clear_error(demo_tables, cfgs, tmp_path, m
     assert not (tmp_path / "metrics.json").exists()
 
 
+
+def test_the_engine_step_updates_the_weights_and_skips_the_update_on_a_non_finite_loss(demo_tables, cfgs, monkeypatch):
+    """The step bench/ and `bihmf plan` take (Engine.step) is training's: one update of the
+    weights per step, and none at all when the loss is not finite."""
+    import copy
+
+    from bihmf.batching import collate, protein_graph
+    from bihmf.engine import Engine
+    from bihmf.esm_cache import EmbeddingCache
+    from bihmf.models.fusion import FusionContext
+    from bihmf.models.model import build_model
+    from bihmf.tasks import TASKS, residue_binary
+
+    model_cfg, train_cfg = cfgs
+    cache = EmbeddingCache(demo_tables / "cache.parquet")
+    records = [r for r in read_proteins(demo_tables / "proteins.parquet") if r.split == "train"][:2]
+    context = FusionContext(int(cache.metadata["embed_dim"]), tuple(cache.layers), int(cache.metadata["esm_depth"]), None)
+    torch.manual_seed(0)
+    model = build_model("gvp", "bihmf_local", "residue_binary", model_cfg, context, {})
+    TASKS["residue_binary"].prepare(model.head, np.array([r.target for r in records]))
+    engine = Engine.build(model, TASKS["residue_binary"], train_cfg, torch.device("cpu"))
+    batch = collate([protein_graph(r, cache.rows(r)) for r in records], torch.device("cpu"))
+    before = copy.deepcopy(model.state_dict())
+    assert np.isfinite(engine.step(batch))
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    after = copy.deepcopy(model.state_dict())
+    real_loss = residue_binary.loss
+    monkeypatch.setattr(residue_binary, "loss", lambda logits, graph, head: real_loss(logits, graph, head) * float("nan"))
+    with pytest.raises(NonFiniteLossError, match="loss is nan"):
+        engine.step(batch)
+    assert all(torch.equal(after[k], v) for k, v in model.state_dict().items())
+
+
 RUN_SCRIPT = """
 import json, sys
 from pathlib import Path
