@@ -59,7 +59,7 @@ def test_training_importers_use_only_its_public_names():
 def test_the_engines_users_take_only_its_public_names():
     users = [p for folder in ("bihmf", "workflow_scripts", "bench") for p in (ROOT / folder).rglob("*.py")]
     names = {str(p.relative_to(ROOT)): _training_names(p, "bihmf.engine") for p in users}
-    assert names["bihmf/plan.py"] and names["bench/steps.py"]  # the calibration and bench's step go through it
+    assert names["bench/steps.py"] and any(found for path, found in names.items() if path.startswith("bihmf/plan"))
     assert {path: sorted(n for n in found if n.startswith("_")) for path, found in names.items() if found} == {
         path: [] for path, found in names.items() if found
     }
