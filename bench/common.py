@@ -25,7 +25,6 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -236,11 +235,6 @@ def run_child(name: str, args: list[str]) -> dict[str, Any]:
 def emit(result: dict[str, Any]) -> None:
     """A child's answer to :func:`run_child`: one JSON line on stdout."""
     print(json.dumps(result), flush=True)
-
-
-def autocast(device: torch.device) -> Any:
-    """bf16 autocast on GPU (what training uses on bf16-capable GPUs), nothing on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 # ---------------------------------------------------------------- inputs

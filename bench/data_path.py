@@ -69,7 +69,7 @@ from bench.common import (
     timed,
 )
 from bench.old_path import old_adamw, old_collate, old_edges
-from bench.steps import batch_of, build_cache, optimizer_step, step_setup, trainable
+from bench.steps import batch_of, build_cache, step_setup, trainable
 from bihmf.data.schema import ProteinRecord
 from bihmf.esm_checkpoint import write_random_checkpoint
 from bihmf.esm_cache import EmbeddingCache
@@ -190,10 +190,9 @@ def loading(records: list[ProteinRecord], index: Path, fusion: str, context: Fus
     new_graphs, new_load = built(lambda r: cache.rows(r, read))
     bare = [protein_graph(r, None) for r in records]
     stream = EsmRows(cache, read, "all")
-    old_model, _ = trainable(encoder_of(fusion), fusion, context, device)
-    old_optimizer = old_adamw(old_model)
-    new_context = replace(context, cache_layers=read or context.cache_layers)
-    new_model, new_optimizer = trainable(encoder_of(fusion), fusion, new_context, device)
+    old = trainable(encoder_of(fusion), fusion, context, device)
+    old = replace(old, optimizer=old_adamw(old.model))
+    new = trainable(encoder_of(fusion), fusion, replace(context, cache_layers=read or context.cache_layers), device)
     sources = {
         "new": lambda ids: [new_graphs[i] for i in ids],
         "new_streamed": lambda ids: [with_rows(bare[i], stream.of(records[i])) if read else bare[i] for i in ids],
@@ -210,17 +209,17 @@ def loading(records: list[ProteinRecord], index: Path, fusion: str, context: Fus
         with ExitStack() as stack:
             if name == "old":
                 stack.enter_context(old_edges())
-                model, optimizer = old_model, old_optimizer
+                engine = old
 
                 def loads(batches: list[list[int]]) -> Iterator[Batch]:
                     return (old_collate([old_graphs[i] for i in ids], device) for ids in batches)
             else:
                 stream = stack.enter_context(closing(device_batches(chain(first, second), sources[name], lambda ids: [names[i] for i in ids], device)))
-                model, optimizer = new_model, new_optimizer
+                engine = new
 
                 def loads(batches: list[list[int]]) -> Iterator[Batch]:
                     return (next(stream)[1] for _ in batches)
-            step = partial(optimizer_step, model, optimizer, device=device)
+            step = engine.step
             warm = epoch(loads(first), step, device)
             if profiled:
                 return operator_counts(lambda: epoch(loads(second), step, device), len(second), device)
@@ -263,13 +262,13 @@ def tiled(template: ProteinRecord, length: int) -> ProteinRecord:
 def fusion_step(fusion: str, width: int, device: torch.device) -> Callable[[ProteinRecord], Callable[[], Any]]:
     """For a protein, the optimiser step of ``fusion`` on it (graph built and moved beforehand)."""
     context = fusion_context(FULL_DEPTH, width)
-    model, optimizer = trainable(encoder_of(fusion), fusion, context, device)
+    engine = trainable(encoder_of(fusion), fusion, context, device)
     rng = np.random.default_rng(0)
 
     def prepare(record: ProteinRecord) -> Callable[[], Any]:
         esm = rng.standard_normal((len(record.sequence), len(context.cache_layers), width), dtype=np.float32)
         batch = batch_of([record], [esm], device)
-        return lambda: optimizer_step(model, optimizer, batch, device)
+        return lambda: engine.step(batch)
 
     return prepare
 

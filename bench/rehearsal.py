@@ -59,7 +59,6 @@ import numpy as np
 import torch
 
 import bihmf.esm_writer
-import bihmf.training
 from bench.common import (
     ESM_SHAPES,
     ROOT,
@@ -89,10 +88,11 @@ from bihmf.esm_writer import embed_shard
 from bihmf.models.fusion import FusionContext
 from bihmf.models.model import build_model, run_combinations
 from bihmf.esm_cache import DECODED_BYTES
-from bihmf.loader import ESM_MEMORY_SHARE, EsmRows, fits_in_memory
+from bihmf.loader import ESM_MEMORY_SHARE
 from bihmf.run import CURVE_FILE, RunSpec
 from bihmf.tasks import TASKS, task_options
-from bihmf.training import time_training_steps, train_run
+from bihmf.engine import time_training_steps
+from bihmf.training import train_run
 
 NAME = "rehearsal"
 CONFIG = ROOT / "config.yaml"
@@ -273,16 +273,11 @@ def train_stage(dataset: str, work: Path, encoder: str, fusion: str) -> dict[str
                  "mem_mb": rehearsal_mem_mb(mem_mb, reduced, configured_esm()["embed_dim"])}
     out = where["runs"] / encoder / fusion
     shutil.rmtree(out, ignore_errors=True)
-    decisions: list[dict[str, Any]] = []
-
-    def recorded(rows: EsmRows, records: list, mem_mb: float) -> bool:
-        fits = fits_in_memory(rows, records, mem_mb)
-        decisions.append({"rows": "in memory" if fits else "streamed", "read_layers": len(rows.layers), "rows_mb": rows.bytes(records) / MB})
-        return fits
+    placement: dict[str, Any] = {}
 
     def train() -> dict[str, Any]:
-        with mock.patch.object(bihmf.training, "fits_in_memory", recorded):
-            train_run(train_spec(dataset, encoder, fusion), where["proteins"], where["index"], settings.model, train_cfg, out)
+        record = train_run(train_spec(dataset, encoder, fusion), where["proteins"], where["index"], settings.model, train_cfg, out)
+        placement.update(record.provenance["esm_rows"])  # where the job kept its ESM rows, and how many MiB
         return {}
 
     result = measured(train)
@@ -290,16 +285,8 @@ def train_stage(dataset: str, work: Path, encoder: str, fusion: str) -> dict[str
         curve = list(csv.DictReader(handle))
     return {
         **result, "epoch_seconds": float(curve[0]["seconds"]), "mem_mb": mem_mb, "rehearsal_mem_mb": train_cfg["mem_mb"],
-        **rows_kept(decisions), "model": settings.model,
+        **placement, "model": settings.model,
     }
-
-
-def rows_kept(decisions: list[dict[str, Any]]) -> dict[str, Any]:
-    """The loader's one choice for the measured job: where its ESM rows were, how many layers and
-    MiB of them (at the reduced width); a fusion reading no ESM layer makes no choice."""
-    if len(decisions) > 1:
-        raise RuntimeError(f"train_run chose where to keep its ESM rows {len(decisions)} times; the rehearsal expects once")
-    return decisions[0] if decisions else {"rows": "none read", "read_layers": 0, "rows_mb": 0.0}
 
 
 def timed_combinations(encoders: list[str], fusions: list[str], reference: str) -> list[tuple[str, str]]:

@@ -1,8 +1,9 @@
 """Training-step pieces shared by the benchmarks that train (train_step, data_path, model_cost).
 
-They call what ``bihmf.training.train_run`` calls (``build_model``, ``protein_graph``,
-``collate``, the task's loss, its fused AdamW, gradient clipping), so a benchmark step is a training
-step; kept apart from ``bench.common`` because importing the models pulls in torch_geometric,
+They build what ``bihmf.training.train_run`` builds (``build_model``, ``protein_graph``,
+``collate``) and step through its :class:`bihmf.engine.Engine` (the task's loss under the
+device's mixed precision, backward, gradient clipping, the fused AdamW), so a benchmark step
+is the training step; kept apart from ``bench.common`` because importing the models pulls in torch_geometric,
 which the embed benchmark's child processes do not need.
 """
 
@@ -15,37 +16,26 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch
 
-from bench.common import autocast, schema_defaults
+from bench.common import schema_defaults
 from bihmf.data.schema import ProteinRecord, write_proteins
 from bihmf.esm_cache import EmbedSettings, read_chains, shard_name, write_index
 from bihmf.esm_writer import embed_shard
 from bihmf.models.fusion import FusionContext
-from bihmf.models.model import ProteinModel, build_model
-from bihmf.tasks import residue_binary
+from bihmf.engine import Engine, precision_name
+from bihmf.models.model import build_model
+from bihmf.tasks import TASKS
 from bihmf.batching import collate, protein_graph
-from bihmf.training import make_optimizer
 
 TASK = "residue_binary"  # PPBS's task: a loss on every residue, the heaviest head per protein
 
 
-def trainable(encoder: str, fusion: str, context: FusionContext, device: torch.device) -> tuple[ProteinModel, torch.optim.Optimizer]:
-    """A seeded model with the schema's default sizes (the full benchmark's) and its optimiser."""
+def trainable(encoder: str, fusion: str, context: FusionContext, device: torch.device) -> Engine:
+    """A seeded model with the schema's default sizes (the full benchmark's) in the engine that
+    trains it: ``engine.step(batch)`` is one training step."""
     defaults = schema_defaults()
     torch.manual_seed(0)
     model = build_model(encoder, fusion, TASK, defaults["model"], context).to(device).train()
-    optimizer = make_optimizer(model, defaults["train"])
-    return model, optimizer
-
-
-def optimizer_step(model: ProteinModel, optimizer: torch.optim.Optimizer, batch: Batch, device: torch.device) -> float:
-    """One training step as ``train_run`` takes it: loss, backward, clipping, AdamW update."""
-    optimizer.zero_grad()
-    with autocast(device):
-        loss = residue_binary.loss(model(batch), batch, model.head)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), schema_defaults()["train"]["grad_clip"])
-    optimizer.step()
-    return loss.item()
+    return Engine.build(model, TASKS[TASK], defaults["train"], device)
 
 
 def batch_of(records: list[ProteinRecord], embeddings: list[np.ndarray | None], device: torch.device) -> Batch:
@@ -56,7 +46,7 @@ def batch_of(records: list[ProteinRecord], embeddings: list[np.ndarray | None], 
 def step_setup(device: torch.device) -> dict[str, Any]:
     """How a step's numbers are produced, for the result files."""
     defaults = schema_defaults()
-    return {"task": TASK, "model": defaults["model"], "lr": defaults["train"]["lr"], "autocast": "bf16" if device.type == "cuda" else "none"}
+    return {"task": TASK, "model": defaults["model"], "lr": defaults["train"]["lr"], "autocast": precision_name(device)}
 
 
 def build_cache(checkpoint: Path, records: list[ProteinRecord], layers: list[int], folder: Path) -> Path:

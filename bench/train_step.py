@@ -49,8 +49,9 @@ from bench.common import (
     sync,
     table,
 )
-from bench.steps import batch_of, build_cache, optimizer_step, step_setup, trainable
+from bench.steps import batch_of, build_cache, step_setup, trainable
 from bihmf.data.schema import ProteinRecord
+from bihmf.engine import Engine
 from bihmf.esm import embed_sequences
 from bihmf.esm_checkpoint import load_esm, write_random_checkpoint
 from bihmf.esm_cache import EmbedSettings, EmbeddingCache, chain_sequences
@@ -101,7 +102,7 @@ def fused_forward(model: Any, alphabet: Any, layers: list[int], device: torch.de
     return provide
 
 
-def epoch(provider: Provider, records: list[ProteinRecord], model: Any, optimizer: Any, order: np.ndarray, device: torch.device) -> dict[str, float]:
+def epoch(provider: Provider, records: list[ProteinRecord], engine: Engine, order: np.ndarray, device: torch.device) -> dict[str, float]:
     """One pass over ``records`` in ``order``, batches packed by the default residue budget."""
     sizes = [len(r.sequence) for r in records]
     batches = residue_budget_batches(sizes, [r.protein_id for r in records], schema_defaults()["train"]["residue_budget"], order)
@@ -113,7 +114,7 @@ def epoch(provider: Provider, records: list[ProteinRecord], model: Any, optimize
         fetch = time.perf_counter()
         layers = provider(chosen)
         embedding += time.perf_counter() - fetch
-        optimizer_step(model, optimizer, batch_of(chosen, layers, device), device)
+        engine.step(batch_of(chosen, layers, device))
     sync(device)
     return {"seconds": time.perf_counter() - started, "embedding_seconds": embedding, "steps": len(batches)}
 
@@ -140,7 +141,7 @@ def measure(records: list[ProteinRecord], esm: str, encoder: str, fusion: str, r
 
     def side(name: str) -> Callable[[int], dict[str, float]]:
         # the same seeded protein order for every side of one attempt
-        return lambda attempt: epoch(providers[name](), records, *trained[name], np.random.default_rng(attempt).permutation(len(records)), device)
+        return lambda attempt: epoch(providers[name](), records, trained[name], np.random.default_rng(attempt).permutation(len(records)), device)
 
     sides = {name: side(name) for name in SIDES}
     interleaved(sides, 1)  # first-call costs, untimed

@@ -83,16 +83,34 @@ def chain_key(record: ProteinRecord) -> tuple[str, ...]:
     return tuple(key for key, _ in chain_sequences(record.sequence, record.chain_ids))
 
 
-def fits_in_memory(rows: EsmRows, records: Sequence[ProteinRecord], mem_mb: int) -> bool:
+@dataclass(frozen=True)
+class RowsPlacement:
+    """Where a job keeps its ESM rows and why: ``rows`` is "in memory", "streamed" or "none
+    read" (a fusion that reads no ESM layer); the run's provenance records it."""
+
+    rows: str
+    read_layers: int
+    rows_mb: float
+    budget_mb: float
+
+    @property
+    def in_memory(self) -> bool:
+        return self.rows == "in memory"
+
+
+def place_rows(rows: EsmRows | None, records: Sequence[ProteinRecord], mem_mb: float) -> RowsPlacement:
     """Whether the rows of ``records`` fit the job's memory share; the decision is logged."""
-    need, budget = rows.bytes(records), ESM_MEMORY_SHARE * mem_mb * 2**20
+    budget = ESM_MEMORY_SHARE * mem_mb * 2**20
+    if rows is None:
+        return RowsPlacement("none read", 0, 0.0, budget / 2**20)
+    need = rows.bytes(records)
     fits = need <= budget
     log.info(
         "ESM rows of %d proteins (%d layers): %.0f MiB, budget %.0f MiB (%.0f %% of train.mem_mb=%d): %s",
         len(records), len(rows.layers), need / 2**20, budget / 2**20, 100 * ESM_MEMORY_SHARE, mem_mb,
         "kept in memory" if fits else "streamed from the cache per batch",
     )
-    return fits
+    return RowsPlacement("in memory" if fits else "streamed", len(rows.layers), need / 2**20, budget / 2**20)
 
 
 def with_rows(graph: Data, esm: np.ndarray) -> Data:

@@ -7,7 +7,7 @@ and the DAG cannot disagree. Residues come from the
 preprocess output (``results/data/<d>/proteins.parquet``) when it exists, else from the
 config's ``published_sizes`` times a mean chain length whose source each row names
 (:data:`CHAIN_LENGTH`). Seconds per residue are measured by the training loop itself
-(:func:`bihmf.training.time_training_steps`: forward, loss, backward, clipping, AdamW under the
+(:func:`bihmf.engine.time_training_steps`: forward, loss, backward, clipping, AdamW under the
 device's autocast) on a few real proteins with seeded random ESM rows of the configured width.
 
 Projected hours = seconds/residue × (train + validation residues) × epochs × seeds. Validation
@@ -52,7 +52,7 @@ from bihmf.models.fusion import FusionContext
 from bihmf.models.model import build_model, reads_esm
 from bihmf.run import RunSpec
 from bihmf.tasks import TASKS, task_options
-from bihmf.training import time_training_steps
+from bihmf.engine import time_training_steps
 
 log = logging.getLogger(__name__)
 

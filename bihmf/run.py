@@ -11,15 +11,23 @@
 
 Training writes them, the rules declare them, the report and ``bihmf predict`` read them; all
 take the layout, the names and the parsing from here, so the writer and the readers cannot drift.
+The run's identity (:func:`run_hash`, which decides whether ``last.pt`` may be resumed) and
+the parts of the provenance that do not depend on training (versions, commit, the cache as
+`bihmf predict` finds it again) are assembled here too.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
+import os
+import platform
+import subprocess
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +188,47 @@ def read_record(path: Path) -> RunRecord:
     metrics = {split: _split_values(split, values, path) for split, values in splits.items()}
     return RunRecord(path=path, seed=seed, metrics=metrics, best_epoch=raw.get("best_epoch"),
                      epochs_run=raw.get("epochs_run"), provenance=raw.get("provenance", {}), **ident)
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("bihmf", "torch", "torch-geometric", "fair-esm", "numpy", "pyarrow"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
+
+
+def run_hash(spec: RunSpec, model_cfg: dict[str, Any], train_cfg: dict[str, Any], data_sha: str, cache_sha: str) -> str:
+    """Identity of a run for resuming (``last.pt``) and its ``config_hash``; the job's threads,
+    memory and time limit are excluded (they do not change the recipe)."""
+    recipe = {k: v for k, v in train_cfg.items() if k not in {"threads", "mem_mb", "runtime_min"}}
+    return config_hash({"spec": asdict(spec), "model": model_cfg, "train": recipe, "data": data_sha, "cache": cache_sha})
+
+
+def cache_provenance(folder: RunFolder, metadata: dict[str, str], layers: list[int], index: Path) -> dict[str, Any]:
+    """The ESM cache a run read, as its provenance records it: what `bihmf predict` needs to
+    embed new sequences exactly like the cache, and the cache's index relative to the run
+    folder (:attr:`TrainedRun.esm` reads it back)."""
+    return {
+        "esm_checkpoint_sha256": metadata["checkpoint_sha256"],
+        "esm_layers_cached": layers,
+        "esm_cache": {**metadata, "index": os.path.relpath(index, folder.path)},
+    }
 
 
 @dataclass(frozen=True)

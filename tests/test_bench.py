@@ -11,11 +11,13 @@ import importlib
 import json
 import random
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 
+from bihmf.loader import place_rows
 from bihmf.models.fusion.base import JointSelfAttention
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,6 +150,6 @@ def test_rehearsal_widest_job_exchanges_the_measured_rows_for_its_own(monkeypatc
     assert rehearsal.dataset_esm(esm, "psr")["layers"] == esm["caches"]["psr"]["layers"]
     with pytest.raises(KeyError, match="not_a_dataset"):
         rehearsal.dataset_esm(esm, "not_a_dataset")
-    no_rows = {"table": {}, "parse": {}, "cache": {}, "train": rehearsal.rows_kept([])}
+    no_rows = {"table": {}, "parse": {}, "cache": {}, "train": asdict(place_rows(None, [], 1000))}  # a structure-only job's provenance
     with pytest.raises(ValueError, match="psr: the measured training job read no ESM layer"):
         rehearsal.derive("psr", no_rows, rehearsal.dataset_esm(esm, "psr"), 8)

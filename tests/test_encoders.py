@@ -15,7 +15,7 @@ from bihmf.models.encoders import ENCODERS, StructureEncoder
 from bihmf.models.encoders.gearnet import SEQUENTIAL_OFFSETS, sequential_edges
 from bihmf.models.encoders.pronet import nearest_edges
 from bihmf.models.fusion.base import NUM_RESIDUE_TYPES
-from bihmf.models.graph import C_IDX, N_IDX, O_IDX, backbone_frames, radius_edges
+from bihmf.models.graph import C_IDX, N_IDX, O_IDX, radius_edges
 from bihmf.batching import collate, protein_graph
 
 SIZES = {"width": 16, "vector_dim": 4, "num_layers": 3, "knn": 8, "dropout": 0.0}
@@ -177,13 +177,3 @@ def test_gearnet_sequential_edges_follow_peptide_bonds():
     bonded = [(0, 1), (1, 2), (2, 3), (0, 2), (1, 3), (4, 5)]
     expected = {(a, b, b - a) for a, b in bonded} | {(b, a, a - b) for a, b in bonded} | {(i, i, 0) for i in range(6)}
     assert found == expected and edges.shape[1] == len(expected)
-
-
-def test_backbone_frames_are_rotations_and_undefined_without_n_or_c(graphs):
-    coords = graphs[0].coords.clone()
-    coords[3, N_IDX] = math.nan
-    frames, valid = backbone_frames(coords)
-    assert not valid[3] and valid.sum() == coords.shape[0] - 1 and (frames[3] == 0).all()
-    eye = torch.eye(3).expand(int(valid.sum()), 3, 3)
-    torch.testing.assert_close(frames[valid] @ frames[valid].transpose(-1, -2), eye, atol=1e-5, rtol=0)
-    torch.testing.assert_close(torch.linalg.det(frames[valid]), torch.ones(int(valid.sum())), atol=1e-5, rtol=0)

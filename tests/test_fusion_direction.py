@@ -23,8 +23,7 @@ from bihmf.data.ppbs import parse
 from bihmf.models.fusion import FUSIONS, FusionContext
 from bihmf.models.fusion.base import BOTH_DIRECTIONS, FUSION_DIRECTIONS, StreamStates
 from bihmf.models.model import build_model
-from bihmf.run import RunSpec
-from bihmf.training import _run_hash
+from bihmf.run import RunSpec, run_hash
 
 ESM_DIM, ESM_DEPTH = 16, 6
 CONTEXT = FusionContext(esm_dim=ESM_DIM, cache_layers=(2, 4, 6), esm_depth=ESM_DEPTH)
@@ -171,5 +170,5 @@ def test_the_direction_reaches_the_run_settings_and_the_run_identity(demo_config
         written = {**demo_config, "model": {**demo_config["model"], "fusions": list(DIRECTIONAL), "fusion_direction": direction}}
         settings = run_settings(validate_config(written), written, "ppbs_demo", "gvp")
         assert settings.model["fusion_direction"] == direction
-        hashes.add(_run_hash(spec, settings.model, settings.train, "data", "cache"))
+        hashes.add(run_hash(spec, settings.model, settings.train, "data", "cache"))
     assert len(hashes) == len(FUSION_DIRECTIONS)

@@ -4,6 +4,7 @@ registries answer for the DAG, the report and `bihmf predict`."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ from bihmf.models.fusion import FUSIONS, bihmf_fusions, reference_fusion
 from bihmf.tasks import TASKS, task_options
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING_IMPORTERS = {"workflow_scripts/train.py", "bihmf/plan.py"}  # besides bench/ and the tests; plan times the real loop
+TRAINING_IMPORTERS = {"workflow_scripts/train.py"}  # besides bench/ and the tests
+# where the optimiser step is written: the engine (training, plan, bench) and bench's deliberate old side
+STEP_WRITERS = {"bihmf/engine.py", "bench/old_path.py"}
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -27,9 +30,23 @@ def test_only_the_train_glue_and_bench_import_the_training_loop():
     assert importers == TRAINING_IMPORTERS
 
 
-def _training_names(path: Path) -> set[str]:
+def _calls(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
-    return {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == "bihmf.training"
+    return {node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)}
+
+
+def test_the_optimiser_step_is_written_once_and_bench_patches_no_training_internals():
+    """bihmf plan and bench/ take the engine's step (bihmf/engine.py), never a copy of it."""
+    sources = [p for folder in ("bihmf", "workflow_scripts", "bench") for p in (ROOT / folder).rglob("*.py")]
+    writers = {str(p.relative_to(ROOT)) for p in sources if _calls(p) & {"clip_grad_norm_", "AdamW"}}
+    assert writers == STEP_WRITERS
+    patching = re.compile(r"(patch[.\w]*|setattr)\(\s*[\"']?bihmf\.(training|engine)\b")
+    assert [str(p.relative_to(ROOT)) for p in sources if patching.search(p.read_text())] == []
+
+
+def _training_names(path: Path, module: str = "bihmf.training") -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == module
             for alias in node.names}
 
 
@@ -37,6 +54,15 @@ def test_training_importers_use_only_its_public_names():
     names = {path: _training_names(ROOT / path) for path in TRAINING_IMPORTERS}
     assert all(names.values()), names  # each importer is seen by the check
     assert {path: sorted(n for n in found if n.startswith("_")) for path, found in names.items()} == {p: [] for p in names}
+
+
+def test_the_engines_users_take_only_its_public_names():
+    users = [p for folder in ("bihmf", "workflow_scripts", "bench") for p in (ROOT / folder).rglob("*.py")]
+    names = {str(p.relative_to(ROOT)): _training_names(p, "bihmf.engine") for p in users}
+    assert names["bench/steps.py"] and any(found for path, found in names.items() if path.startswith("bihmf/plan"))
+    assert {path: sorted(n for n in found if n.startswith("_")) for path, found in names.items() if found} == {
+        path: [] for path, found in names.items() if found
+    }
 
 
 def test_fusions_declare_their_report_roles():

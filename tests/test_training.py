@@ -20,7 +20,8 @@ from bihmf.data.schema import read_proteins
 from bihmf.models.fusion import cached_layers
 from bihmf.batching import residue_budget_batches
 from bihmf.run import RunSpec, read_record
-from bihmf.training import NonFiniteLossError, lr_factor, train_run
+from bihmf.engine import NonFiniteLossError, lr_factor
+from bihmf.training import train_run
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +96,39 @@ def test_non_finite_loss_stops_with_a_clear_error(demo_tables, cfgs, tmp_path, m
     assert not (tmp_path / "metrics.json").exists()
 
 
+
+def test_the_engine_step_updates_the_weights_and_skips_the_update_on_a_non_finite_loss(demo_tables, cfgs, monkeypatch):
+    """The step bench/ and `bihmf plan` take (Engine.step) is training's: one update of the
+    weights per step, and none at all when the loss is not finite."""
+    import copy
+
+    from bihmf.batching import collate, protein_graph
+    from bihmf.engine import Engine
+    from bihmf.esm_cache import EmbeddingCache
+    from bihmf.models.fusion import FusionContext
+    from bihmf.models.model import build_model
+    from bihmf.tasks import TASKS, residue_binary
+
+    model_cfg, train_cfg = cfgs
+    cache = EmbeddingCache(demo_tables / "cache.parquet")
+    records = [r for r in read_proteins(demo_tables / "proteins.parquet") if r.split == "train"][:2]
+    context = FusionContext(int(cache.metadata["embed_dim"]), tuple(cache.layers), int(cache.metadata["esm_depth"]), None)
+    torch.manual_seed(0)
+    model = build_model("gvp", "bihmf_local", "residue_binary", model_cfg, context, {})
+    TASKS["residue_binary"].prepare(model.head, np.array([r.target for r in records]))
+    engine = Engine.build(model, TASKS["residue_binary"], train_cfg, torch.device("cpu"))
+    batch = collate([protein_graph(r, cache.rows(r)) for r in records], torch.device("cpu"))
+    before = copy.deepcopy(model.state_dict())
+    assert np.isfinite(engine.step(batch))
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    after = copy.deepcopy(model.state_dict())
+    real_loss = residue_binary.loss
+    monkeypatch.setattr(residue_binary, "loss", lambda logits, graph, head: real_loss(logits, graph, head) * float("nan"))
+    with pytest.raises(NonFiniteLossError, match="loss is nan"):
+        engine.step(batch)
+    assert all(torch.equal(after[k], v) for k, v in model.state_dict().items())
+
+
 RUN_SCRIPT = """
 import json, sys
 from pathlib import Path
@@ -163,7 +197,7 @@ def test_time_training_steps_runs_the_training_loop_without_writing(demo_tables,
     from bihmf.esm_cache import EmbeddingCache
     from bihmf.models.fusion import FusionContext
     from bihmf.models.model import build_model
-    from bihmf.training import time_training_steps
+    from bihmf.engine import time_training_steps
 
     monkeypatch.chdir(tmp_path)
     model_cfg, train_cfg = cfgs
@@ -190,6 +224,17 @@ def test_rows_streamed_from_the_cache_give_the_same_run(demo_tables, cfgs, tmp_p
     decisions = [r.getMessage() for r in caplog.records if "ESM rows" in r.getMessage()]
     assert decisions[0].endswith("kept in memory") and decisions[1].endswith("streamed from the cache per batch")
     assert streamed.metrics == in_memory.metrics
+    held, read = in_memory.provenance["esm_rows"], streamed.provenance["esm_rows"]  # the choice, in each run's record
+    assert (held["rows"], read["rows"]) == ("in memory", "streamed")
+    assert held["read_layers"] == read["read_layers"] == 2 and held["rows_mb"] == read["rows_mb"] > read["budget_mb"]
+    assert read_record(tmp_path / "streamed" / "metrics.json").provenance["esm_rows"] == read
+
+
+def test_a_job_reading_no_esm_layer_records_none_read():
+    from bihmf.loader import place_rows
+
+    placement = place_rows(None, [], 1000)
+    assert (placement.rows, placement.read_layers, placement.rows_mb, placement.in_memory) == ("none read", 0, 0.0, False)
 
 
 def test_cache_serves_float16_rows_of_the_layers_asked_within_its_bound(demo_tables):
@@ -234,7 +279,7 @@ def test_a_model_reading_only_its_layers_equals_one_reading_the_whole_cache(demo
 def test_an_epochs_batches_follow_from_the_seed_and_the_epoch_alone(demo_tables):
     """What lets the producer prepare the next epoch early and a resumed run draw the same batches."""
     from bihmf.batching import protein_graph
-    from bihmf.training import RunData, epoch_batches
+    from bihmf.engine import RunData, epoch_batches
 
     records = read_proteins(demo_tables / "proteins.parquet")
     graphs = [protein_graph(r, None) for r in records]
@@ -253,9 +298,9 @@ def test_test_predictions_in_batches_equal_those_of_one_protein_at_a_time(demo_t
     from bihmf.models.fusion import FusionContext
     from bihmf.models.model import build_model
     from bihmf.tasks import TASKS
-    from bihmf.training import RunData, predictions_by_protein
+    from bihmf.engine import Engine, RunData
 
-    model_cfg, _ = cfgs
+    model_cfg, train_cfg = cfgs
     cache = EmbeddingCache(demo_tables / "cache.parquet")
     records = read_proteins(demo_tables / "proteins.parquet")
     graphs = [protein_graph(r, cache.protein(r)) for r in records]
@@ -263,9 +308,13 @@ def test_test_predictions_in_batches_equal_those_of_one_protein_at_a_time(demo_t
     context = FusionContext(int(cache.metadata["embed_dim"]), tuple(cache.layers), int(cache.metadata["esm_depth"]), None)
     torch.manual_seed(0)
     model = build_model("gvp", "bihmf_local", "residue_binary", model_cfg, context, {})
-    task, cpu = TASKS["residue_binary"], torch.device("cpu")
-    one_by_one = predictions_by_protein(model, task, data, max(g.num_nodes for g in graphs), cpu).to_pandas()
-    together = predictions_by_protein(model, task, data, 100_000, cpu).to_pandas()
+
+    def predictions(budget: int):
+        engine = Engine.build(model, TASKS["residue_binary"], {**train_cfg, "residue_budget": budget}, torch.device("cpu"))
+        return engine.test_predictions(data).to_pandas()
+
+    one_by_one = predictions(max(g.num_nodes for g in graphs))
+    together = predictions(100_000)
     tested = [r for r in records if r.split == "test"]
     assert len(tested) > 1
     assert list(together["protein_id"].unique()) == [r.protein_id for r in tested if (r.labels >= 0).any()]

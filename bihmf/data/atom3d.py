@@ -19,10 +19,10 @@ Deliberate differences from atom3d, none visible to its reader:
   and atom3d itself leaves ``msgpack`` DataFrames as plain dicts;
 * a record that fails to decode is an error naming the LMDB and the index (atom3d returns None);
 * pandas 3 spells ``str(pd.DataFrame)`` ``"<class 'pandas.DataFrame'>"``; the releases carry the
-  pandas 1/2 spelling. The reader accepts both, the writer writes the released one so that
-  atom3d under older pandas still recognises our DataFrames;
-* the writer stamps gzip headers with mtime 0 (atom3d stamps the wall clock) so that the same
-  records give the same bytes; readers ignore the gzip mtime.
+  pandas 1/2 spelling. The reader accepts both; the test fixtures' writer
+  (tests/fixtures/atom3d_writer.py) writes the released one so that atom3d under older pandas
+  still recognises its DataFrames, and stamps gzip headers with mtime 0 (atom3d stamps the wall
+  clock) so that the same records give the same bytes; readers ignore the gzip mtime.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import gzip
 import json
 import logging
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,8 +48,6 @@ DATAFRAME_TYPE = "<class 'pandas.core.frame.DataFrame'>"
 """``str(pd.DataFrame)`` under pandas < 3, as written in every released ATOM3D LMDB."""
 DATAFRAME_TYPES = frozenset({DATAFRAME_TYPE, "<class 'pandas.DataFrame'>"})
 SERIALIZATION_FORMAT = "json"
-COMPRESS_LEVEL = 6
-WRITE_MAP_SIZE = 10**13  # atom3d's value; LMDB grows the file as needed, this only caps it
 
 ATOM_COLUMNS: tuple[str, ...] = (
     "ensemble", "subunit", "structure", "model", "chain", "hetero", "insertion_code", "residue",
@@ -95,16 +93,6 @@ def _num_examples(txn: lmdb.Transaction, path: Path) -> int:
     return int(raw_count)
 
 
-def lmdb_size(path: Path) -> int:
-    """Number of records (``num_examples``) of the LMDB at ``path``, without decoding any."""
-    env = _open_readonly(Path(path))
-    try:
-        with env.begin() as txn:
-            return _num_examples(txn, Path(path))
-    finally:
-        env.close()
-
-
 def decode_record(compressed: bytes, path: Path, index: int) -> dict[str, Any]:
     """One stored value -> the dict ``LMDBDataset.__getitem__`` returns (without a transform)."""
     where = f"{path}: record {index}"
@@ -142,65 +130,6 @@ def read_lmdb(path: Path) -> Iterator[dict[str, Any]]:
                 yield decode_record(compressed, path, index)
     finally:
         env.close()
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def _type_name(value: Any) -> str:
-    return DATAFRAME_TYPE if isinstance(value, pd.DataFrame) else str(type(value))
-
-
-def _frame_to_json(value: Any) -> Any:
-    """``json.dumps`` hook: DataFrames as atom3d writes them; anything else non-JSON is an error."""
-    if isinstance(value, pd.DataFrame):
-        return json.loads(value.to_json(orient="split", double_precision=6))
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable (convert numpy scalars and arrays first)")
-
-
-def encode_record(record: Mapping[str, Any]) -> bytes:
-    """A record -> its stored value: ``types`` added (last, unless present), JSON, gzip level 6, mtime 0."""
-    item = dict(record)
-    types = {key: _type_name(value) for key, value in item.items()}
-    types["types"] = str(dict)
-    item["types"] = types
-    serialized = json.dumps(item, default=_frame_to_json).encode()
-    return gzip.compress(serialized, compresslevel=COMPRESS_LEVEL, mtime=0)
-
-
-def write_lmdb(records: Iterable[Mapping[str, Any]], path: Path, map_size: int = WRITE_MAP_SIZE) -> int:
-    """Write ``records`` as a new ATOM3D LMDB at ``path`` (a directory); returns the record count.
-
-    Every record needs an ``id`` (the ``id_to_idx`` key). Unlike atom3d, a duplicate id is an
-    error (``id_to_idx`` would silently keep only the last one), and the whole write is one
-    transaction that is aborted on error, so a failed write leaves no half-filled LMDB.
-    """
-    path = Path(path)
-    if (path / "data.mdb").exists():
-        raise FileExistsError(f"{path}: an LMDB already exists here; write to a fresh directory")
-    path.mkdir(parents=True, exist_ok=True)
-    id_to_idx: dict[str, int] = {}
-    env = lmdb.open(str(path), map_size=map_size)
-    try:
-        with env.begin(write=True) as txn:
-            for index, record in enumerate(records):
-                record_id = record.get("id")
-                if not isinstance(record_id, str):
-                    raise ValueError(f"{path}: record {index}: 'id' must be a str, got {record_id!r}")
-                if record_id in id_to_idx:
-                    raise ValueError(f"{path}: record {index}: duplicate id {record_id!r} (first at {id_to_idx[record_id]})")
-                try:
-                    value = encode_record(record)
-                except (TypeError, ValueError) as exc:
-                    raise ValueError(f"{path}: record {index} ({record_id!r}): {exc}") from exc
-                txn.put(str(index).encode(), value, overwrite=False)
-                id_to_idx[record_id] = index
-            txn.put(b"num_examples", str(len(id_to_idx)).encode())
-            txn.put(b"serialization_format", SERIALIZATION_FORMAT.encode())
-            txn.put(b"id_to_idx", json.dumps(id_to_idx).encode())
-    finally:
-        env.close()
-    return len(id_to_idx)
 
 
 # --------------------------------------------------------------------------- dataset roles

@@ -233,21 +233,3 @@ def residue_and_ligand_nodes(graph: Any) -> tuple[Tensor, Tensor]:
     """
     pos = torch.cat([torch.nan_to_num(graph.coords[:, CA_IDX]), graph.ligand_pos.to(graph.coords.dtype)])
     return pos, torch.cat([graph.batch, graph.ligand_pos_batch])
-
-
-def backbone_frames(coords: Tensor) -> tuple[Tensor, Tensor]:
-    """Right-handed local frame of each residue from N, CA, C, and whether it is defined.
-
-    Rows of ``frames[i]`` are the axes: e1 along CA->C, e2 the CA->N direction made orthogonal
-    to e1 (Gram-Schmidt), e3 = e1 x e2. Residues missing N or C (or with collinear atoms) get
-    an all-zero frame and ``valid = False``: no NaN enters the features, and the zero frame
-    carries no orientation, so it cannot break rotation invariance.
-    """
-    n, ca, c = (torch.nan_to_num(coords[:, idx]) for idx in (N_IDX, CA_IDX, C_IDX))
-    e1 = normalize(c - ca)
-    to_n = n - ca
-    e2 = normalize(to_n - (to_n * e1).sum(-1, keepdim=True) * e1)
-    frames = torch.stack([e1, e2, torch.cross(e1, e2, dim=-1)], dim=1)
-    present = torch.isfinite(coords[:, [N_IDX, CA_IDX, C_IDX]]).all(dim=-1).all(dim=-1)
-    valid = present & (e1.norm(dim=-1) > 0.5) & (e2.norm(dim=-1) > 0.5)
-    return frames * valid[:, None, None], valid

@@ -9,7 +9,7 @@
   holds the residues its label files name, and the file is generated when asked for.
 - **react**: IEConv's five text files and ``ProtFunct.zip`` (``data/<pdb>.<chain>.hdf5``, the keys
   IEConv's ``save_hdf5`` writes, built with the fixture builder's helpers on synthetic geometry).
-- **psr, lba30, lba60**: ATOM3D LMDB tarballs (``bihmf.data.atom3d.write_lmdb``, the fixture
+- **psr, lba30, lba60**: ATOM3D LMDB tarballs (``tests.fixtures.atom3d_writer.write_lmdb``, the fixture
   builder's reproducible tar writer), backbone atoms only.
 
 ``fraction`` keeps the first ``round(count * fraction)`` entries of every list (at least one), so a
@@ -34,8 +34,9 @@ import pandas as pd
 from Bio.Data.IUPACData import protein_letters_1to3
 
 from bench.synthetic import SCANNET, SHAPES, label_file_lengths
-from bihmf.data.atom3d import ATOM_COLUMNS, write_lmdb
+from bihmf.data.atom3d import ATOM_COLUMNS
 from bihmf.data.scannet import parse_origin, read_label_file
+from tests.fixtures.atom3d_writer import write_lmdb
 from tests.fixtures.build_atom3d_fixtures import write_tarball
 from tests.fixtures.build_react_fixture import AMINO_INDEX, ELEMENT_INDEX, ZIP_DATE, dense_index, hdf5_bytes, peptide_neighbours
 from tests.upstream.structures import ATOMS, Entry, backbone, seed_of
