@@ -20,7 +20,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +45,39 @@ ROW_GROUP_BYTES = 8 * 2**20
 DECODED_BYTES = 256 * 2**20
 # Metadata every shard of one cache must share (the shard number is the only difference).
 SHARED_KEYS = ("format", "checkpoint", "checkpoint_sha256", "embed_dim", "esm_depth", "layers", "dtype", "window", "window_overlap", "n_shards")
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """A cache's shared metadata (``SHARED_KEYS``), typed. Parquet metadata values are strings;
+    parsing them once where a cache (or a run's copy of its metadata) is read turns a missing or
+    malformed key into one error naming the file, instead of a KeyError deep in a job."""
+
+    format: str
+    checkpoint: str
+    checkpoint_sha256: str
+    embed_dim: int
+    esm_depth: int
+    layers: tuple[int, ...]
+    dtype: str
+    window: int | None  # None: imported embeddings (bihmf/embeddings_import.py), windows unknown
+    window_overlap: int | None
+    n_shards: int
+
+    @classmethod
+    def parse(cls, metadata: Mapping[str, str], source: Path | str) -> CacheInfo:
+        """From a cache index's metadata, or a run's provenance copy of it (``source`` names it)."""
+        missing = [field.name for field in fields(cls) if field.name not in metadata]
+        if missing:
+            raise ValueError(f"{source}: ESM cache metadata lacks {missing}")
+        text = {key: metadata[key] for key in ("format", "checkpoint", "checkpoint_sha256", "dtype")}
+        try:
+            numbers = {key: int(metadata[key]) for key in ("embed_dim", "esm_depth", "n_shards")}
+            windows = {key: None if metadata[key] == "none" else int(metadata[key]) for key in ("window", "window_overlap")}
+            layers = tuple(int(layer) for layer in json.loads(metadata["layers"]))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{source}: malformed ESM cache metadata ({err})") from err
+        return cls(layers=layers, **text, **numbers, **windows)
 
 
 @dataclass(frozen=True)
@@ -249,14 +282,15 @@ class EmbeddingCache:
         self.metadata: dict[str, str] = {k.decode(): v.decode() for k, v in (index.schema.metadata or {}).items()}
         if self.metadata.get("format") != FORMAT:
             raise ValueError(f"{path}: not a {FORMAT} index (format {self.metadata.get('format')!r})")
-        self.layers: list[int] = json.loads(self.metadata["layers"])
+        self.info = CacheInfo.parse(self.metadata, path)
+        self.layers: list[int] = list(self.info.layers)
         if layers is not None and list(layers) != self.layers:
             raise ValueError(f"{path}: built for layers {self.layers}, asked for {list(layers)}; re-run the embed stage")
         if checkpoint_sha256 is not None and checkpoint_sha256 != self.metadata["checkpoint_sha256"]:
             raise ValueError(
                 f"{path}: built from checkpoint sha256 {self.metadata['checkpoint_sha256']}, asked for {checkpoint_sha256}; re-run the embed stage"
             )
-        self._n_shards = int(self.metadata["n_shards"])
+        self._n_shards = self.info.n_shards
         self._where = {
             key: (shard, group, row)
             for key, shard, group, row in zip(

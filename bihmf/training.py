@@ -44,7 +44,7 @@ from bihmf.gpu import pick_device
 from bihmf.integrity import load_checkpoint
 from bihmf.io import file_digest, write_torch_atomic
 from bihmf.loader import EsmRows, device_batches, fits_in_memory, with_rows
-from bihmf.models.fusion import FUSIONS, FusionContext, layer_choice
+from bihmf.models.fusion import FusionContext, LayerChoice, loaded_layers
 from bihmf.models.model import ProteinModel, build_model
 from bihmf.run import (
     RunFolder, RunRecord, RunSpec, SavedModel, write_curve, write_model, write_record, write_test_predictions,
@@ -227,21 +227,13 @@ def _seed(seed: int, threads: int) -> None:
 
 def read_layers(fusion: str, cache: EmbeddingCache, model_cfg: dict[str, Any]) -> tuple[int, ...]:
     """The cached ESM layers the fusion reads (none for structure-only fusions), in cache order."""
-    depth = int(cache.metadata["esm_depth"])
-    read = set(FUSIONS[fusion].esm_layers(model_cfg["num_layers"], depth, layer_choice(model_cfg, depth)))
-    return tuple(layer for layer in cache.layers if layer in read)
+    return loaded_layers(fusion, LayerChoice.of(model_cfg, cache.info.esm_depth), cache.info.layers)
 
 
 def _fusion_context(cache: EmbeddingCache, model_cfg: dict[str, Any], read: tuple[int, ...]) -> FusionContext:
     """The model's view of ``graph.esm``: only the layers it reads are loaded, so its slots
     number those (slots are positions, not weights: the saved model reads any cache)."""
-    return FusionContext(
-        esm_dim=int(cache.metadata["embed_dim"]),
-        cache_layers=read or tuple(cache.layers),
-        esm_depth=int(cache.metadata["esm_depth"]),
-        explicit_layers=model_cfg["esm_layers"],
-        pairing=model_cfg.get("layer_pairing", "evenly"),
-    )
+    return FusionContext.of(model_cfg, cache.info.embed_dim, cache.info.esm_depth, read or cache.info.layers)
 
 
 def _load_data(
