@@ -73,7 +73,7 @@ from bench.steps import batch_of, build_cache, step_setup, trainable
 from bihmf.data.schema import ProteinRecord
 from bihmf.esm_checkpoint import write_random_checkpoint
 from bihmf.esm_cache import EmbeddingCache
-from bihmf.models.fusion import FUSIONS, FusionContext, cached_layers
+from bihmf.models.fusion import FUSIONS, FusionContext, LayerChoice, cached_layers
 from bihmf.models.fusion.base import ATTENTION_HEADS, JointSelfAttention
 from bihmf.loader import EsmRows, device_batches, with_rows
 from bihmf.models.model import run_combinations
@@ -94,8 +94,8 @@ def wide_depth() -> int:
 
 def fusion_context(esm_depth: int, width: int) -> FusionContext:
     """What the fusions see: the layers the full benchmark caches for ``esm_depth`` ESM layers."""
-    layers = cached_layers(list(FUSIONS), schema_defaults()["model"]["num_layers"], esm_depth, None)
-    return FusionContext(esm_dim=width, cache_layers=tuple(layers), esm_depth=esm_depth)
+    model_cfg = schema_defaults()["model"]
+    return FusionContext.of(model_cfg, width, esm_depth, cached_layers(list(FUSIONS), LayerChoice.of(model_cfg, esm_depth)))
 
 
 def encoder_of(fusion: str) -> str:

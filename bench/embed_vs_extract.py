@@ -312,13 +312,13 @@ def run_set(run: Run, records: list[ProteinRecord], folder: Path, repeats: int) 
 def run_size(size: str, sets: dict[str, tuple[list[ProteinRecord], int]], work: Path, device: str, threads: int) -> dict[str, Any]:
     """Both sets on one random-init checkpoint of a released ESM-2 shape."""
     # imported here: the per-side child processes never need the models (nor torch_geometric)
-    from bihmf.models.fusion import FUSIONS, cached_layers
+    from bihmf.models.fusion import FUSIONS, LayerChoice, cached_layers
 
     shape = ESM_SHAPES[size]
     checkpoint = work / f"esm2_{size}_bench_random.pt"
     write_random_checkpoint(checkpoint, seed=0, **shape)
     record_sha256(checkpoint)  # what rule esm_checkpoint does once per run
-    layers = cached_layers(list(FUSIONS), schema_defaults()["model"]["num_layers"], shape["num_layers"], None)
+    layers = cached_layers(list(FUSIONS), LayerChoice.of(schema_defaults()["model"], shape["num_layers"]))
     rng = random.Random(0)
     warm = write_inputs(work / "warm", [sequence_record(f"w{n}", random_sequence(rng, n)) for n in (60, 120)])
     run = Run(checkpoint, warm, layers, device, threads)

@@ -35,7 +35,7 @@ from bench.common import (
 )
 from bench.steps import batch_of
 from bihmf.models.encoders import ENCODERS, StructureEncoder
-from bihmf.models.fusion import FUSIONS, FusionContext, cached_layers
+from bihmf.models.fusion import FUSIONS, FusionContext, LayerChoice, cached_layers
 from bihmf.models.model import build_model, run_combinations
 
 NAME = "model_cost"
@@ -51,8 +51,8 @@ def forward_ms(model: torch.nn.Module, batch: Any, repeats: int, device: torch.d
 def measure(pairs: list[tuple[str, str]], proteins: int, repeats: int, device: torch.device) -> dict[str, Any]:
     model_cfg = schema_defaults()["model"]
     depth, width = ESM_SHAPES["t33"]["num_layers"], ESM_SHAPES["t33"]["embed_dim"]
-    layers = tuple(cached_layers(list(FUSIONS), model_cfg["num_layers"], depth, model_cfg["esm_layers"]))
-    context = FusionContext(esm_dim=width, cache_layers=layers, esm_depth=depth, explicit_layers=model_cfg["esm_layers"])
+    layers = tuple(cached_layers(list(FUSIONS), LayerChoice.of(model_cfg, depth)))
+    context = FusionContext.of(model_cfg, width, depth, layers)
     records = demo_records("ppbs_demo")[:proteins]
     rng = np.random.default_rng(0)
     batch = batch_of(records, [rng.standard_normal((len(r.sequence), len(layers), width), dtype=np.float32) for r in records], device)

@@ -267,7 +267,7 @@ def train_stage(dataset: str, work: Path, encoder: str, fusion: str) -> dict[str
     :func:`rehearsal_mem_mb`; records whether it kept the ESM rows in memory or streamed them."""
     where = paths(work, dataset)
     settings = full_benchmark().settings(dataset, encoder)
-    reduced = int(EmbeddingCache(where["index"]).metadata["embed_dim"])
+    reduced = EmbeddingCache(where["index"]).info.embed_dim
     mem_mb = settings.train["mem_mb"]
     train_cfg = {**settings.train, "epochs": 1, "threads": cores(),
                  "mem_mb": rehearsal_mem_mb(mem_mb, reduced, configured_esm()["embed_dim"])}
@@ -315,7 +315,6 @@ def steps_stage(dataset: str, work: Path, residues: int, reference: str) -> dict
     benchmark = full_benchmark()
     config = benchmark.config
     cache = EmbeddingCache(where["index"])
-    context = FusionContext(int(cache.metadata["embed_dim"]), tuple(cache.layers), int(cache.metadata["esm_depth"]), config["model"]["esm_layers"])
     chosen, total = [], 0
     for record in read_proteins(where["proteins"]):
         if record.split == "train" and total < residues:
@@ -328,6 +327,7 @@ def steps_stage(dataset: str, work: Path, residues: int, reference: str) -> dict
     for encoder, fusion in timed_combinations(config["model"]["encoders"], config["model"]["fusions"], reference):
         spec = train_spec(dataset, encoder, fusion)
         settings = benchmark.settings(dataset, encoder)
+        context = FusionContext.of(settings.model, cache.info.embed_dim, cache.info.esm_depth, cache.info.layers)
         torch.manual_seed(0)
         model = build_model(encoder, fusion, spec.task, settings.model, context, spec.task_options)
         TASKS[spec.task].prepare(model.head, np.array([r.target for r in chosen]))

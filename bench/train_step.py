@@ -55,7 +55,7 @@ from bihmf.engine import Engine
 from bihmf.esm import embed_sequences
 from bihmf.esm_checkpoint import load_esm, write_random_checkpoint
 from bihmf.esm_cache import EmbedSettings, EmbeddingCache, chain_sequences
-from bihmf.models.fusion import FusionContext, cached_layers
+from bihmf.models.fusion import FusionContext, LayerChoice, cached_layers
 from bihmf.batching import residue_budget_batches
 
 NAME = "train_step"
@@ -127,11 +127,12 @@ def measure(records: list[ProteinRecord], esm: str, encoder: str, fusion: str, r
     shape = ESM_SHAPES[esm]
     checkpoint = work / f"esm2_{esm}_bench_random.pt"
     write_random_checkpoint(checkpoint, seed=0, **shape)
-    layers = cached_layers([fusion], schema_defaults()["model"]["num_layers"], shape["num_layers"], None)
+    model_cfg = schema_defaults()["model"]
+    layers = cached_layers([fusion], LayerChoice.of(model_cfg, shape["num_layers"]))
     index = build_cache(checkpoint, records, layers, work / f"cache-{esm}")
     esm_model, alphabet = load_esm(checkpoint)
     esm_model = esm_model.to(device)
-    context = FusionContext(esm_dim=shape["embed_dim"], cache_layers=tuple(layers), esm_depth=shape["num_layers"])
+    context = FusionContext.of(model_cfg, shape["embed_dim"], shape["num_layers"], layers)
     providers = {
         "cached": lambda: cached(index),  # opened per epoch, as a training job opens it once
         "esm_in_step_fair": lambda: fair_forward(esm_model, alphabet, layers, device),

@@ -25,7 +25,7 @@ import yaml
 
 from bihmf.config import ConfigError, config_error, deep_merge, error_line, schema_errors
 from bihmf.esm_checkpoint import RELEASED_ESM2, esm_depth
-from bihmf.models.fusion import FUSIONS, run_esm_layers
+from bihmf.models.fusion import FUSIONS, LayerChoice, cached_layers
 from bihmf.models.model import run_combinations
 from bihmf.recipes import RECIPE_KEY, Recipe, Recipes, load_recipes
 from bihmf.run import ABLATION_RUN_DIR, RUN_DIR
@@ -370,9 +370,14 @@ class Run:
         return ABLATION_RUN_DIR.format(ablation=self.ablation, variant=self.variant.name, **names)
 
     @property
+    def layer_choice(self) -> LayerChoice:
+        """Which ESM layers the run's fusion reads: its model section at its ESM model's depth."""
+        return LayerChoice.of(self.settings.model, esm_depth(self.esm))
+
+    @property
     def layers(self) -> list[int]:
-        """The ESM layers the run reads from its cache (its fusion's, at its depth and pairing, and the last)."""
-        return run_esm_layers(self.settings.model, self.fusion, esm_depth(self.esm))
+        """The ESM layers the run needs cached (its fusion's, at its depth and pairing, and the last)."""
+        return cached_layers([self.fusion], self.layer_choice)
 
     @property
     def provenance(self) -> dict[str, Any] | None:

@@ -24,7 +24,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +58,39 @@ SHARED_KEYS = ("format", "checkpoint", "checkpoint_sha256", "embed_dim", "esm_de
 PRECISIONS = ("float32", "float16", "bfloat16")
 UNKNOWN_PRECISION = ("it was built before esm.precision was recorded (float32 on a CPU, float16 autocast on CUDA); "
                      "re-run the embed stage")
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """A cache's shared metadata (``SHARED_KEYS``), typed. Parquet metadata values are strings;
+    parsing them once where a cache (or a run's copy of its metadata) is read turns a missing or
+    malformed key into one error naming the file, instead of a KeyError deep in a job."""
+
+    format: str
+    checkpoint: str
+    checkpoint_sha256: str
+    embed_dim: int
+    esm_depth: int
+    layers: tuple[int, ...]
+    dtype: str
+    window: int | None  # None: imported embeddings (bihmf/embeddings_import.py), windows unknown
+    window_overlap: int | None
+    n_shards: int
+
+    @classmethod
+    def parse(cls, metadata: Mapping[str, str], source: Path | str) -> CacheInfo:
+        """From a cache index's metadata, or a run's provenance copy of it (``source`` names it)."""
+        missing = [field.name for field in fields(cls) if field.name not in metadata]
+        if missing:
+            raise ValueError(f"{source}: ESM cache metadata lacks {missing}")
+        text = {key: metadata[key] for key in ("format", "checkpoint", "checkpoint_sha256", "dtype")}
+        try:
+            numbers = {key: int(metadata[key]) for key in ("embed_dim", "esm_depth", "n_shards")}
+            windows = {key: None if metadata[key] == "none" else int(metadata[key]) for key in ("window", "window_overlap")}
+            layers = tuple(int(layer) for layer in json.loads(metadata["layers"]))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{source}: malformed ESM cache metadata ({err})") from err
+        return cls(layers=layers, **text, **numbers, **windows)
 
 
 @dataclass(frozen=True)
@@ -305,7 +338,8 @@ class EmbeddingCache:
                 f"{path}: cache format {self.metadata.get('format')!r} is not one this bihmf reads ({', '.join(READABLE_FORMATS)}); "
                 f"delete {self.path.parent} and re-run the embed stage"
             )
-        self.layers: list[int] = json.loads(self.metadata["layers"])
+        self.info = CacheInfo.parse(self.metadata, path)
+        self.layers: list[int] = list(self.info.layers)
         if layers is not None and list(layers) != self.layers:
             raise ValueError(f"{path}: built for layers {self.layers}, asked for {list(layers)}; re-run the embed stage")
         if checkpoint_sha256 is not None and checkpoint_sha256 != self.metadata["checkpoint_sha256"]:
@@ -314,7 +348,7 @@ class EmbeddingCache:
             )
         if precision is not None:
             check_precision(path, self.metadata, precision)
-        self._n_shards = int(self.metadata["n_shards"])
+        self._n_shards = self.info.n_shards
         self._where = {
             key: (shard, group, row)
             for key, shard, group, row in zip(
@@ -371,7 +405,7 @@ class EmbeddingCache:
             return self._decoded[key]
         table = self._shard(shard).read_row_group(group, columns=["length", *map(layer_column, layers)])
         starts = np.concatenate([[0], np.cumsum(table["length"].to_numpy())])
-        dim = int(self.metadata["embed_dim"])
+        dim = self.info.embed_dim
         per_layer = [layer_values(table[layer_column(layer)], dim) for layer in layers]
         self._decoded[key] = (starts, per_layer)
         while len(self._decoded) > 1 and sum(sum(v.nbytes for v in p) for _, p in self._decoded.values()) > self._decoded_bytes:

@@ -60,7 +60,7 @@ class EsmRows:
             nodes = sum(len(r.sequence) for r in {chain_key(r): r for r in records}.values())
         else:
             nodes = sum(int(residue_mask(r, self.residues).sum()) for r in records)
-        return nodes * len(self.layers) * int(self.cache.metadata["embed_dim"]) * 2
+        return nodes * len(self.layers) * self.cache.info.embed_dim * 2
 
     def held(self, records: Sequence[ProteinRecord]) -> Iterator[np.ndarray]:
         """Each record's whole-chain rows to build its graph from (``protein_graph`` keeps its

@@ -264,8 +264,7 @@ def run_combination(run: TrainingRuns, width: int | None) -> Combination:
 
 def calibration_context(esm_cfg: dict[str, Any], layers: list[int], model: dict[str, Any]) -> FusionContext:
     """The fusion context of a run reading a cache of ``layers`` of this ESM model."""
-    return FusionContext(esm_dim=esm_width(esm_cfg), cache_layers=tuple(layers), esm_depth=esm_depth(esm_cfg),
-                         explicit_layers=model["esm_layers"], pairing=model["layer_pairing"])
+    return FusionContext.of(model, esm_width(esm_cfg), esm_depth(esm_cfg), layers)
 
 
 def demo_records(workflow: Path = Path(".")) -> list[ProteinRecord]:
@@ -298,7 +297,7 @@ def calibrate(combo: Combination, spec: dict[str, Any], records: list[ProteinRec
     torch.manual_seed(0)
     model = build_model(combo.encoder, combo.fusion, spec["task"], model_cfg, context, options).to(device)
     TASKS[spec["task"]].prepare(model.head, np.array([r.target for r in records]))
-    graphs = calibration_graphs(records, context, reads_esm(combo.fusion, context, model_cfg["num_layers"]))
+    graphs = calibration_graphs(records, context, reads_esm(combo.fusion, context))
     budget = max(train_cfg["residue_budget"], sum(g.num_nodes for g in graphs))
     run = RunSpec(CALIBRATION_DATASET, combo.encoder, combo.fusion, 0, spec["task"], options)
     timing = time_training_steps(run, model, records, graphs, {**train_cfg, "residue_budget": budget}, device, steps)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import math
 import os
 import platform
@@ -36,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from torch import Tensor
 
+from bihmf.esm_cache import CacheInfo
 from bihmf.integrity import WRITE_OPTIONS, load_checkpoint, read_table
 from bihmf.io import atomic_output, read_json, write_json_atomic, write_text_atomic, write_torch_atomic
 from bihmf.models.fusion import FusionContext
@@ -303,22 +303,21 @@ class TrainedRun:
         return self.provenance["esm_cache"]
 
     @property
+    def cache(self) -> CacheInfo:
+        """The typed metadata of that cache (a run's copy, named by its metrics file)."""
+        return CacheInfo.parse(self.esm, self.folder.metrics)
+
+    @property
     def esm_layers(self) -> list[int]:
-        return json.loads(self.esm["layers"])
+        return list(self.cache.layers)
 
     @property
     def context(self) -> FusionContext:
-        return FusionContext(
-            esm_dim=int(self.esm["embed_dim"]),
-            cache_layers=tuple(self.esm_layers),
-            esm_depth=int(self.esm["esm_depth"]),
-            explicit_layers=self.model_cfg["esm_layers"],
-            pairing=self.model_cfg.get("layer_pairing", "evenly"),  # runs from before the option read evenly
-        )
+        return FusionContext.of(self.model_cfg, self.cache.embed_dim, self.cache.esm_depth, self.cache.layers)
 
     @property
     def reads_esm(self) -> bool:
-        return reads_esm(self.spec.fusion, self.context, self.model_cfg["num_layers"])
+        return reads_esm(self.spec.fusion, self.context)
 
     @property
     def uses_ligand(self) -> bool:

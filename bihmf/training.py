@@ -41,7 +41,7 @@ from bihmf.gpu import pick_device
 from bihmf.integrity import load_checkpoint
 from bihmf.io import file_digest, write_torch_atomic
 from bihmf.loader import EsmRows, place_rows
-from bihmf.models.fusion import FUSIONS, FusionContext, layer_choice
+from bihmf.models.fusion import FusionContext, LayerChoice, loaded_layers
 from bihmf.models.model import build_model
 from bihmf.run import (
     RunFolder, RunRecord, RunSpec, SavedModel, cache_provenance, git_commit, package_versions, run_hash, write_curve,
@@ -101,21 +101,13 @@ def _seed(seed: int, threads: int) -> None:
 
 def read_layers(fusion: str, cache: EmbeddingCache, model_cfg: dict[str, Any]) -> tuple[int, ...]:
     """The cached ESM layers the fusion reads (none for structure-only fusions), in cache order."""
-    depth = int(cache.metadata["esm_depth"])
-    read = set(FUSIONS[fusion].esm_layers(model_cfg["num_layers"], depth, layer_choice(model_cfg, depth)))
-    return tuple(layer for layer in cache.layers if layer in read)
+    return loaded_layers(fusion, LayerChoice.of(model_cfg, cache.info.esm_depth), cache.info.layers)
 
 
 def _fusion_context(cache: EmbeddingCache, model_cfg: dict[str, Any], read: tuple[int, ...]) -> FusionContext:
     """The model's view of ``graph.esm``: only the layers it reads are loaded, so its slots
     number those (slots are positions, not weights: the saved model reads any cache)."""
-    return FusionContext(
-        esm_dim=int(cache.metadata["embed_dim"]),
-        cache_layers=read or tuple(cache.layers),
-        esm_depth=int(cache.metadata["esm_depth"]),
-        explicit_layers=model_cfg["esm_layers"],
-        pairing=model_cfg.get("layer_pairing", "evenly"),
-    )
+    return FusionContext.of(model_cfg, cache.info.embed_dim, cache.info.esm_depth, read or cache.info.layers)
 
 
 def _load_data(
@@ -272,7 +264,7 @@ def _start(spec: RunSpec, proteins_path: Path, cache_path: Path, model_cfg: dict
     task.prepare(model.head, data.train_targets)
     trainer = Trainer(
         spec, Engine.build(model, task, train_cfg, device), TrainProgress(best_state=copy.deepcopy(model.state_dict())),
-        RunFolder(out_dir), run_hash(spec, model_cfg, train_cfg, data.data_sha, cache.metadata["checkpoint_sha256"]),
+        RunFolder(out_dir), run_hash(spec, model_cfg, train_cfg, data.data_sha, cache.info.checkpoint_sha256),
     )
     return trainer, data
 

@@ -26,8 +26,8 @@ from bihmf.benchmark import (
 from bihmf.config import ConfigError
 from bihmf.esm_cache import file_metadata
 from bihmf.layout import INDEX_NAME
-from bihmf.models.fusion import FusionContext, paired_layers
-from bihmf.models.fusion.base import SequenceStream
+from bihmf.models.fusion import FusionContext, LayerChoice, paired_layers
+from bihmf.models.fusion.hierarchical import SequenceStream
 from bihmf.run import ABLATION_RUN_DIR, METRICS_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,10 +66,12 @@ def test_pairing_strategies_give_the_documented_layers() -> None:
 
 
 def test_the_sequence_stream_reads_the_pairing_of_its_context() -> None:
-    last = FusionContext(esm_dim=8, cache_layers=(4, 5, 6), esm_depth=6, pairing="last")
+    last = FusionContext(8, (4, 5, 6), LayerChoice(3, 6, pairing="last"))
     assert SequenceStream(last, 3, 8).slots == [0, 1, 2]
     with pytest.raises(ValueError, match="ESM layer 2 is not in the embedding cache"):
-        SequenceStream(FusionContext(esm_dim=8, cache_layers=(4, 5, 6), esm_depth=6), 3, 8)
+        SequenceStream(FusionContext(8, (4, 5, 6), LayerChoice(3, 6)), 3, 8)
+    with pytest.raises(ValueError, match="the layer choice pairs 3 GNN depths, the encoder has 2"):
+        SequenceStream(last, 2, 8)
 
 
 # --- validation ----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 from bihmf.attempts import ATTEMPTS_FILE, read_attempts, start_attempt
 from bihmf.report.build import attempts_note
-from bihmf.report.costs import CacheInfo, run_table
+from bihmf.report.costs import CacheSize, run_table
 from bihmf.run import read_record
 
 BENCH = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n0.5\t0:00:00\t100\t1\t1\t1\t0\t0\t1\t0.4\n"
@@ -50,12 +50,12 @@ def test_costs_after_two_resumes_are_the_sum_of_the_attempts(tmp_path: Path) -> 
     bench = tmp_path / "seed0.tsv"
     bench.write_text(BENCH)  # Snakemake's benchmark file: the last attempt only
     run = read_record(folder / "metrics.json")
-    costs = run_table([run], {run.key: bench}, CacheInfo(1.0, (2, 4, 6), 6)).iloc[0]
+    costs = run_table([run], {run.key: bench}, CacheSize(1.0, (2, 4, 6), 6)).iloc[0]
     assert costs["attempts"] == 3
     assert costs["compute_hours"] == pytest.approx(sum(a["cpu_s"] for a in attempts) / 3600)
     assert costs["attempts_cpu_s"] >= 3 * 0.2
     assert costs["peak_rss_mb"] == max(a["peak_rss_mb"] for a in attempts)
-    assert attempts_note(run_table([run], {}, CacheInfo(1.0, (2, 4, 6), 6)), "d") == [
+    assert attempts_note(run_table([run], {}, CacheSize(1.0, (2, 4, 6), 6)), "d") == [
         ("p", "Costs sum every attempt at a run (column `attempts` of `d_runs.csv`); runs that took more than one: "
               "gvp/bihmf_local seed 0: 3 attempts.")]
 

@@ -15,7 +15,7 @@ import torch
 
 from bihmf.data.ppbs import parse
 from bihmf.models.encoders import ENCODERS, StructureEncoder
-from bihmf.models.fusion import FUSIONS, FusionContext
+from bihmf.models.fusion import FUSIONS, FusionContext, LayerChoice, layers_read
 from bihmf.models.model import build_model
 from bihmf.tasks import TASKS
 from bihmf.batching import collate, protein_graph
@@ -23,7 +23,7 @@ from bihmf.batching import collate, protein_graph
 ESM_DIM, ESM_DEPTH = 16, 6
 # Layer 3 is cached but unpaired for 3 GNN layers ([2, 4, 6]), so a fusion reading a layer it
 # does not declare is caught.
-CONTEXT = FusionContext(esm_dim=ESM_DIM, cache_layers=(2, 3, 4, 6), esm_depth=ESM_DEPTH)
+SLOTS = (2, 3, 4, 6)  # the cached layers: slots of graph.esm
 NUM_CLASSES = 5
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -48,7 +48,7 @@ def _with_esm(records, crop: int | None) -> list:
                 r, sequence=r.sequence[:crop], chain_ids=r.chain_ids[:crop], resnums=r.resnums[:crop],
                 icodes=r.icodes[:crop], coords=r.coords[:crop], labels=r.labels[:crop],
             )
-        esm = rng.standard_normal((len(r.sequence), len(CONTEXT.cache_layers), ESM_DIM)).astype(np.float32)
+        esm = rng.standard_normal((len(r.sequence), len(SLOTS), ESM_DIM)).astype(np.float32)
         residues = "pocket" if r.ligand_xyz.size else "all"
         graphs.append(protein_graph(r, esm, residues))
     return graphs
@@ -82,9 +82,9 @@ def _batch(graphs: dict, task: str):
 
 def _build(encoder: str, fusion: str, task: str, batch, **sizes):
     torch.manual_seed(0)
-    cfg = {"hidden_dim": 16, "vector_dim": 4, "num_layers": 3, "knn": 8, "dropout": 0.0, **sizes}
+    cfg = {"hidden_dim": 16, "vector_dim": 4, "num_layers": 3, "knn": 8, "dropout": 0.0, "esm_layers": None, **sizes}
     options = {"num_classes": NUM_CLASSES} if task == "graph_classification" else None
-    model = build_model(encoder, fusion, task, cfg, CONTEXT, options)
+    model = build_model(encoder, fusion, task, cfg, FusionContext.of(cfg, ESM_DIM, ESM_DEPTH, SLOTS), options)
     TASKS[task].prepare(model.head, batch.target.numpy().astype(float))
     return model
 
@@ -98,8 +98,8 @@ def test_forward_backward_reaches_declared_inputs(encoder, fusion, task, full_gr
     batch.coords.requires_grad_(True)
     TASKS[task].loss(model(batch), batch, model.head).backward()
 
-    declared = {CONTEXT.slot(layer) for layer in FUSIONS[fusion].esm_layers(3, ESM_DEPTH, None)}
-    for slot in range(len(CONTEXT.cache_layers)):
+    declared = {SLOTS.index(layer) for layer in layers_read(fusion, LayerChoice(3, ESM_DEPTH))}
+    for slot in range(len(SLOTS)):
         reached = batch.esm.grad is not None and bool(batch.esm.grad[:, slot].abs().sum() > 0)
         assert reached == (slot in declared), f"ESM slot {slot}: gradient {reached}, declared {slot in declared}"
     encoders = [m for m in model.modules() if isinstance(m, StructureEncoder)]

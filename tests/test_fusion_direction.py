@@ -20,13 +20,13 @@ from bihmf.batching import collate, protein_graph
 from bihmf.benchmark import run_settings, validate_config
 from bihmf.config import SCHEMA_PATH, ConfigError
 from bihmf.data.ppbs import parse
-from bihmf.models.fusion import FUSIONS, FusionContext
+from bihmf.models.fusion import FUSIONS, FusionContext, LayerChoice
 from bihmf.models.fusion.base import BOTH_DIRECTIONS, FUSION_DIRECTIONS, StreamStates
 from bihmf.models.model import build_model
 from bihmf.run import RunSpec, run_hash
 
 ESM_DIM, ESM_DEPTH = 16, 6
-CONTEXT = FusionContext(esm_dim=ESM_DIM, cache_layers=(2, 4, 6), esm_depth=ESM_DEPTH)
+CONTEXT = FusionContext(ESM_DIM, (2, 4, 6), LayerChoice(3, ESM_DEPTH))
 MODEL_CFG = {"hidden_dim": 16, "vector_dim": 4, "num_layers": 3, "knn": 8, "dropout": 0.0}
 DIRECTIONAL = ("bihmf_local", "bihmf_global", "token")
 ONE_WAY = ("seq_to_struct", "struct_to_seq")

@@ -17,7 +17,7 @@ from bihmf.batching import collate, protein_graph
 ESM_DIM, ESM_DEPTH = 16, 6
 # Layer 3 is cached but unpaired for 3 GNN layers ([2, 4, 6]), so a fusion reading a layer it
 # does not declare is caught; with 2 GNN layers the pairing is [3, 6].
-CONTEXT = FusionContext(esm_dim=ESM_DIM, cache_layers=(2, 3, 4, 6), esm_depth=ESM_DEPTH)
+SLOTS = (2, 3, 4, 6)  # the cached layers: slots of graph.esm
 TASK_OPTIONS = {"graph_classification": {"num_classes": 5}}
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -29,17 +29,17 @@ def graphs(demo_raw, demo_spec):
     records, _ = parse(demo_raw, demo_spec)
     records = sorted(records, key=lambda r: (len(r.sequence), r.protein_id))[:8]
     rng = np.random.default_rng(0)
-    slots = len(CONTEXT.cache_layers)
-    return [protein_graph(r, rng.standard_normal((len(r.sequence), slots, ESM_DIM)).astype(np.float32)) for r in records]
+    return [protein_graph(r, rng.standard_normal((len(r.sequence), len(SLOTS), ESM_DIM)).astype(np.float32)) for r in records]
 
 
 def _cfg(**overrides) -> dict:
-    return {"hidden_dim": 16, "vector_dim": 4, "num_layers": 3, "knn": 8, "dropout": 0.0, **overrides}
+    return {"hidden_dim": 16, "vector_dim": 4, "num_layers": 3, "knn": 8, "dropout": 0.0, "esm_layers": None, **overrides}
 
 
 def _build(fusion: str, task: str = "residue_binary", **overrides):
     torch.manual_seed(0)
-    return build_model("gvp", fusion, task, _cfg(**overrides), CONTEXT, TASK_OPTIONS.get(task))
+    cfg = _cfg(**overrides)
+    return build_model("gvp", fusion, task, cfg, FusionContext.of(cfg, ESM_DIM, ESM_DEPTH, SLOTS), TASK_OPTIONS.get(task))
 
 
 @pytest.mark.parametrize("fusion", sorted(FUSIONS))

@@ -16,14 +16,14 @@ from torch_geometric.utils import scatter
 from bihmf.batching import collate, protein_graph
 from bihmf.benchmark import validate_config
 from bihmf.data.ppbs import parse
-from bihmf.models.fusion import FusionContext
+from bihmf.models.fusion import FusionContext, LayerChoice
 from bihmf.models.model import build_model
 from bihmf.benchmark import run_settings
 from bihmf.recipes import RECIPES_PATH, load_recipes
 from bihmf.tasks.heads import DEFAULT_READOUT, READOUTS, MeanAttentionPool, NodePool
 
 ROOT = Path(__file__).resolve().parents[1]
-CONTEXT = FusionContext(esm_dim=8, cache_layers=(1,), esm_depth=1)
+CONTEXT = FusionContext(8, (1,), LayerChoice(2, 1))
 CFG = {"hidden_dim": 16, "vector_dim": 4, "num_layers": 2, "knn": 8, "dropout": 0.0, "esm_layers": None}
 
 

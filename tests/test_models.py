@@ -10,13 +10,13 @@ import torch
 
 from bihmf.benchmark import validate_config
 from bihmf.data.ppbs import parse
-from bihmf.models.fusion import FUSIONS, FusionContext, cached_layers, paired_layers
+from bihmf.models.fusion import FUSIONS, FusionContext, LayerChoice, cached_layers, paired_layers
 from bihmf.models.graph import knn_edges
 from bihmf.models.model import build_model
 from bihmf.batching import collate, protein_graph
 
 ESM_DIM, ESM_DEPTH = 16, 6
-CONTEXT = FusionContext(esm_dim=ESM_DIM, cache_layers=(2, 4, 6), esm_depth=ESM_DEPTH)
+CONTEXT = FusionContext(ESM_DIM, (2, 4, 6), LayerChoice(3, ESM_DEPTH))
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +104,12 @@ def test_layer_pairing_and_cache_selection():
     assert paired_layers(2, 6, [1, 6]) == [1, 6]
     with pytest.raises(ValueError, match="must list 2 layers"):
         paired_layers(2, 6, [1, 2, 3])
-    assert cached_layers(["struct_only"], 3, 6, None) == [6]
-    assert cached_layers(["struct_only", "serial", "bihmf_local"], 3, 6, None) == [2, 4, 6]
+    assert cached_layers(["struct_only"], LayerChoice(3, 6)) == [6]
+    assert cached_layers(["struct_only", "serial", "bihmf_local"], LayerChoice(3, 6)) == [2, 4, 6]
 
 
 def test_missing_cache_layer_is_a_clear_error(model_cfg):
-    context = FusionContext(esm_dim=ESM_DIM, cache_layers=(6,), esm_depth=ESM_DEPTH)
+    context = FusionContext(ESM_DIM, (6,), LayerChoice(3, ESM_DEPTH))
     with pytest.raises(ValueError, match="ESM layer 2 is not in the embedding cache"):
         build_model("gvp", "bihmf_local", "residue_binary", model_cfg, context)
 

@@ -32,7 +32,7 @@ from bihmf.data.structure import load_structure, read_chains
 from bihmf.esm_checkpoint import write_random_checkpoint
 from bihmf.esm_cache import EmbedSettings, chain_sequences
 from bihmf.esm_writer import embed_proteins
-from bihmf.models.fusion import cached_layers
+from bihmf.models.fusion import LayerChoice, cached_layers
 from bihmf.predict import PredictOptions, RunError, predict
 from bihmf.predict.embeddings import ChainEmbeddings
 from bihmf.predict.structures import expand_inputs, output_names
@@ -59,7 +59,7 @@ def _mda_data() -> Path:
 def _train(root: Path, dataset: str, spec: dict, proteins: Path, encoder: str, fusion: str, base_model: dict, base_train: dict) -> Path:
     """Embed a protein table with the workflow's layout and train one small run on it."""
     records = read_proteins(proteins)
-    layers = cached_layers([fusion], 2, 4, None)
+    layers = cached_layers([fusion], LayerChoice(2, 4))
     index = root / "results/embeddings" / dataset / Path(CHECKPOINT).stem / "index.parquet"
     chains = [chain for r in records for chain in chain_sequences(r.sequence, r.chain_ids)]
     embed_proteins(root / "resources/esm" / CHECKPOINT, chains, layers, index, EmbedSettings(4096, 1022, 256), device=torch.device("cpu"))

@@ -15,7 +15,7 @@ import yaml
 
 from bihmf.benchmark import Benchmark, load_config, run_settings, validate_config
 from bihmf.models.encoders import ENCODERS
-from bihmf.models.fusion import FUSIONS, cached_layers
+from bihmf.models.fusion import FUSIONS, LayerChoice, cached_layers
 from bihmf.models.model import NO_ENCODER
 from bihmf.recipes import RECIPE_KEY, RECIPES_PATH, REQUIRED, load_recipes
 from bihmf.report.paper import load_published
@@ -122,7 +122,7 @@ def test_recipe_none_and_the_demo_keep_the_plain_config(full, recipes) -> None:
     model, name = demo["model"], demo["esm"]["name"]
     main_caches = {dataset: layers for (dataset, esm), layers in Benchmark(demo, demo, recipes).caches.items() if esm == name}
     assert set(main_caches) == set(demo["datasets"])
-    assert all(layers == cached_layers(model["fusions"], model["num_layers"], 6, model["esm_layers"]) for layers in main_caches.values())
+    assert all(layers == cached_layers(model["fusions"], LayerChoice.of(model, 6)) for layers in main_caches.values())
     config, written = full
     off = validate_config({**written, "recipe": "none"})
     assert run_settings(off, written, "psr", "gvp", recipes).model == off["model"]
@@ -151,7 +151,7 @@ def test_esm_cache_covers_every_recipe_depth(full, recipes) -> None:
         depths = {recipes.get(dataset, e).settings()["model"]["num_layers"] for e in config["model"]["encoders"]}
         every_depth |= depths
         for depth in depths | {config["model"]["num_layers"]}:  # seq_only keeps the config depth
-            assert set(cached_layers(config["model"]["fusions"], depth, 33, None)) <= set(caches[(dataset, config["esm"]["name"])])
+            assert set(cached_layers(config["model"]["fusions"], LayerChoice(depth, 33))) <= set(caches[(dataset, config["esm"]["name"])])
     assert every_depth == {3, 4, 5, 6}
 
 

@@ -89,7 +89,8 @@ def write_cache_index(root: Path, dataset: str) -> Path:
     """An ESM cache folder: a shard and the index whose footer names the cached layers."""
     folder = root / "results/embeddings" / dataset / "esm2_t6_demo_random"
     folder.mkdir(parents=True)
-    meta = {"format": "bihmf-esm-cache", "layers": "[2, 4, 6]", "esm_depth": "6"}
+    meta = {"format": "bihmf-esm-cache/1", "checkpoint": "esm2_t6_demo_random.pt", "checkpoint_sha256": "e" * 64, "embed_dim": "8",
+            "esm_depth": "6", "layers": "[2, 4, 6]", "dtype": "float16", "window": "1022", "window_overlap": "256", "n_shards": "1"}
     pq.write_table(pa.table({"x": np.zeros(1000, np.float32)}), folder / "shard-0-of-1.parquet")
     pq.write_table(pa.table({"seq_hash": ["a"]}).replace_schema_metadata(meta), folder / "index.parquet")
     return folder / "index.parquet"

@@ -56,8 +56,9 @@ def write_run(root: Path, ablation: str, variant: str, dataset: str, encoder: st
               task: str, metrics: dict, predictions: pa.Table | None = None, overrides: dict | None = None) -> Path:
     folder = run_folder(root, ablation, variant, dataset, encoder, fusion, seed)
     depth, width = ESM_SHAPES[variant]
-    provenance = {"esm_cache": {"checkpoint": f"esm2_t{depth}_{width}.pt", "esm_depth": str(depth), "embed_dim": str(width),
-                                "layers": "[2, 4, 6]"}}
+    provenance = {"esm_cache": {"format": "bihmf-esm-cache/1", "checkpoint": f"esm2_t{depth}_{width}.pt", "checkpoint_sha256": "e" * 64,
+                                "esm_depth": str(depth), "embed_dim": str(width), "layers": "[2, 4, 6]", "dtype": "float16",
+                                "window": "1022", "window_overlap": "256", "n_shards": "1"}}
     if variant != "default":
         provenance["ablation"] = {"name": ablation, "variant": variant, "overrides": overrides or {}}
     record = RunRecord(path=folder / "metrics.json", dataset=dataset, encoder=encoder, fusion=fusion, seed=seed, task=task,

@@ -56,8 +56,8 @@ def demo_graphs(demo_raw, demo_spec):
 
 def _train(task_name, records, targets, options, steps=100):
     torch.manual_seed(0)
-    context = FusionContext(esm_dim=8, cache_layers=(1,), esm_depth=1)
     cfg = {"hidden_dim": 16, "vector_dim": 4, "num_layers": 2, "knn": 8, "dropout": 0.0, "esm_layers": None}
+    context = FusionContext.of(cfg, 8, 1, (1,))
     model = build_model("gvp", "struct_only", task_name, cfg, context, options)
     task = TASKS[task_name]
     records = [dataclasses.replace(r, target=float(t)) for r, t in zip(records, targets)]
@@ -96,8 +96,8 @@ def test_graph_regression_fits_real_proteins_in_original_units(demo_graphs):
 
 
 def test_classification_rejects_labels_outside_the_head(demo_graphs):
-    context = FusionContext(esm_dim=8, cache_layers=(1,), esm_depth=1)
     cfg = {"hidden_dim": 8, "vector_dim": 2, "num_layers": 1, "knn": 4, "dropout": 0.0, "esm_layers": None}
+    context = FusionContext.of(cfg, 8, 1, (1,))
     model = build_model("gvp", "struct_only", "graph_classification", cfg, context, {"num_classes": 3})
     with pytest.raises(ValueError, match=r"class labels \[3\.0\] are not integers in \[0, 3\)"):
         TASKS["graph_classification"].prepare(model.head, np.array([0.0, 3.0]))

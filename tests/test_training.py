@@ -17,7 +17,7 @@ from bihmf.data import preprocess_dataset
 from bihmf.esm_cache import EmbedSettings
 from bihmf.esm_writer import embed_proteins
 from bihmf.data.schema import read_proteins
-from bihmf.models.fusion import cached_layers
+from bihmf.models.fusion import LayerChoice, cached_layers
 from bihmf.batching import residue_budget_batches
 from bihmf.run import RunSpec, read_record
 from bihmf.engine import NonFiniteLossError, lr_factor
@@ -29,7 +29,7 @@ def demo_tables(demo_raw, demo_spec, tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("tables")
     preprocess_dataset(demo_raw, demo_spec, out / "proteins.parquet", out / "preprocess_report.json")
     records = read_proteins(out / "proteins.parquet")
-    layers = cached_layers(["struct_only", "serial", "bihmf_local"], 2, 4, None)
+    layers = cached_layers(["struct_only", "serial", "bihmf_local"], LayerChoice(2, 4))
     embed_proteins(
         tiny_checkpoint, [(r.seq_hash, r.sequence) for r in records], layers, out / "cache.parquet",
         EmbedSettings(token_budget=4096, window=1022, window_overlap=256), device=torch.device("cpu"),
@@ -112,7 +112,7 @@ def test_the_engine_step_updates_the_weights_and_skips_the_update_on_a_non_finit
     model_cfg, train_cfg = cfgs
     cache = EmbeddingCache(demo_tables / "cache.parquet")
     records = [r for r in read_proteins(demo_tables / "proteins.parquet") if r.split == "train"][:2]
-    context = FusionContext(int(cache.metadata["embed_dim"]), tuple(cache.layers), int(cache.metadata["esm_depth"]), None)
+    context = FusionContext.of(model_cfg, cache.info.embed_dim, cache.info.esm_depth, tuple(cache.layers))
     torch.manual_seed(0)
     model = build_model("gvp", "bihmf_local", "residue_binary", model_cfg, context, {})
     TASKS["residue_binary"].prepare(model.head, np.array([r.target for r in records]))
@@ -204,7 +204,7 @@ def test_time_training_steps_runs_the_training_loop_without_writing(demo_tables,
     cache = EmbeddingCache(demo_tables / "cache.parquet")
     records = [r for r in read_proteins(demo_tables / "proteins.parquet") if r.split == "train"][:3]
     graphs = [protein_graph(r, cache.protein(r)) for r in records]
-    context = FusionContext(int(cache.metadata["embed_dim"]), tuple(cache.layers), int(cache.metadata["esm_depth"]), None)
+    context = FusionContext.of(model_cfg, cache.info.embed_dim, cache.info.esm_depth, cache.info.layers)
     spec = RunSpec("ppbs_demo", "gvp", "bihmf_local", 0, "residue_binary")
     model = build_model("gvp", "bihmf_local", "residue_binary", model_cfg, context, {})
     timing = time_training_steps(spec, model, records, graphs, {**train_cfg, "residue_budget": 100_000}, torch.device("cpu"), 2)
@@ -305,7 +305,7 @@ def test_test_predictions_in_batches_equal_those_of_one_protein_at_a_time(demo_t
     records = read_proteins(demo_tables / "proteins.parquet")
     graphs = [protein_graph(r, cache.protein(r)) for r in records]
     data = RunData(records, graphs, {}, cache, demo_tables / "cache.parquet", "")
-    context = FusionContext(int(cache.metadata["embed_dim"]), tuple(cache.layers), int(cache.metadata["esm_depth"]), None)
+    context = FusionContext.of(model_cfg, cache.info.embed_dim, cache.info.esm_depth, cache.info.layers)
     torch.manual_seed(0)
     model = build_model("gvp", "bihmf_local", "residue_binary", model_cfg, context, {})
 

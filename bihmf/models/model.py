@@ -9,7 +9,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from bihmf.models.encoders import ENCODERS
-from bihmf.models.fusion import FUSIONS, Fusion, FusionContext
+from bihmf.models.fusion import FUSIONS, Fusion, FusionContext, layers_read
 from bihmf.models.fusion.base import BOTH_DIRECTIONS, EncoderFactory
 from bihmf.tasks import TASKS
 from bihmf.tasks.heads import DEFAULT_READOUT, READOUT_OPTION
@@ -98,6 +98,6 @@ def _structure_free() -> list[str]:
     return sorted(name for name, cls in FUSIONS.items() if not cls.uses_structure)
 
 
-def reads_esm(fusion: str, context: FusionContext, num_gnn_layers: int) -> bool:
+def reads_esm(fusion: str, context: FusionContext) -> bool:
     """Whether the fusion reads any cached ESM layer (structure-only runs skip loading the cache)."""
-    return bool(FUSIONS[fusion].esm_layers(num_gnn_layers, context.esm_depth, context.explicit_layers))
+    return bool(layers_read(fusion, context.layers))

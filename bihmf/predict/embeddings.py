@@ -63,7 +63,7 @@ def open_run_cache(run: TrainedRun, given: Path | None) -> tuple[EmbeddingCache,
     missing = [layer for layer in run.esm_layers if layer not in cache.layers]
     if missing:
         raise RunError(f"{path}: lacks ESM layer(s) {missing} that the run's model reads (cached: {cache.layers})")
-    differing = [key for key in CACHE_SETTINGS if cache.metadata[key] != run.esm[key]]
+    differing = [key for key in CACHE_SETTINGS if getattr(cache.info, key) != getattr(run.cache, key)]
     if differing:
         raise RunError(f"{path}: {differing} differ from the cache the run was trained on; its embeddings are not the run's")
     return cache, [cache.layers.index(layer) for layer in run.esm_layers]

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from bihmf.benchmark import DEFAULT_VARIANT, dataset_seeds, find_ablation
+from bihmf.esm_cache import CacheInfo
 from bihmf.io import write_text_atomic
 from bihmf.models.model import run_combinations
 from bihmf.report.aggregate import (
@@ -236,10 +237,8 @@ def esm_sizes(spec: AblationReport, groups: Groups) -> dict[str, set[int]]:
     sizes: dict[str, set[int]] = {}
     for (_, variant), runs in groups.items():
         for run in runs:
-            cache = run.provenance.get("esm_cache")
-            if not isinstance(cache, dict) or "esm_depth" not in cache or "embed_dim" not in cache:
-                raise ValueError(f"{run.path}: provenance.esm_cache lacks esm_depth/embed_dim (written by an older bihmf)")
-            sizes.setdefault(variant, set()).add(esm2_parameters(int(cache["esm_depth"]), int(cache["embed_dim"])))
+            cache = CacheInfo.parse(run.provenance.get("esm_cache", {}), f"{run.path} (provenance.esm_cache)")
+            sizes.setdefault(variant, set()).add(esm2_parameters(cache.esm_depth, cache.embed_dim))
     return sizes
 
 

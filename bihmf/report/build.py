@@ -13,7 +13,7 @@ import pandas as pd
 
 from bihmf.io import write_text_atomic
 from bihmf.report.aggregate import load_runs, missing_runs, results_table, row_counts, summarise, tidy_csv
-from bihmf.report.costs import read_cache_info, run_table
+from bihmf.report.costs import read_cache_size, run_table
 from bihmf.report.format import MISSING, NOT_AVAILABLE, NOT_GIVEN, Block, Table, html_body, page_html, page_markdown, to_latex
 from bihmf.report.paper import benchmark_of_datasets, load_published, ours_frame, summary_notes, summary_table
 from bihmf.report.plots import bars_figure, cost_figure, curves_figure, heatmap_figure, read_curves, save_figure
@@ -151,7 +151,7 @@ def write_dataset_report(spec: DatasetReport, outputs: Mapping[str, Path]) -> No
     results = results_table(summary, rows)
     comparisons = compare(runs, summary, run_predictions, spec.settings)
     stats_table = comparison_table(comparisons, summary)
-    costs = run_table(runs, {r.key: Path(b) for r, b in zip(runs, spec.benchmarks)}, read_cache_info(spec.cache_index))
+    costs = run_table(runs, {r.key: Path(b) for r, b in zip(runs, spec.benchmarks)}, read_cache_size(spec.cache_index))
 
     page = dataset_page(spec, runs, summary, results, stats_table) + attempts_note(costs, spec.dataset)
     write_text_atomic(outputs["table_md"], page_markdown(page))

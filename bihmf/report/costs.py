@@ -10,7 +10,6 @@ none of it, a fusion reading three of the cached layers reads three layers' wort
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from bihmf.attempts import AttemptCosts, attempt_costs
-from bihmf.esm_cache import file_metadata
-from bihmf.models.fusion import FUSIONS
+from bihmf.esm_cache import CacheInfo, file_metadata
+from bihmf.models.fusion import FUSIONS, LayerChoice, layers_read
 from bihmf.run import RunKey, RunRecord
 
 MIB = 2**20
@@ -28,7 +27,7 @@ HOUR = 3600.0
 
 
 @dataclass(frozen=True)
-class CacheInfo:
+class CacheSize:
     """Size on disk of one dataset's ESM cache and the layers it holds."""
 
     mib: float
@@ -36,16 +35,12 @@ class CacheInfo:
     esm_depth: int
 
 
-def read_cache_info(index: Path) -> CacheInfo:
+def read_cache_size(index: Path) -> CacheSize:
     """Sum the cache folder's Parquet files (shards + index); layers and depth from the index footer."""
     index = Path(index)
-    meta = file_metadata(index)
-    try:
-        layers, depth = tuple(json.loads(meta["layers"])), int(meta["esm_depth"])
-    except KeyError as err:
-        raise ValueError(f"{index}: ESM cache index lacks metadata key {err}") from err
+    info = CacheInfo.parse(file_metadata(index), index)
     size = sum(p.stat().st_size for p in index.parent.glob("*.parquet"))
-    return CacheInfo(size / MIB, layers, depth)
+    return CacheSize(size / MIB, info.layers, info.esm_depth)
 
 
 def read_benchmark(path: Path) -> dict[str, float]:
@@ -58,12 +53,11 @@ def read_benchmark(path: Path) -> dict[str, float]:
     return {"bench_wall_s": values["s"], "bench_cpu_s": values["cpu_time"], "bench_max_rss_mb": values["max_rss"]}
 
 
-def esm_layers_read(run: RunRecord, cache: CacheInfo) -> int:
+def esm_layers_read(run: RunRecord, cache: CacheSize) -> int:
     """Cached ESM layers the run's fusion reads (its model config decides the pairing)."""
     if run.fusion not in FUSIONS:
         raise ValueError(f"{run.path}: fusion {run.fusion!r} is not registered (known: {sorted(FUSIONS)})")
-    model_cfg = run.provenance.get("model_config", {})
-    layers = FUSIONS[run.fusion].esm_layers(model_cfg.get("num_layers", 1), cache.esm_depth, model_cfg.get("esm_layers"))
+    layers = layers_read(run.fusion, LayerChoice.of(run.provenance["model_config"], cache.esm_depth))
     return len(set(layers) & set(cache.layers))
 
 
@@ -78,7 +72,7 @@ def compute_hours(device: str, bench: Mapping[str, float], wall_seconds: float, 
     return bench.get("bench_cpu_s", math.nan) / HOUR, "CPU-hours"
 
 
-def run_table(runs: Sequence[RunRecord], benchmarks: Mapping[RunKey, Path], cache: CacheInfo) -> pd.DataFrame:
+def run_table(runs: Sequence[RunRecord], benchmarks: Mapping[RunKey, Path], cache: CacheSize) -> pd.DataFrame:
     """One row per run: identity, training outcome, cost and provenance (hashes, versions)."""
     records = []
     for run in runs:

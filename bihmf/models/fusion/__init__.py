@@ -1,13 +1,14 @@
-"""Fusion registry: name -> class taking (encoder_factory, FusionContext); which ESM layers a run reads."""
+"""Fusion registry: name -> class taking (encoder_factory, FusionContext); which ESM layers a fusion reads."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
-from bihmf.models.fusion.base import Fusion, FusionContext, paired_layers
+from bihmf.models.fusion.base import Fusion, FusionContext
 from bihmf.models.fusion.bihmf_global import BiHMFGlobal
 from bihmf.models.fusion.bihmf_local import BiHMFLocal
 from bihmf.models.fusion.cross import Cross
+from bihmf.models.fusion.layers import LayerChoice, paired_layers
 from bihmf.models.fusion.parallel import Parallel
 from bihmf.models.fusion.seq_only import SeqOnly
 from bihmf.models.fusion.serial import Serial
@@ -37,25 +38,26 @@ def reference_fusion() -> str:
     return name
 
 
-def cached_layers(fusions: list[str], num_gnn_layers: int, esm_depth: int, explicit: list[int] | None) -> list[int]:
-    """ESM layers the embed stage must cache: every layer the configured fusions read, plus the final one."""
-    layers = {esm_depth}
+def layers_read(fusion: str, choice: LayerChoice) -> list[int]:
+    """The ESM layers the fusion reads under the run's choice (none for structure-only fusions)."""
+    return FUSIONS[fusion].esm_layers(choice)
+
+
+def cached_layers(fusions: Sequence[str], choice: LayerChoice) -> list[int]:
+    """ESM layers a cache must hold: every layer the fusions read, plus the final one."""
+    layers = {choice.esm_depth}
     for name in fusions:
-        layers.update(FUSIONS[name].esm_layers(num_gnn_layers, esm_depth, explicit))
+        layers.update(layers_read(name, choice))
     return sorted(layers)
 
 
-def layer_choice(model: dict[str, Any], esm_depth: int) -> list[int] | None:
-    """The explicit layer list the fusions' ``esm_layers`` read: model.esm_layers, or a pairing
-    other than the default spelled out (None = evenly, their own rule)."""
-    if model["esm_layers"] is not None or model["layer_pairing"] == "evenly":
-        return model["esm_layers"]
-    return paired_layers(model["num_layers"], esm_depth, None, model["layer_pairing"])
+def loaded_layers(fusion: str, choice: LayerChoice, cache_layers: Sequence[int]) -> tuple[int, ...]:
+    """The layers of a cache a job of the fusion loads: those it reads, in cache order."""
+    read = set(layers_read(fusion, choice))
+    return tuple(layer for layer in cache_layers if layer in read)
 
 
-def run_esm_layers(model: dict[str, Any], fusion: str, esm_depth: int) -> list[int]:
-    """ESM layers one run needs cached: those its fusion reads at its depth and pairing, and the last."""
-    return cached_layers([fusion], model["num_layers"], esm_depth, layer_choice(model, esm_depth))
-
-
-__all__ = ["FUSIONS", "Fusion", "FusionContext", "bihmf_fusions", "cached_layers", "layer_choice", "paired_layers", "reference_fusion", "run_esm_layers"]
+__all__ = [
+    "FUSIONS", "Fusion", "FusionContext", "LayerChoice", "bihmf_fusions", "cached_layers", "layers_read", "loaded_layers",
+    "paired_layers", "reference_fusion",
+]

@@ -7,7 +7,7 @@ it reads, so the embed stage caches exactly what the configured fusions need.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bihmf.models.encoders import StructureEncoder
+from bihmf.models.fusion.layers import LayerChoice
 
 NUM_RESIDUE_TYPES = 21  # 20 standard amino acids + X
 
@@ -26,39 +27,20 @@ EncoderFactory = Callable[[int], StructureEncoder]  # node-input width -> encode
 ATTENTION_HEADS = 4
 
 
-LAYER_PAIRINGS = ("evenly", "last")  # model.layer_pairing (the schema's enum)
-
-
-def paired_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None,
-                  pairing: str = "evenly") -> list[int]:
-    """ESM layer k_l read at GNN depth l (docs/paper.md choice 2). An explicit list wins; else
-    ``evenly`` spreads the L depths over the D ESM layers, round(l * D / L), and ``last`` reads
-    the last L layers D-L+1..D (the ablation of whether early ESM layers help at all)."""
-    if explicit is not None:
-        if len(explicit) != num_gnn_layers or max(explicit) > esm_depth:
-            raise ValueError(
-                f"model.esm_layers={explicit} must list {num_gnn_layers} layers, each <= the ESM depth {esm_depth}"
-            )
-        return list(explicit)
-    if pairing == "evenly":
-        return [int(l * esm_depth / num_gnn_layers + 0.5) for l in range(1, num_gnn_layers + 1)]
-    if pairing == "last":
-        if num_gnn_layers > esm_depth:
-            raise ValueError(f"model.layer_pairing=last: {num_gnn_layers} GNN layers need at least as many ESM layers, "
-                             f"the ESM has {esm_depth}")
-        return list(range(esm_depth - num_gnn_layers + 1, esm_depth + 1))
-    raise ValueError(f"model.layer_pairing={pairing!r}: expected one of {list(LAYER_PAIRINGS)}")
-
-
 @dataclass(frozen=True)
 class FusionContext:
-    """What a fusion needs to know about the embedding cache it will read."""
+    """What a fusion needs to know about the ESM rows it will read: their width, the layer in
+    each slot of ``graph.esm`` [N, slots, D], and the run's layer choice. Built by ``of``."""
 
     esm_dim: int
     cache_layers: tuple[int, ...]  # layer number of each slot of graph.esm [N, slots, D]
-    esm_depth: int
-    explicit_layers: list[int] | None = None
-    pairing: str = "evenly"  # model.layer_pairing, used where explicit_layers is None
+    layers: LayerChoice
+
+    @classmethod
+    def of(cls, model_cfg: Mapping[str, Any], esm_dim: int, esm_depth: int, slots: Sequence[int]) -> FusionContext:
+        """The one constructor training, predict, plan and bench use: the model section's layer
+        choice at the cache's ESM depth, over rows holding the layers ``slots``."""
+        return cls(esm_dim, tuple(slots), LayerChoice.of(model_cfg, esm_depth))
 
     def slot(self, layer: int) -> int:
         if layer not in self.cache_layers:
@@ -95,7 +77,8 @@ class Fusion(nn.Module):
     is_reference: bool = False
 
     @staticmethod
-    def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
+    def esm_layers(choice: LayerChoice) -> list[int]:
+        """The ESM layers this fusion reads under the run's choice, in the order it reads them."""
         raise NotImplementedError
 
 
@@ -203,21 +186,3 @@ class JointSelfAttention(nn.Module):
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=valid[:, None, None, :])
         attended = self.out(attended.transpose(1, 2).reshape(num_graphs, length, width))
         return attended[batch, local], attended[batch, struct_pos]
-
-
-class SequenceStream(nn.Module):
-    """The light sequence stream of the hierarchical fusions (docs/paper.md choices 1-3).
-
-    At GNN depth l it reads its own cached ESM layer k_l: s_l = LN(P_l(e_{k_l}) + s_{l-1}),
-    with s_0 = 0. Shared by every fusion that pairs ESM layers with GNN depths.
-    """
-
-    def __init__(self, context: FusionContext, num_gnn_layers: int, width: int):
-        super().__init__()
-        layers = paired_layers(num_gnn_layers, context.esm_depth, context.explicit_layers, context.pairing)
-        self.slots = [context.slot(layer) for layer in layers]
-        self.project = nn.ModuleList([nn.Linear(context.esm_dim, width) for _ in layers])
-        self.norm = nn.ModuleList([nn.LayerNorm(width) for _ in layers])
-
-    def step(self, depth: int, graph: Any, previous: Tensor) -> Tensor:
-        return self.norm[depth](self.project[depth](graph.esm[:, self.slots[depth]]) + previous)

@@ -27,46 +27,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import nn
+from torch import Tensor, nn
 
-from bihmf.models.fusion.base import (
-    ATTENTION_HEADS,
-    BOTH_DIRECTIONS,
-    NUM_RESIDUE_TYPES,
-    BidirectionalFusion,
-    EncoderFactory,
-    FusionContext,
-    SequenceStream,
-    JointSelfAttention,
-    StreamStates,
-    paired_layers,
-    residue_one_hot,
-)
+from bihmf.models.fusion.base import ATTENTION_HEADS, BOTH_DIRECTIONS, EncoderFactory, FusionContext, JointSelfAttention
+from bihmf.models.fusion.hierarchical import Exchange, HierarchicalFusion
 
 
-class BiHMFGlobal(BidirectionalFusion):
+class BiHMFGlobal(HierarchicalFusion):
     is_bihmf = True
 
     def __init__(self, encoder_factory: EncoderFactory, context: FusionContext, direction: str = BOTH_DIRECTIONS):
-        super().__init__(direction)
-        self.encoder = encoder_factory(NUM_RESIDUE_TYPES)
-        self.width = width = self.encoder.width
-        self.stream = SequenceStream(context, self.encoder.num_layers, width)
-        depths = range(len(self.stream.slots))
-        self.attention = nn.ModuleList([JointSelfAttention(width, ATTENTION_HEADS) for _ in depths])
+        super().__init__(encoder_factory, context, direction)
+        self.attention = nn.ModuleList([JointSelfAttention(self.width, ATTENTION_HEADS) for _ in self.depths])
 
-    @staticmethod
-    def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
-        return paired_layers(num_gnn_layers, esm_depth, explicit)
-
-    def streams(self, graph: Any) -> StreamStates:
-        state = self.encoder.prepare(graph, residue_one_hot(graph))
-        seq = torch.zeros_like(state.s)
-        for depth in range(len(self.stream.slots)):
-            seq = self.stream.step(depth, graph, seq)
-            state = self.encoder.layer(depth, state)
-            fused_seq, fused_struct = self.attention[depth](seq, state.s, graph.batch, graph.num_graphs)
-            state = state.with_scalar(self.to_struct(state.s, fused_struct))
-            seq = self.to_seq(seq, fused_seq)
-        return StreamStates(seq, state.s, (state.s + seq) / 2)
+    def exchange(self, depth: int, graph: Any, seq: Tensor, struct: Tensor, carried: Tensor) -> Exchange:
+        fused_seq, fused_struct = self.attention[depth](seq, struct, graph.batch, graph.num_graphs)
+        return Exchange(fused_struct, fused_seq, carried)

@@ -23,17 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bihmf.models.fusion.base import (
-    BOTH_DIRECTIONS,
-    NUM_RESIDUE_TYPES,
-    BidirectionalFusion,
-    EncoderFactory,
-    FusionContext,
-    SequenceStream,
-    StreamStates,
-    paired_layers,
-    residue_one_hot,
-)
+from bihmf.models.fusion.base import BOTH_DIRECTIONS, EncoderFactory, FusionContext
+from bihmf.models.fusion.hierarchical import Exchange, HierarchicalFusion
 
 
 class LocalGate(nn.Module):
@@ -48,29 +39,16 @@ class LocalGate(nn.Module):
         return gate[:, :1] * x_seq + gate[:, 1:] * x_struct
 
 
-class BiHMFLocal(BidirectionalFusion):
+class BiHMFLocal(HierarchicalFusion):
     is_bihmf = True
 
     def __init__(self, encoder_factory: EncoderFactory, context: FusionContext, direction: str = BOTH_DIRECTIONS):
-        super().__init__(direction)
-        self.encoder = encoder_factory(NUM_RESIDUE_TYPES)
-        self.width = width = self.encoder.width
-        self.stream = SequenceStream(context, self.encoder.num_layers, width)
-        depths = range(len(self.stream.slots))
-        self.gates = nn.ModuleList([LocalGate(width) for _ in depths])
+        super().__init__(encoder_factory, context, direction)
+        self.gates = nn.ModuleList([LocalGate(self.width) for _ in self.depths])
 
-    @staticmethod
-    def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
-        return paired_layers(num_gnn_layers, esm_depth, explicit)
+    def exchange(self, depth: int, graph: Any, seq: Tensor, struct: Tensor, carried: Tensor) -> Exchange:
+        fused = self.gates[depth](seq, struct)
+        return Exchange(fused, fused, fused)
 
-    def streams(self, graph: Any) -> StreamStates:
-        state = self.encoder.prepare(graph, residue_one_hot(graph))
-        seq = torch.zeros_like(state.s)
-        fused = state.s
-        for depth in range(len(self.stream.slots)):
-            seq = self.stream.step(depth, graph, seq)
-            state = self.encoder.layer(depth, state)
-            fused = self.gates[depth](seq, state.s)
-            state = state.with_scalar(self.to_struct(state.s, fused))
-            seq = self.to_seq(seq, fused)
-        return StreamStates(seq, state.s, fused)
+    def readout(self, seq: Tensor, struct: Tensor, carried: Tensor) -> Tensor:
+        return carried  # z_L

@@ -28,6 +28,7 @@ from bihmf.models.fusion.base import (
     JointSelfAttention,
     residue_one_hot,
 )
+from bihmf.models.fusion.layers import LayerChoice
 
 
 class Cross(Fusion):
@@ -35,15 +36,15 @@ class Cross(Fusion):
         super().__init__()
         self.encoder = encoder_factory(NUM_RESIDUE_TYPES)
         self.width = width = self.encoder.width
-        self.slot = context.slot(context.esm_depth)
+        self.slot = context.slot(context.layers.esm_depth)
         self.project = nn.Sequential(nn.LayerNorm(context.esm_dim), nn.Linear(context.esm_dim, width))
         self.attention = JointSelfAttention(width, ATTENTION_HEADS)
         self.norm = nn.LayerNorm(width)
         self.combine = nn.Linear(2 * width, width)
 
     @staticmethod
-    def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
-        return [esm_depth]
+    def esm_layers(choice: LayerChoice) -> list[int]:
+        return [choice.esm_depth]
 
     def forward(self, graph: Any) -> Tensor:
         state = self.encoder.prepare(graph, residue_one_hot(graph))

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from bihmf.models.fusion.base import NUM_RESIDUE_TYPES, EncoderFactory, Fusion, FusionContext, esm_mlp, residue_one_hot
+from bihmf.models.fusion.layers import LayerChoice
 
 
 class Parallel(Fusion):
@@ -23,13 +24,13 @@ class Parallel(Fusion):
         super().__init__()
         self.encoder = encoder_factory(NUM_RESIDUE_TYPES)
         self.width = width = self.encoder.width
-        self.slot = context.slot(context.esm_depth)
+        self.slot = context.slot(context.layers.esm_depth)
         self.sequence = esm_mlp(context.esm_dim, width)
         self.combine = nn.Linear(2 * width, width)
 
     @staticmethod
-    def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
-        return [esm_depth]
+    def esm_layers(choice: LayerChoice) -> list[int]:
+        return [choice.esm_depth]
 
     def forward(self, graph: Any) -> Tensor:
         state = self.encoder.prepare(graph, residue_one_hot(graph))

@@ -15,6 +15,7 @@ from typing import Any
 from torch import Tensor
 
 from bihmf.models.fusion.base import NUM_RESIDUE_TYPES, EncoderFactory, Fusion, FusionContext, esm_mlp
+from bihmf.models.fusion.layers import LayerChoice
 
 
 class SeqOnly(Fusion):
@@ -23,12 +24,12 @@ class SeqOnly(Fusion):
     def __init__(self, encoder_factory: EncoderFactory, context: FusionContext):
         super().__init__()
         self.width = encoder_factory(NUM_RESIDUE_TYPES).width
-        self.slot = context.slot(context.esm_depth)
+        self.slot = context.slot(context.layers.esm_depth)
         self.mlp = esm_mlp(context.esm_dim, self.width)
 
     @staticmethod
-    def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
-        return [esm_depth]
+    def esm_layers(choice: LayerChoice) -> list[int]:
+        return [choice.esm_depth]
 
     def forward(self, graph: Any) -> Tensor:
         return self.mlp(graph.esm[:, self.slot])

@@ -7,6 +7,7 @@ from typing import Any
 from torch import Tensor
 
 from bihmf.models.fusion.base import NUM_RESIDUE_TYPES, EncoderFactory, Fusion, FusionContext, residue_one_hot
+from bihmf.models.fusion.layers import LayerChoice
 
 
 class StructOnly(Fusion):
@@ -18,7 +19,7 @@ class StructOnly(Fusion):
         self.width = self.encoder.width
 
     @staticmethod
-    def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
+    def esm_layers(choice: LayerChoice) -> list[int]:
         return []
 
     def forward(self, graph: Any) -> Tensor:

@@ -38,29 +38,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
-from bihmf.models.fusion.base import (
-    BOTH_DIRECTIONS,
-    NUM_RESIDUE_TYPES,
-    BidirectionalFusion,
-    EncoderFactory,
-    FusionContext,
-    SequenceStream,
-    StreamStates,
-    paired_layers,
-    residue_one_hot,
-)
+from bihmf.models.fusion.base import BOTH_DIRECTIONS, EncoderFactory, FusionContext
+from bihmf.models.fusion.hierarchical import Exchange, HierarchicalFusion
 
 
-class StructureToken(BidirectionalFusion):
+class StructureToken(HierarchicalFusion):
     def __init__(self, encoder_factory: EncoderFactory, context: FusionContext, direction: str = BOTH_DIRECTIONS):
-        super().__init__(direction)
-        self.encoder = encoder_factory(NUM_RESIDUE_TYPES)
-        self.width = width = self.encoder.width
-        self.stream = SequenceStream(context, self.encoder.num_layers, width)
-        depths = range(len(self.stream.slots))
+        super().__init__(encoder_factory, context, direction)
+        width, depths = self.width, self.depths
         self.token_init = nn.Parameter(torch.randn(width) * 0.02)
         self.token_update = nn.ModuleList(
             [nn.Sequential(nn.Linear(3 * width, width), nn.ReLU(), nn.Linear(width, width)) for _ in depths]
@@ -69,22 +57,13 @@ class StructureToken(BidirectionalFusion):
         self.write_struct = nn.ModuleList([nn.Linear(width, width) for _ in depths])
         self.write_seq = nn.ModuleList([nn.Linear(width, width) for _ in depths])
 
-    @staticmethod
-    def esm_layers(num_gnn_layers: int, esm_depth: int, explicit: list[int] | None = None) -> list[int]:
-        return paired_layers(num_gnn_layers, esm_depth, explicit)
+    def start(self, graph: Any, struct: Tensor) -> Tensor:
+        return self.token_init.expand(graph.num_graphs, -1)  # t_0, one per protein
 
-    def streams(self, graph: Any) -> StreamStates:
+    def exchange(self, depth: int, graph: Any, seq: Tensor, struct: Tensor, carried: Tensor) -> Exchange:
         batch, proteins = graph.batch, graph.num_graphs
-        state = self.encoder.prepare(graph, residue_one_hot(graph))
-        seq = torch.zeros_like(state.s)
-        token = self.token_init.expand(proteins, -1)
-        for depth in range(len(self.stream.slots)):
-            seq = self.stream.step(depth, graph, seq)
-            state = self.encoder.layer(depth, state)
-            pooled_struct = scatter(state.s, batch, dim=0, dim_size=proteins, reduce="mean")
-            pooled_seq = scatter(seq, batch, dim=0, dim_size=proteins, reduce="mean")
-            update = self.token_update[depth](torch.cat([token, pooled_struct, pooled_seq], dim=-1))
-            token = self.token_norm[depth](token + update)
-            state = state.with_scalar(self.to_struct(state.s, self.write_struct[depth](token)[batch]))
-            seq = self.to_seq(seq, self.write_seq[depth](token)[batch])
-        return StreamStates(seq, state.s, (state.s + seq) / 2)
+        pooled_struct = scatter(struct, batch, dim=0, dim_size=proteins, reduce="mean")
+        pooled_seq = scatter(seq, batch, dim=0, dim_size=proteins, reduce="mean")
+        update = self.token_update[depth](torch.cat([carried, pooled_struct, pooled_seq], dim=-1))
+        token = self.token_norm[depth](carried + update)
+        return Exchange(self.write_struct[depth](token)[batch], self.write_seq[depth](token)[batch], token)
