@@ -438,7 +438,20 @@ def run_size(size: str, sets: dict[str, tuple[list[ProteinRecord], int]], work: 
 SET_LABELS = {"unique": "(a) unique", "decoys": "(b) PSR-like decoys"}
 
 
+def whole_jobs(result: dict[str, Any]) -> bool:
+    """Whether ``result`` times whole jobs (files written before issue 26 timed a warm process)."""
+    return all("fixed" in sized for sized in result["results"].values())
+
+
+PREDATES = (
+    "This result predates whole-job timing (issue 26: its clock started after a warm-up in the same process, "
+    "leaving out imports, model loading and the index job); rerun the command above."
+)
+
+
 def render(result: dict[str, Any]) -> str:
+    if not whole_jobs(result):
+        return PREDATES
     s = result["setup"]
     spread = (
         f"lengths of real ScanNet chains (PPBS validation, BCE fold 2), {s['unique_lengths'][0]}-{s['unique_lengths'][1]}, "
@@ -529,6 +542,8 @@ def _shortfall(result: dict[str, Any], set_name: str, sizes: list[str]) -> str:
 
 
 def targets(result: dict[str, Any]) -> list[Target]:
+    if not whole_jobs(result):
+        return []
     unique = _per_size(result, "unique", _speed)
     decoys = _per_size(result, "decoys", _speed)
     size = _per_size(result, "unique", lambda r: r["bytes_per_residue"]["ours"] / r["bytes_per_residue"]["baseline"])

@@ -12,8 +12,8 @@
 #   plan            bihmf plan --device cuda --save-calibration OUT/calibration.json
 #   targets         the targets from the files above, printed and in OUT/targets.json
 #
-# --tiny shrinks every step to seconds of work (a random ESM-2 t6, a few chains, one fusion's
-# worth of epochs, the demo config) so that tests/test_gpu_check.py runs it on the CPU and the
+# --tiny shrinks every step to seconds of work (a random ESM-2 t6, three chains, the training
+# benchmark's quick mode, the demo config) so that tests/test_gpu_check.py runs it on the CPU and the
 # script cannot rot; tiny results measure nothing.
 set -uo pipefail
 
@@ -52,7 +52,7 @@ step() {
 
 if [[ $tiny -eq 1 ]]; then
     embed=(--sizes t6 --unique 3 --lengths scannet --targets 0 --repeats 1 --threads 1)
-    loop=(--fusions cross,bihmf_local,bihmf_global --epochs 1 --esm-width 80 --lengths 20,40 --repeats 1 --attention "" --threads 1)
+    loop=(--quick)  # one fusion, one demo chain
     plan=(--configfile config/demo.yaml --width 8 --calibrate-steps 1 --calibrate-residues 100)
     limits=(300 300 300 300)
 else

@@ -33,7 +33,7 @@ def test_tiny_gpu_check_runs_every_step_and_leaves_parsable_results(tmp_path):
         assert result["setup"]["precision"] == step.removeprefix("embed-") and result["setup"]["lengths"] == "scannet"
         assert set(result["results"]["t6"]["sets"]["unique"]["seconds"]) == {"baseline", "ours"}
     loop = json.loads((tmp_path / "train-loop" / "data_path.json").read_text())
-    assert set(loop["results"]["loading"]) == {"cross", "bihmf_local", "bihmf_global"}
+    assert set(loop["results"]["loading"]["bihmf_global"]) >= {"old", "new"}  # tiny: the quick mode's one fusion
     assert json.loads((tmp_path / "calibration.json").read_text())
     targets = json.loads((tmp_path / "targets.json").read_text())
     names = " ".join(t["name"] for t in targets)
