@@ -54,12 +54,12 @@ if [[ $tiny -eq 1 ]]; then
     embed=(--sizes t6 --unique 3 --lengths scannet --targets 0 --repeats 1 --threads 1)
     loop=(--quick)  # one fusion, one demo chain
     plan=(--configfile config/demo.yaml --width 8 --calibrate-steps 1 --calibrate-residues 100)
-    limits=(300 300 300 300)
+    limits=(300 300 300 300 300)
 else
     embed=(--sizes t33 --unique 2000 --lengths scannet --targets 0 --repeats 1)
     loop=(--fusions cross,bihmf_local,bihmf_global --epochs 2 --lengths 100,300 --repeats 1 --attention "")
     plan=()
-    limits=(150 120 120 90)  # seconds per step: 8 minutes in all
+    limits=(150 120 120 60 30)  # seconds per step: 8 minutes in all
 fi
 
 # float32 is esm.precision's default; float16 is asked for by that config key
@@ -69,7 +69,7 @@ step embed-float16 "${limits[1]}" "$python" -m bench.embed_vs_extract --device "
 step train-loop "${limits[2]}" "$python" -m bench.data_path --device "$device" "${loop[@]}" --out "$out/train-loop"
 step plan "${limits[3]}" "$python" -m bihmf plan --device "$device" "${plan[@]}" --out "$out/plan" \
     --save-calibration "$out/calibration.json"
-step targets 60 "$python" -m bench.gpu_targets "$out"
+step targets "${limits[4]}" "$python" -m bench.gpu_targets "$out"
 cat "$out/targets.log"
 
 ! cut -f2 "$out/steps.tsv" | grep -qv '^0$'
