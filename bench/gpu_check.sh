@@ -54,7 +54,7 @@ if [[ $tiny -eq 1 ]]; then
     embed=(--sizes t6 --unique 3 --lengths scannet --targets 0 --repeats 1 --threads 1)
     loop=(--quick)  # one fusion, one demo chain
     plan=(--configfile config/demo.yaml --width 8 --calibrate-steps 1 --calibrate-residues 100)
-    limits=(300 300 300 300 300)
+    limits=(900 900 900 900 900)  # generous: a busy 2-core machine runs it ten times slower
 else
     embed=(--sizes t33 --unique 2000 --lengths scannet --targets 0 --repeats 1)
     loop=(--fusions cross,bihmf_local,bihmf_global --epochs 2 --lengths 100,300 --repeats 1 --attention "")
