@@ -7,6 +7,8 @@ structures ship with the dataset); adding one is one module plus one line here.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
 from collections import Counter
 from dataclasses import asdict
@@ -14,20 +16,25 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bihmf.data import bce, known_answer, lba, ppbs, psr, react
 from bihmf.data.schema import EntryReport, ProteinRecord, write_proteins
 from bihmf.io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
-DATASETS: dict[str, ModuleType] = {
-    "ppbs": ppbs,
-    "bce": bce,
-    "react": react,
-    "psr": psr,
-    "lba": lba,
-    "known_answer": known_answer,
-}
+KINDS = ("ppbs", "bce", "react", "psr", "lba", "known_answer")
+
+
+@functools.cache
+def _registry() -> dict[str, ModuleType]:
+    return {kind: importlib.import_module(f"bihmf.data.{kind}") for kind in KINDS}
+
+
+def __getattr__(name: str) -> Any:
+    """``DATASETS`` (kind -> parser module) on first use: the parsers import pandas and more,
+    which a job that only reads the protein table (embed, index) should not pay for."""
+    if name == "DATASETS":
+        return _registry()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def split_counts(records: list[ProteinRecord]) -> dict[str, int]:
@@ -112,7 +119,7 @@ def preprocess_dataset(raw_dir: Path, spec: dict[str, Any], proteins_out: Path, 
     embedding or training is spent on a dataset that cannot be evaluated); the report, with
     ``empty_splits``, is written first, so the reasons are on disk.
     """
-    records, reports = DATASETS[spec["kind"]].parse(raw_dir, spec)
+    records, reports = _registry()[spec["kind"]].parse(raw_dir, spec)
     duplicates = duplicate_ids(records)
     if duplicates:
         raise ValueError(f"{raw_dir}: protein_id(s) {duplicates[:10]} name more than one protein; the parser must keep ids unique")
