@@ -89,6 +89,7 @@ CHAIN_OVERHEAD_BYTES = 70 + 100
 # ---------------------------------------------------------------- jobs
 
 
+CROSSED = ("encoders", "fusions")  # model keys that list what the benchmark crosses
 MAIN_VARIANT = ""  # the variant column of main runs (ablation variants read "<ablation>/<variant>")
 
 
@@ -295,7 +296,9 @@ def plan_row(run: TrainingRuns, s_per_residue: float | None, cost: DatasetCost) 
 
 
 def run_combination(run: TrainingRuns, width: int | None) -> Combination:
-    model = json.loads(run.model)
+    """The combination of ``run``: its model settings without the lists the benchmark crosses
+    (which say what else runs, not what this model is), its width replaced when given."""
+    model = {key: value for key, value in json.loads(run.model).items() if key not in CROSSED}
     if width is not None:
         model = {**model, "hidden_dim": width}
     return Combination(run.encoder, run.fusion, run.esm, json.dumps(model, sort_keys=True))

@@ -115,12 +115,23 @@ def test_residues_from_a_real_protein_table(demo_root, records, lba_records, tmp
     assert pocket.cache_residues < sum(len(r.sequence) for r in lba_records)
 
 
-def test_plan_calibrates_two_combinations_and_writes_the_csv(demo_root, records, tmp_path):
+def test_plan_calibrates_two_combinations_and_writes_the_csv(demo_root, records, tmp_path, monkeypatch):
     benchmark = _benchmark(ROOT / "config" / "demo.yaml", encoders=["gvp"], fusions=["struct_only", "seq_only"])
     config = benchmark.config
     chosen = plan.calibration_records(records, 300)
-    calibration = plan_timing.measure(benchmark, plan.combinations(benchmark, 16), CPU, 1, chosen, 16)
+    first, saved = plan.combinations(benchmark, 16), []
+    calibration = plan_timing.measure(benchmark, first, CPU, chosen, plan_timing.new_calibration(CPU, 1, chosen, 16), saved.append)
     assert len(calibration.training) == 2 and calibration.device == "cpu" and calibration.step_residues == sum(len(r.sequence) for r in chosen)
+    # saved after each measurement; a calibration cut short resumes without timing again what it holds
+    assert [len(c.training) for c in saved] == [1, 2, 2] and saved[-1] == calibration
+    resumed = plan_timing.measure(benchmark, first, CPU, chosen, saved[0], saved.append)
+    assert resumed.training.keys() == calibration.training.keys() and len(saved) == 5  # the second combination, the embed
+    assert resumed.training[next(iter(first))] == calibration.training[next(iter(first))]
+    monkeypatch.setattr(plan_timing, "calibrate", _no_timing)
+    monkeypatch.setattr(plan_timing, "calibrate_embed", _no_timing)
+    assert plan_timing.measure(benchmark, first, CPU, chosen, calibration, saved.append) == calibration and len(saved) == 5
+    with pytest.raises(plan.CalibrationError, match="measured with other settings: width 16 \\(now 8\\)"):
+        plan.resumed(calibration, plan_timing.new_calibration(CPU, 1, chosen, 8))
     result = plan.make_plan(benchmark, demo_root, calibration, width=16)
     assert len(result.rows) == 2 * len(config["datasets"])
     assert all(row.s_per_residue > 0 for row in result.rows)
@@ -207,8 +218,8 @@ def _without_source(row: dict[str, str]) -> dict[str, str]:
 
 
 def test_plan_without_flags_uses_the_shipped_calibration(tmp_path, monkeypatch, capsys):
-    """No GPU and no flags: the shipped calibration prices config.yaml and the reviewer tier
-    (every combination in it, nothing timed) and the plan says how to calibrate your own."""
+    """No GPU and no flags: the shipped calibration prices config.yaml and the reviewer tier with
+    nothing timed, lists what it lacks, and the plan says how to calibrate your own."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(plan, "measure", _no_timing)
     shipped = max((read_calibration(p) for p in SHIPPED.glob("*.json")), key=lambda c: c.date)
@@ -216,10 +227,14 @@ def test_plan_without_flags_uses_the_shipped_calibration(tmp_path, monkeypatch, 
         out = tmp_path / configfile.stem
         assert main(["plan", "--configfile", str(configfile), "--root", str(tmp_path / "fresh"), "--out", str(out)]) == 0
         printed = capsys.readouterr().out
-        assert f"Projected {shipped.hours_unit} (calibration: {shipped.source}," in printed
-        assert "Not in the calibration" not in printed and plan.CALIBRATE_YOURS in printed
+        assert f"Projected {shipped.hours_unit} (calibration: {shipped.source}," in printed and plan.CALIBRATE_YOURS in printed
+        lacking = [c for c in plan.combinations(Benchmark.load(configfile), None) if c not in shipped.training]
+        listed = [line for line in printed.splitlines() if line.startswith("  ")]
+        assert len(listed) == len(lacking) and all(line.startswith(f"  {c.label}: ") for line, c in zip(listed, lacking))
         rows = _csv_rows(out)
-        assert rows and all(float(r["hours"]) > 0 and r["calibration"] == shipped.source for r in rows)
+        assert rows and {r["calibration"] for r in rows} == {shipped.source}
+        assert sum(r["hours"] == "" for r in rows) == sum(plan.run_combination(r, None) in lacking for r in plan.training_runs(Benchmark.load(configfile)))
+    assert not lacking  # the reviewer tier, priced in the README, is complete
 
 
 def test_bad_calibration_files_are_named(tmp_path, caplog, capsys):
@@ -283,7 +298,8 @@ def test_released_esm_embed_time_is_extrapolated_by_parameters(records):
 def test_plan_runs_from_a_non_editable_install(tmp_path):
     """`bihmf plan --configfile config/demo.yaml` in a workflow folder, with the package installed
     as a wheel elsewhere: the calibration reads the workflow folder's demo, not files beside the
-    installed package (which has no config/ or demo/ there)."""
+    installed package (which has no config/ or demo/ there), and the shipped calibration is
+    found inside the installed package."""
     source, site, work = tmp_path / "source", tmp_path / "site", tmp_path / "work"
     shutil.copytree(ROOT / "bihmf", source / "bihmf", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
@@ -304,3 +320,8 @@ def test_plan_runs_from_a_non_editable_install(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.splitlines()[0].startswith(str(site))  # the installed package ran, not this checkout
     assert len(_csv_rows(work / "plan")) == len(plan.training_runs(Benchmark.load(ROOT / "config" / "demo.yaml")))
+    # without a GPU and without flags, the calibration shipped inside the installed package
+    shipped = [sys.executable, "-m", "bihmf", "plan", "--configfile", "config/demo.yaml", "--out", "shipped"]
+    done = subprocess.run(shipped, cwd=work, capture_output=True, text=True, env={**env, "CUDA_VISIBLE_DEVICES": ""}, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"(calibration: {site / 'bihmf' / 'calibration'}" in done.stdout
