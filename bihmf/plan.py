@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -49,8 +48,6 @@ from bihmf.plan_calibration import (
     write_calibration,
 )
 from bihmf.plan_timing import calibration_records, demo_records, measure, new_calibration
-
-log = logging.getLogger(__name__)
 
 PLAN_FILE = "plan.csv"
 
