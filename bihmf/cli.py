@@ -6,7 +6,7 @@ them, so a new subcommand is one such function and one line there.
 
 Exit status of ``predict``: 0 every file predicted, 1 some file failed (listed in the summary),
 2 nothing predicted because the run or the arguments are unusable. ``plan``: 0 plan written,
-2 the config or ``--mean-length`` is unusable. ``lock``: 0 lock written, 2 nothing to lock or the
+2 the config, ``--mean-length`` or the calibration file is unusable. ``lock``: 0 lock written, 2 nothing to lock or the
 existing lock is unreadable. ``check``: 0 nothing damaged (or all of it removed), 1 damaged files listed.
 ``resume``: Snakemake's status, or 1 while a run still works in the folder.
 """
@@ -19,7 +19,6 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
 import yaml
 
 from bihmf import plan as cost_plan
@@ -27,6 +26,7 @@ from bihmf.benchmark import Benchmark
 from bihmf.check import run_check
 from bihmf.download import DownloadError
 from bihmf.lock import LOCK_FILE, write_lock
+from bihmf.plan_calibration import CalibrationError
 from bihmf.predict import SUMMARY_FILE, TABLE_FORMATS, PredictOptions, RunError, predict
 from bihmf.predict.options import esm_default
 from bihmf.resume import StillRunning, resume
@@ -138,15 +138,20 @@ def add_plan(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Count the jobs per stage, the residues per dataset (protein tables when preprocessed, else published "
             "sizes) and the ESM cache's bytes of a config, and project the training hours of every dataset x "
-            "encoder x fusion from a calibration of the real training step on this machine's device."
+            "encoder x fusion from a calibration of the real training step: measured now on --device (default: "
+            "CUDA when visible), read from --calibration FILE (no timing), or, with neither and no GPU, the "
+            "calibration shipped with the package (its device, date and versions are printed)."
         ),
     )
     parser.add_argument("--configfile", type=Path, default=Path("config.yaml"), help="workflow config (default: %(default)s)")
     parser.add_argument("--root", type=Path, default=Path("."), help="workflow folder holding results/data (default: %(default)s)")
     parser.add_argument("--workflow", type=Path, default=Path("."),
                         help="workflow folder whose config/demo.yaml and demo archive calibrate the plan (default: %(default)s)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="device to calibrate on (default: %(default)s)")
+    parser.add_argument("--device", choices=("cpu", "cuda"),
+                        help="device to calibrate on (default: CUDA when visible, else the shipped calibration)")
+    parser.add_argument("--calibration", type=Path, metavar="FILE", help="price the plan from this calibration file; nothing is timed")
+    parser.add_argument("--save-calibration", type=Path, metavar="FILE",
+                        help="write the calibration measured now to FILE, for --calibration on another machine")
     parser.add_argument("--calibrate-steps", type=_positive_int, default=2, help="timed training steps per combination (default: %(default)s)")
     parser.add_argument("--calibrate-residues", type=_positive_int,
                         help="residues of demo chains per step (default: the config's train.residue_budget, at most all demo chains)")
@@ -168,8 +173,16 @@ def run_plan(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return USAGE_ERROR
-    cost_plan.plan_run(benchmark, args.root, args.out, torch.device(args.device), args.calibrate_steps,
-                       args.calibrate_residues, args.width, lengths, args.workflow)
+    if args.calibration is not None and (args.device or args.save_calibration):
+        log.error("--calibration FILE prices the plan without timing: give it without --device or --save-calibration")
+        return USAGE_ERROR
+    try:
+        calibration = cost_plan.choose_calibration(benchmark, args.calibration, args.device, args.save_calibration,
+                                                   args.calibrate_steps, args.calibrate_residues, args.width, args.workflow)
+    except CalibrationError as exc:
+        log.error("%s", exc)
+        return USAGE_ERROR
+    cost_plan.plan_run(benchmark, args.root, args.out, calibration, args.width, lengths)
     return 0
 
 

@@ -6,15 +6,15 @@ Job counts come from the runs the rules iterate (:class:`bihmf.benchmark.Benchma
 and the DAG cannot disagree. Residues come from the
 preprocess output (``results/data/<d>/proteins.parquet``) when it exists, else from the
 config's ``published_sizes`` times a mean chain length whose source each row names
-(:data:`CHAIN_LENGTH`). Seconds per residue are measured by the training loop itself
-(:func:`bihmf.engine.time_training_steps`: forward, loss, backward, clipping, AdamW under the
-device's autocast) on a few real proteins with seeded random ESM rows of the configured width.
+(:data:`CHAIN_LENGTH`). Seconds per residue come from a calibration
+(:class:`bihmf.plan_calibration.Calibration`): measured now on this machine's device
+(:mod:`bihmf.plan_timing`), read from a file measured elsewhere, or the one the package ships.
 
 Projected hours = seconds/residue × (train + validation residues) × epochs × seeds. Validation
 residues are charged at the training step's price (an evaluation forward costs less), and
 ``epochs`` is the recipe's maximum (early stopping can end a run sooner): the projection is an
-upper bound for the device that was calibrated. Embed hours time the embed stage's own forward
-(:func:`calibrate_embed`).
+upper bound for the device that was calibrated. Everything here is arithmetic; only
+:mod:`bihmf.plan_timing` times anything.
 """
 
 from __future__ import annotations
@@ -22,44 +22,33 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import math
-import tarfile
-import tempfile
-import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from esm.data import Alphabet
-from esm.model.esm2 import ESM2
-from torch_geometric.data import Data
 
-from bihmf.batching import protein_graph
-from bihmf.benchmark import Benchmark, Run, RunSettings, load_config
-from bihmf.data import DATASETS
-from bihmf.data.schema import ProteinRecord
-from bihmf.esm import embed_sequences
-from bihmf.esm_checkpoint import RELEASED_ESM2, esm_depth, load_esm, write_random_checkpoint
-from bihmf.esm_cache import EmbedSettings, chain_sequences
+from bihmf.benchmark import Benchmark, Run, RunSettings
+from bihmf.esm_cache import chain_sequences
 from bihmf.integrity import read_table
 from bihmf.io import write_text_atomic
 from bihmf.layout import PROTEINS
-from bihmf.models.fusion import FusionContext
-from bihmf.models.model import build_model, reads_esm
-from bihmf.run import RunSpec
-from bihmf.tasks import TASKS, task_options
-from bihmf.engine import time_training_steps
+from bihmf.plan_calibration import (
+    MEASURED_NOW,
+    Calibration,
+    CalibrationError,
+    Combination,
+    EmbedCalibration,
+    esm_width,
+    missing_reason,
+    read_calibration,
+    shipped_calibration,
+    write_calibration,
+)
+from bihmf.plan_timing import calibration_records, demo_records, measure, new_calibration
 
-log = logging.getLogger(__name__)
-
-# the calibration's chains and random-init ESM shape: the demo of the workflow folder (not of the
-# installed package, which has no config/ nor demo/ beside it in a non-editable install)
-DEMO_CONFIG = Path("config") / "demo.yaml"
-CALIBRATION_DATASET = "ppbs_demo"  # real PDB chains with per-residue labels, shipped in demo/
 PLAN_FILE = "plan.csv"
 
 
@@ -94,18 +83,10 @@ DOCUMENTED_SIZES: dict[str, dict[str, Estimate]] = {
 CHAIN_OVERHEAD_BYTES = 70 + 100
 
 
-def esm_width(esm_cfg: dict[str, Any]) -> int:
-    """Embedding width of the configured ESM, known before any download."""
-    if "random_init" in esm_cfg:
-        return int(esm_cfg["random_init"]["embed_dim"])
-    if esm_cfg["name"] not in RELEASED_ESM2:
-        raise ValueError(f"esm.name {esm_cfg['name']!r}: width unknown to the plan (known: {sorted(RELEASED_ESM2)})")
-    return RELEASED_ESM2[esm_cfg["name"]].width
-
-
 # ---------------------------------------------------------------- jobs
 
 
+CROSSED = ("encoders", "fusions")  # model keys that list what the benchmark crosses
 MAIN_VARIANT = ""  # the variant column of main runs (ablation variants read "<ablation>/<variant>")
 
 
@@ -237,134 +218,6 @@ def cache_bytes(size: DatasetSize, layers: int, width: int) -> float:
     return size.cache_residues * layers * width * 2 + size.cache_chains * CHAIN_OVERHEAD_BYTES
 
 
-# ---------------------------------------------------------------- calibration
-
-
-@dataclass(frozen=True)
-class Combination:
-    """What a training step's time depends on: runs that share it share a calibration. The task
-    is that of the first dataset with these settings; heads are one or two linear layers, small
-    beside the encoder and the fusion."""
-
-    encoder: str
-    fusion: str
-    esm: str  # the ESM model whose rows the fusion reads (their width)
-    model: str  # JSON of the model settings (recipe and variant applied), so the key is hashable
-
-    def settings(self) -> dict[str, Any]:
-        return json.loads(self.model)
-
-
-def run_combination(run: TrainingRuns, width: int | None) -> Combination:
-    model = json.loads(run.model)
-    if width is not None:
-        model = {**model, "hidden_dim": width}
-    return Combination(run.encoder, run.fusion, run.esm, json.dumps(model, sort_keys=True))
-
-
-def calibration_context(esm_cfg: dict[str, Any], layers: list[int], model: dict[str, Any]) -> FusionContext:
-    """The fusion context of a run reading a cache of ``layers`` of this ESM model."""
-    return FusionContext.of(model, esm_width(esm_cfg), esm_depth(esm_cfg), layers)
-
-
-def demo_records(workflow: Path = Path(".")) -> list[ProteinRecord]:
-    """The PPBS demo's chains (real structures) of the ``workflow`` folder, parsed by the real parser."""
-    spec = load_config(workflow / DEMO_CONFIG)["datasets"][CALIBRATION_DATASET]
-    with tempfile.TemporaryDirectory() as raw:
-        with tarfile.open(workflow / spec["download"]["archive"]["url"].removeprefix("file:")) as archive:
-            archive.extractall(raw, filter="data")
-        return DATASETS[spec["kind"]].parse(Path(raw), spec)[0]
-
-
-def calibration_records(records: list[ProteinRecord], residues: int) -> list[ProteinRecord]:
-    """The first proteins up to ``residues`` residues, as training proteins with a target every
-    task accepts (the timing does not depend on its value)."""
-    chosen: list[ProteinRecord] = []
-    for record in records:
-        if chosen and sum(len(r.sequence) for r in chosen) + len(record.sequence) > residues:
-            break
-        chosen.append(replace(record, split="train", target=float(len(chosen) % 2)))
-    return chosen
-
-
-def calibrate(combo: Combination, spec: dict[str, Any], records: list[ProteinRecord], context: FusionContext,
-              train_cfg: dict[str, Any], device: torch.device, steps: int) -> float:
-    """Seconds per residue of ``combo``'s training step on ``records`` with the task of the
-    dataset ``spec``, timed by the training loop itself (:func:`time_training_steps`). The budget
-    is raised to hold every calibration protein, so each step is one full-size batch."""
-    model_cfg = combo.settings()
-    options = task_options(spec)
-    torch.manual_seed(0)
-    model = build_model(combo.encoder, combo.fusion, spec["task"], model_cfg, context, options).to(device)
-    TASKS[spec["task"]].prepare(model.head, np.array([r.target for r in records]))
-    graphs = calibration_graphs(records, context, reads_esm(combo.fusion, context))
-    budget = max(train_cfg["residue_budget"], sum(g.num_nodes for g in graphs))
-    run = RunSpec(CALIBRATION_DATASET, combo.encoder, combo.fusion, 0, spec["task"], options)
-    timing = time_training_steps(run, model, records, graphs, {**train_cfg, "residue_budget": budget}, device, steps)
-    return timing.seconds_per_residue
-
-
-def calibration_graphs(records: list[ProteinRecord], context: FusionContext, with_esm: bool) -> list[Data]:
-    """Graphs of ``records`` with seeded random ESM rows of the cache's shape: the values of
-    the embeddings do not change the time of a step, so no ESM is run or downloaded."""
-    rng = np.random.default_rng(0)
-    shape = (len(context.cache_layers), context.esm_dim)
-    return [protein_graph(r, rng.standard_normal((len(r.sequence), *shape), dtype=np.float32) if with_esm else None)
-            for r in records]
-
-
-@dataclass(frozen=True)
-class EmbedCalibration:
-    s_per_residue: float  # of the configured ESM, extrapolated when it is not the one timed
-    note: str
-
-
-def random_esm(esm_cfg: dict[str, Any]) -> tuple[ESM2, Alphabet]:
-    """The random-init ESM of ``esm_cfg``, loaded as the embed stage loads a checkpoint."""
-    shape = esm_cfg["random_init"]
-    with tempfile.TemporaryDirectory() as folder:
-        checkpoint = Path(folder) / f"{esm_cfg['name']}.pt"  # fair-esm reads the architecture from the name
-        write_random_checkpoint(checkpoint, shape["num_layers"], shape["embed_dim"], shape["attention_heads"], shape["seed"])
-        return load_esm(checkpoint)
-
-
-def time_embed(model: ESM2, alphabet: Alphabet, chains: dict[str, str], settings: EmbedSettings,
-               device: torch.device) -> float:
-    """Seconds per residue of ``embed_sequences`` on ``chains``, after one untimed pass (first calls)."""
-    layers = [model.num_layers]
-    embed_sequences(model, alphabet, chains, layers, settings, device=device)
-    _sync(device)
-    started = time.perf_counter()
-    embed_sequences(model, alphabet, chains, layers, settings, device=device)
-    _sync(device)
-    return (time.perf_counter() - started) / sum(len(seq) for seq in chains.values())
-
-
-def calibrate_embed(esm_cfg: dict[str, Any], records: list[ProteinRecord], device: torch.device,
-                    workflow: Path = Path(".")) -> EmbedCalibration:
-    """Seconds per residue of the embed stage's forward. A random-init config is timed itself;
-    a released model is not downloaded: the demo's random-init shape is timed and scaled by the
-    parameter ratio (per-residue cost ∝ parameters, attention's length-squared term ignored)."""
-    released = "random_init" not in esm_cfg
-    if released and esm_cfg["name"] not in RELEASED_ESM2:
-        raise ValueError(f"esm.name {esm_cfg['name']!r}: parameter count unknown to the plan (known: {sorted(RELEASED_ESM2)})")
-    timed_cfg = load_config(workflow / DEMO_CONFIG)["esm"] if released else esm_cfg
-    model, alphabet = random_esm(timed_cfg)
-    chains = dict(pair for r in records for pair in chain_sequences(r.sequence, r.chain_ids))
-    timed = time_embed(model, alphabet, chains, EmbedSettings.from_config(esm_cfg), device)
-    if not released:
-        return EmbedCalibration(timed, f"timed: {esm_cfg['name']}")
-    parameters = sum(p.numel() for p in model.parameters())
-    ratio = RELEASED_ESM2[esm_cfg["name"]].parameters / parameters
-    note = f"extrapolated: {timed_cfg['name']} ({parameters:,} parameters) timed, × {ratio:,.0f} for {esm_cfg['name']}"
-    return EmbedCalibration(timed * ratio, note)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 # ---------------------------------------------------------------- the plan
 
 
@@ -379,7 +232,7 @@ class PlanRow:
     epochs: int
     train_residues: float | None
     val_residues: float | None
-    s_per_residue: float
+    s_per_residue: float | None  # None: the calibration lacks this combination
     hours: float | None
     esm_cache_gb: float | None  # the dataset's cache, shared by its rows
     embed_hours: float | None  # the dataset's embed stage, shared by its rows
@@ -387,19 +240,17 @@ class PlanRow:
 
 
 COLUMNS = ("dataset", "encoder", "fusion", "variant", "esm", "jobs", "epochs", "train_residues", "val_residues", "s_per_residue", "hours",
-           "esm_cache_gb", "embed_hours", "device", "width", "step_residues", "residue_source")
+           "esm_cache_gb", "embed_hours", "device", "width", "step_residues", "residue_source", "device_name", "calibration")
 
 
 @dataclass(frozen=True)
 class Plan:
     rows: list[PlanRow]
     stage_jobs: dict[str, int]
-    device: str
-    width: int | None
-    step_residues: int  # residues of each calibration step
+    calibration: Calibration
     esm_layers: dict[tuple[str, str], list[int]]  # (dataset, ESM model) -> layers of that cache
-    embed: dict[str, EmbedCalibration]  # per ESM model
     unknown: list[str]  # datasets without sizes: no table and nothing published
+    missing: list[str]  # what the calibration lacks, each with the reason
 
     @property
     def hours(self) -> float:
@@ -420,52 +271,60 @@ class DatasetCost:
 
     size: DatasetSize | None
     esm_cache_gb: float | None
-    embed_hours: float | None
+    embed_hours: float | None  # also None when the calibration lacks the ESM model
 
 
-def dataset_cost(size: DatasetSize | None, layers: int, width: int, embed: EmbedCalibration) -> DatasetCost:
+def dataset_cost(size: DatasetSize | None, layers: int, width: int, embed: EmbedCalibration | None) -> DatasetCost:
     """What one cache (a dataset read through one ESM model) costs on disk and to embed."""
     if size is None:
         return DatasetCost(None, None, None)
     gb = cache_bytes(size, layers, width) / 1e9
-    return DatasetCost(size, gb, embed.s_per_residue * size.cache_residues / 3600)
+    return DatasetCost(size, gb, None if embed is None else embed.s_per_residue * size.cache_residues / 3600)
 
 
-def plan_row(run: TrainingRuns, s_per_residue: float, cost: DatasetCost) -> PlanRow:
+def plan_row(run: TrainingRuns, s_per_residue: float | None, cost: DatasetCost) -> PlanRow:
     """Hours = seconds/residue × (train + validation graph nodes) × epochs × seeds."""
     head = (run.dataset, run.encoder, run.fusion, run.variant, run.esm, run.seeds, run.epochs)
     if cost.size is None:
         return PlanRow(*head, None, None, s_per_residue, None, None, None, "unknown: no protein table and no published sizes")
     train, val = (cost.size.graph_residues.get(split, 0.0) for split in ("train", "val"))
-    hours = s_per_residue * (train + val) * run.epochs * run.seeds / 3600
+    hours = None if s_per_residue is None else s_per_residue * (train + val) * run.epochs * run.seeds / 3600
     return PlanRow(*head, train, val, s_per_residue, hours, cost.esm_cache_gb, cost.embed_hours, cost.size.source)
 
 
-def make_plan(benchmark: Benchmark, root: Path, device: torch.device, steps: int,
-              calibration: list[ProteinRecord], width: int | None = None, lengths: dict[str, float] | None = None,
-              workflow: Path = Path(".")) -> Plan:
-    """Every dataset × encoder × fusion of the benchmark with its jobs, residues, calibrated
-    seconds per residue, projected hours and the dataset's ESM cache size. Runs that share a
-    :class:`Combination` share one calibration."""
-    config = benchmark.config
-    models = benchmark.esm_models
-    caches = benchmark.caches
-    embed = {name: calibrate_embed(esm_cfg, calibration, device, workflow) for name, esm_cfg in models.items()}
-    sizes = {d: dataset_size(d, spec, root, lengths or {}) for d, spec in config["datasets"].items()}
-    costs = {(d, name): dataset_cost(sizes[d], len(layers), esm_width(models[name]), embed[name]) for (d, name), layers in caches.items()}
-    measured: dict[Combination, float] = {}
-    rows = []
+def run_combination(run: TrainingRuns, width: int | None) -> Combination:
+    """The combination of ``run``: its model settings without the lists the benchmark crosses
+    (which say what else runs, not what this model is), its width replaced when given."""
+    model = {key: value for key, value in json.loads(run.model).items() if key not in CROSSED}
+    if width is not None:
+        model = {**model, "hidden_dim": width}
+    return Combination(run.encoder, run.fusion, run.esm, json.dumps(model, sort_keys=True))
+
+
+def combinations(benchmark: Benchmark, width: int | None) -> dict[Combination, str]:
+    """Each distinct combination of the benchmark's runs, with the dataset of its first runs
+    (whose task, cache and train settings a measurement uses)."""
+    first: dict[Combination, str] = {}
     for run in training_runs(benchmark):
-        combo = run_combination(run, width)
-        if combo not in measured:
-            train = benchmark.settings(run.dataset, run.encoder).train
-            context = calibration_context(models[run.esm], caches[(run.dataset, run.esm)], combo.settings())
-            measured[combo] = calibrate(combo, config["datasets"][run.dataset], calibration, context, train, device, steps)
-            log.info("calibrated %s/%s (%d so far): %.3g s/residue", run.encoder, run.fusion, len(measured), measured[combo])
-        rows.append(plan_row(run, measured[combo], costs[(run.dataset, run.esm)]))
+        first.setdefault(run_combination(run, width), run.dataset)
+    return first
+
+
+def make_plan(benchmark: Benchmark, root: Path, calibration: Calibration, width: int | None = None,
+              lengths: dict[str, float] | None = None) -> Plan:
+    """Every dataset × encoder × fusion of the benchmark with its jobs, residues, seconds per
+    residue from ``calibration``, projected hours and the dataset's ESM cache size: arithmetic
+    only. A combination or ESM model the calibration lacks gets no hours and is listed."""
+    config, models, caches = benchmark.config, benchmark.esm_models, benchmark.caches
+    sizes = {d: dataset_size(d, spec, root, lengths or {}) for d, spec in config["datasets"].items()}
+    costs = {(d, name): dataset_cost(sizes[d], len(layers), esm_width(models[name]), calibration.embed.get(name))
+             for (d, name), layers in caches.items()}
+    rows = [plan_row(run, calibration.training.get(run_combination(run, width)), costs[(run.dataset, run.esm)])
+            for run in training_runs(benchmark)]
+    missing = [missing_reason(combo, calibration) for combo in combinations(benchmark, width) if combo not in calibration.training]
+    missing += [f"embed forward of {name}: not measured" for name in models if name not in calibration.embed]
     unknown = [d for d, size in sizes.items() if size is None]
-    step_residues = sum(len(r.sequence) for r in calibration)
-    return Plan(rows, stage_jobs(benchmark), device.type, width, step_residues, caches, embed, unknown)
+    return Plan(rows, stage_jobs(benchmark), calibration, caches, unknown, missing)
 
 
 def _cell(value: Any) -> str:
@@ -480,8 +339,11 @@ def plan_csv(plan: Plan) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
+    calibration = plan.calibration
+    shared = {"device": calibration.device, "width": calibration.width, "step_residues": calibration.step_residues,
+              "device_name": calibration.device_name, "calibration": calibration.source}
     for row in plan.rows:
-        values = {**row.__dict__, "device": plan.device, "width": plan.width, "step_residues": plan.step_residues}
+        values = {**row.__dict__, **shared}
         writer.writerow([_cell(values[c]) for c in COLUMNS])
     return out.getvalue()
 
@@ -510,27 +372,45 @@ def cache_summary(caches: dict[tuple[str, str], list[int]]) -> str:
     return "; ".join(f"{model}: {counts[model]} caches, layers {sorted(layers)}" for model, layers in by_model.items())
 
 
+CALIBRATE_YOURS = ("Calibrate for your own device: `bihmf plan --device cuda --save-calibration FILE` on a GPU node, "
+                   "then `bihmf plan --calibration FILE` on any machine")
+
+
+def calibration_lines(calibration: Calibration) -> list[str]:
+    """Where the seconds per residue come from: the header of the printed plan."""
+    width = f"width {calibration.width}" if calibration.width else "configured widths"
+    versions = ", ".join(f"{name} {version}" for name, version in calibration.versions.items())
+    lines = [f"Projected {calibration.hours_unit} (calibration: {calibration.source}, {calibration.date}, {versions}; {width}, "
+             f"steps of {calibration.step_residues:,} residues; upper bound: every epoch of the recipe)"]
+    lines += [f"Calibration note: {calibration.note}"] if calibration.note else []
+    return lines + ([CALIBRATE_YOURS] if calibration.source != MEASURED_NOW else [])
+
+
 def plan_table(plan: Plan) -> str:
     """The printed plan: hours per dataset × encoder × variant (fusions summed), then jobs, hours and disk."""
     by_pair: dict[tuple[str, str, str], list[PlanRow]] = defaultdict(list)
     for row in plan.rows:
         by_pair[(row.dataset, row.encoder, row.variant)].append(row)
-    width = f"width {plan.width}" if plan.width else "configured widths"
-    lines = [f"Projected {plan.device.upper()}-hours (calibrated on {plan.device}, {width}, steps of {plan.step_residues:,} residues; "
-             "upper bound: every epoch of the recipe)",
+    unit = plan.calibration.hours_unit
+    lines = [*calibration_lines(plan.calibration),
              f"{'dataset':<12} {'encoder':<16} {'variant':<22} {'runs':>5} {'epochs':>7} {'train+val residues':>19} {'hours':>10} {'ESM cache GB':>13}"]
     for (dataset, encoder, variant), rows in by_pair.items():
         first = rows[0]
         residues = "?" if first.train_residues is None else f"{first.train_residues + first.val_residues:,.0f}"
-        hours = "?" if first.hours is None else _hours(sum(r.hours for r in rows))
+        hours = "?" if any(r.hours is None for r in rows) else _hours(sum(r.hours for r in rows))
         cache = "?" if first.esm_cache_gb is None else _gb(first.esm_cache_gb)
         lines.append(f"{dataset:<12} {encoder:<16} {variant or '-':<22} {sum(r.jobs for r in rows):>5} {first.epochs:>7} {residues:>19} {hours:>10} {cache:>13}")
     jobs = ", ".join(f"{stage} {n}" for stage, n in plan.stage_jobs.items())
+    partial = " (without what the calibration lacks, listed below)" if plan.missing else ""
     lines += [f"Jobs per stage: {jobs} (total {sum(plan.stage_jobs.values())})",
-              f"Total: {_hours(plan.hours)} {plan.device.upper()}-hours of training; ESM cache {_gb(plan.cache_gb)} GB "
+              f"Total: {_hours(plan.hours)} {unit} of training{partial}; ESM cache {_gb(plan.cache_gb)} GB "
               f"(raw float16; {cache_summary(plan.esm_layers)})",
-              f"Embed: {_hours(plan.embed_hours)} {plan.device.upper()}-hours "
-              f"({'; '.join(calibration.note for calibration in plan.embed.values())})"]
+              f"Embed: {_hours(plan.embed_hours)} {unit} "
+              f"({'; '.join(embed.note for embed in plan.calibration.embed.values())})"]
+    if plan.missing:
+        lines.append(f"Not in the calibration {plan.calibration.source} ({len(plan.missing)}; calibrate this config with "
+                     "--device or --save-calibration):")
+        lines += [f"  {reason}" for reason in plan.missing]
     if plan.unknown:
         lines.append(f"Not counted (no {PROTEINS} and no published_sizes; preprocess them first): {', '.join(plan.unknown)}")
     return "\n".join(lines)
@@ -553,14 +433,50 @@ def mean_lengths(pairs: list[str], datasets: list[str]) -> dict[str, float]:
     return lengths
 
 
-def plan_run(benchmark: Benchmark, root: Path, out_dir: Path, device: torch.device,
-             steps: int = 2, residues: int | None = None, width: int | None = None,
-             lengths: dict[str, float] | None = None, workflow: Path = Path(".")) -> Plan:
-    """What ``bihmf plan`` and ``rule plan`` do: calibrate on the demo's chains, project, write
-    ``plan.csv`` and print the table. Steps default to the config's ``train.residue_budget`` (at
-    most all the demo's chains), since a device's time per residue depends on the batch size."""
+def measured_calibration(benchmark: Benchmark, device: torch.device, steps: int = 2, residues: int | None = None,
+                         width: int | None = None, workflow: Path = Path("."), save: Path | None = None) -> Calibration:
+    """Calibrate every combination of the benchmark on ``device`` with steps of the demo's chains,
+    written to ``save`` after each measurement; what ``save`` already holds from the same device
+    and settings is kept (a calibration cut short resumes). Steps default to the config's
+    ``train.residue_budget`` (at most all the demo's chains), since a device's time per residue
+    depends on the batch size."""
     records = calibration_records(demo_records(workflow), residues or benchmark.config["train"]["residue_budget"])
-    plan = make_plan(benchmark, root, device, steps, records, width, lengths, workflow)
+    calibration = new_calibration(device, steps, records, width)
+    if save is not None and save.exists():
+        calibration = resumed(read_calibration(save), calibration)
+    checkpoint = (lambda measured: write_calibration(measured, save)) if save is not None else (lambda measured: None)
+    return measure(benchmark, combinations(benchmark, width), device, records, calibration, checkpoint, workflow)
+
+
+def resumed(previous: Calibration, fresh: Calibration) -> Calibration:
+    """``previous`` to continue, when measured on the same device with the same step settings."""
+    settings = ("device_name", "steps", "step_residues", "width")
+    differ = {key: (getattr(previous, key), getattr(fresh, key)) for key in settings if getattr(previous, key) != getattr(fresh, key)}
+    if differ:
+        named = ", ".join(f"{key} {had!r} (now {now!r})" for key, (had, now) in differ.items())
+        raise CalibrationError(f"calibration {previous.source}: measured with other settings: {named}; remove it or save elsewhere")
+    return previous
+
+
+def choose_calibration(benchmark: Benchmark, file: Path | None, device: str | None, save: Path | None = None,
+                       steps: int = 2, residues: int | None = None, width: int | None = None,
+                       workflow: Path = Path(".")) -> Calibration:
+    """The calibration a plan uses: ``file`` when given (nothing timed), else a measurement on
+    ``device`` (default: CUDA when visible), else, with no GPU and no device asked for, the
+    calibration the package ships. A measurement is written to ``save`` when given."""
+    if file is not None:
+        return read_calibration(file)
+    if device is None and save is None and not torch.cuda.is_available():
+        return shipped_calibration()
+    chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return measured_calibration(benchmark, chosen, steps, residues, width, workflow, save)
+
+
+def plan_run(benchmark: Benchmark, root: Path, out_dir: Path, calibration: Calibration, width: int | None = None,
+             lengths: dict[str, float] | None = None) -> Plan:
+    """What ``bihmf plan`` and ``rule plan`` do after choosing a calibration: project, write
+    ``plan.csv`` and print the table."""
+    plan = make_plan(benchmark, root, calibration, width, lengths)
     path = write_plan(plan, out_dir)
     print(plan_table(plan))
     print(f"plan: {path}")

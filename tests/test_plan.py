@@ -17,11 +17,12 @@ import pytest
 import torch
 import yaml
 
-from bihmf import plan
+from bihmf import plan, plan_timing
 from bihmf.benchmark import Benchmark, validate_config
 from bihmf.cli import main
 from bihmf.data.schema import write_proteins
 from bihmf.models.model import run_combinations
+from bihmf.plan_calibration import SHIPPED, read_calibration
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNET = ROOT / "tests" / "data" / "scannet"
@@ -114,11 +115,24 @@ def test_residues_from_a_real_protein_table(demo_root, records, lba_records, tmp
     assert pocket.cache_residues < sum(len(r.sequence) for r in lba_records)
 
 
-def test_plan_calibrates_two_combinations_and_writes_the_csv(demo_root, records, tmp_path):
+def test_plan_calibrates_two_combinations_and_writes_the_csv(demo_root, records, tmp_path, monkeypatch):
     benchmark = _benchmark(ROOT / "config" / "demo.yaml", encoders=["gvp"], fusions=["struct_only", "seq_only"])
     config = benchmark.config
     chosen = plan.calibration_records(records, 300)
-    result = plan.make_plan(benchmark, demo_root, CPU, 1, chosen, width=16)
+    first, saved = plan.combinations(benchmark, 16), []
+    calibration = plan_timing.measure(benchmark, first, CPU, chosen, plan_timing.new_calibration(CPU, 1, chosen, 16), saved.append)
+    assert len(calibration.training) == 2 and calibration.device == "cpu" and calibration.step_residues == sum(len(r.sequence) for r in chosen)
+    # saved after each measurement; a calibration cut short resumes without timing again what it holds
+    assert [len(c.training) for c in saved] == [1, 2, 2] and saved[-1] == calibration
+    resumed = plan_timing.measure(benchmark, first, CPU, chosen, saved[0], saved.append)
+    assert resumed.training.keys() == calibration.training.keys() and len(saved) == 5  # the second combination, the embed
+    assert resumed.training[next(iter(first))] == calibration.training[next(iter(first))]
+    monkeypatch.setattr(plan_timing, "calibrate", _no_timing)
+    monkeypatch.setattr(plan_timing, "calibrate_embed", _no_timing)
+    assert plan_timing.measure(benchmark, first, CPU, chosen, calibration, saved.append) == calibration and len(saved) == 5
+    with pytest.raises(plan.CalibrationError, match="measured with other settings: width 16 \\(now 8\\)"):
+        plan.resumed(calibration, plan_timing.new_calibration(CPU, 1, chosen, 8))
+    result = plan.make_plan(benchmark, demo_root, calibration, width=16)
     assert len(result.rows) == 2 * len(config["datasets"])
     assert all(row.s_per_residue > 0 for row in result.rows)
     counted = [row for row in result.rows if row.hours is not None]
@@ -131,8 +145,8 @@ def test_plan_calibrates_two_combinations_and_writes_the_csv(demo_root, records,
     size = plan.dataset_size("ppbs_demo", config["datasets"]["ppbs_demo"], demo_root, {})
     assert result.cache_gb == row.esm_cache_gb == plan.cache_bytes(size, layers, width) / 1e9
     assert row.esm_cache_gb >= size.cache_residues * layers * width * 2 / 1e9 > 0
-    assert row.embed_hours == pytest.approx(result.embed[esm].s_per_residue * size.cache_residues / 3600) and row.embed_hours > 0
-    assert result.embed[esm].note.startswith("timed")  # the demo's random-init ESM is timed itself
+    assert row.embed_hours == pytest.approx(calibration.embed[esm].s_per_residue * size.cache_residues / 3600) and row.embed_hours > 0
+    assert calibration.embed[esm].note.startswith("timed")  # the demo's random-init ESM is timed itself
     path = plan.write_plan(result, tmp_path)
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -157,8 +171,8 @@ def test_cli_plan_on_the_demo_config(demo_root, records, tmp_path, monkeypatch, 
     monkeypatch.setattr(plan, "demo_records", lambda workflow: records)  # parsed once for the module
     benchmark = _benchmark(ROOT / "config" / "demo.yaml")
     config = benchmark.config
-    out = tmp_path / "plan"
-    assert main(_plan_args(ROOT / "config" / "demo.yaml", demo_root, out)) == 0
+    out, saved = tmp_path / "plan", tmp_path / "calibration.json"
+    assert main([*_plan_args(ROOT / "config" / "demo.yaml", demo_root, out), "--save-calibration", str(saved)]) == 0
     chosen = [r.sequence for r in plan.calibration_records(records, 300)]
     printed = capsys.readouterr().out
     jobs = plan.stage_jobs(benchmark)
@@ -179,6 +193,64 @@ def test_cli_plan_on_the_demo_config(demo_root, records, tmp_path, monkeypatch, 
     assert {(r["device"], r["width"], r["step_residues"]) for r in rows} == {("cpu", "16", str(sum(map(len, chosen))))}
     assert all(float(r["hours"]) > 0 for r in rows if r["dataset"] == "ppbs_demo")
     assert all(r["hours"] == "" for r in rows if r["dataset"] != "ppbs_demo")
+    # the saved file prices the same plan on any machine, timing nothing
+    monkeypatch.setattr(plan, "measure", _no_timing)
+    again = tmp_path / "again"
+    assert main(["plan", "--configfile", str(ROOT / "config" / "demo.yaml"), "--root", str(demo_root), "--width", "16",
+                 "--calibration", str(saved), "--out", str(again)]) == 0
+    assert [_without_source(r) for r in _csv_rows(again)] == [_without_source(r) for r in rows]
+    assert {r["calibration"] for r in _csv_rows(again)} == {str(saved)} and "Not in the calibration" not in capsys.readouterr().out
+    # asked at another width, the file lacks every combination and says which and why
+    assert main(["plan", "--configfile", str(ROOT / "config" / "demo.yaml"), "--root", str(demo_root),
+                 "--calibration", str(saved), "--out", str(again)]) == 0
+    printed = capsys.readouterr().out
+    assert f"Not in the calibration {saved} ({len(plan.combinations(benchmark, None))};" in printed
+    assert "gvp/bihmf_global on esm2_t6_demo_random: measured with other settings: hidden_dim 32 (file: 16)" in printed
+    assert all(r["hours"] == "" and r["s_per_residue"] == "" for r in _csv_rows(again))
+
+
+def _no_timing(*args, **kwargs):
+    raise AssertionError("a plan from a calibration file timed something")
+
+
+def _without_source(row: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in row.items() if key != "calibration"}
+
+
+def test_plan_without_flags_uses_the_shipped_calibration(tmp_path, monkeypatch, capsys):
+    """No GPU and no flags: the shipped calibration prices config.yaml and the reviewer tier with
+    nothing timed, lists what it lacks, and the plan says how to calibrate your own."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(plan, "measure", _no_timing)
+    shipped = max((read_calibration(p) for p in SHIPPED.glob("*.json")), key=lambda c: c.date)
+    for configfile in (ROOT / "config.yaml", ROOT / "config" / "reviewer.yaml"):
+        out = tmp_path / configfile.stem
+        assert main(["plan", "--configfile", str(configfile), "--root", str(tmp_path / "fresh"), "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert f"Projected {shipped.hours_unit} (calibration: {shipped.source}," in printed and plan.CALIBRATE_YOURS in printed
+        lacking = [c for c in plan.combinations(Benchmark.load(configfile), None) if c not in shipped.training]
+        listed = [line for line in printed.splitlines() if line.startswith("  ")]
+        assert len(listed) == len(lacking) and all(line.startswith(f"  {c.label}: ") for line, c in zip(listed, lacking))
+        rows = _csv_rows(out)
+        assert rows and {r["calibration"] for r in rows} == {shipped.source}
+        assert sum(r["hours"] == "" for r in rows) == sum(plan.run_combination(r, None) in lacking for r in plan.training_runs(Benchmark.load(configfile)))
+    assert not lacking  # the reviewer tier, priced in the README, is complete
+
+
+def test_bad_calibration_files_are_named(tmp_path, caplog, capsys):
+    out = tmp_path / "plan"
+    args = ["plan", "--configfile", str(ROOT / "config" / "demo.yaml"), "--root", str(tmp_path), "--out", str(out), "--calibration"]
+    broken, shapeless, foreign = tmp_path / "broken.json", tmp_path / "shapeless.json", tmp_path / "foreign.json"
+    broken.write_text("{not json")
+    shapeless.write_text('{"format": "bihmf-calibration/1", "device": "cpu"}')
+    foreign.write_text('{"format": "something-else"}')
+    for path, reason in ((tmp_path / "missing.json", "cannot read it"), (broken, "not valid JSON"),
+                         (shapeless, "missing key"), (foreign, "format 'something-else'")):
+        caplog.clear()
+        assert main([*args, str(path)]) == 2
+        assert f"calibration {path}: {reason}" in caplog.text
+    assert main([*args, str(broken), "--device", "cpu"]) == 2 and "without --device" in caplog.text
+    assert not out.exists()
 
 
 def test_cli_plan_on_the_full_config_uses_published_sizes(records, tmp_path, monkeypatch, capsys):
@@ -218,7 +290,7 @@ def test_cli_plan_refuses_bad_input_before_calibrating(tmp_path, caplog):
 
 def test_released_esm_embed_time_is_extrapolated_by_parameters(records):
     full = _benchmark(ROOT / "config.yaml").config
-    embed = plan.calibrate_embed(full["esm"], plan.calibration_records(records, 300), CPU, ROOT)
+    embed = plan_timing.calibrate_embed(full["esm"], plan.calibration_records(records, 300), CPU, ROOT)
     assert embed.s_per_residue > 0 and embed.note.startswith("extrapolated") and "esm2_t33_650M_UR50D" in embed.note
 
 
@@ -226,7 +298,8 @@ def test_released_esm_embed_time_is_extrapolated_by_parameters(records):
 def test_plan_runs_from_a_non_editable_install(tmp_path):
     """`bihmf plan --configfile config/demo.yaml` in a workflow folder, with the package installed
     as a wheel elsewhere: the calibration reads the workflow folder's demo, not files beside the
-    installed package (which has no config/ or demo/ there)."""
+    installed package (which has no config/ or demo/ there), and the shipped calibration is
+    found inside the installed package."""
     source, site, work = tmp_path / "source", tmp_path / "site", tmp_path / "work"
     shutil.copytree(ROOT / "bihmf", source / "bihmf", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
@@ -247,3 +320,8 @@ def test_plan_runs_from_a_non_editable_install(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.splitlines()[0].startswith(str(site))  # the installed package ran, not this checkout
     assert len(_csv_rows(work / "plan")) == len(plan.training_runs(Benchmark.load(ROOT / "config" / "demo.yaml")))
+    # without a GPU and without flags, the calibration shipped inside the installed package
+    shipped = [sys.executable, "-m", "bihmf", "plan", "--configfile", "config/demo.yaml", "--out", "shipped"]
+    done = subprocess.run(shipped, cwd=work, capture_output=True, text=True, env={**env, "CUDA_VISIBLE_DEVICES": ""}, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"(calibration: {site / 'bihmf' / 'calibration'}" in done.stdout

@@ -1,13 +1,12 @@
-"""Glue for rule plan (logic: bihmf.plan.plan_run, also the `bihmf plan` command)."""
+"""Glue for rule plan (logic: bihmf.plan, also the `bihmf plan` command): calibrated on the
+job's GPU when it has one, else priced from the calibration the package ships."""
 
 from pathlib import Path
 
-import torch
-
 from bihmf.benchmark import Benchmark
 from bihmf.logs import log_to
-from bihmf.plan import plan_run
+from bihmf.plan import choose_calibration, plan_run
 
 log_to(snakemake.log[0])
-device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-plan_run(Benchmark(snakemake.config, snakemake.params.written), Path("."), Path(snakemake.output[0]).parent, device)
+benchmark = Benchmark(snakemake.config, snakemake.params.written)
+plan_run(benchmark, Path("."), Path(snakemake.output[0]).parent, choose_calibration(benchmark, None, None))
