@@ -28,6 +28,7 @@ from bihmf.io import atomic_output, record_sha256
 
 __all__ = [
     "RELEASED_ESM2",
+    "checkpoint_source",
     "esm_depth",
     "load_esm",
     "provide_checkpoint",
@@ -138,6 +139,17 @@ def released_checkpoint(name: str) -> dict:
         "model": {"url": f"{RELEASE_URL}/models/{name}.pt", "checksum": None},
         "regression": {"url": f"{RELEASE_URL}/regression/{name}-contact-regression.pt", "checksum": None},
     }
+
+
+# the ESM settings that decide which checkpoint file a model gets (provide_checkpoint reads no other)
+CHECKPOINT_KEYS = ("name", "checkpoint", "random_init")
+
+
+def checkpoint_source(esm_cfg: dict) -> dict:
+    """The part of an ESM model's settings that decides its checkpoint: the checkpoint rule's
+    params hold only this, so changing how the model is run (token budget, windows,
+    ``esm.precision``, shards) re-runs the embed jobs but never fetches the model again."""
+    return {key: esm_cfg[key] for key in CHECKPOINT_KEYS if key in esm_cfg}
 
 
 def provide_checkpoint(esm_cfg: dict, model_out: Path, downloads: Path, base_dir: Path) -> None:

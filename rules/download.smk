@@ -1,4 +1,5 @@
 from bihmf.data.fetch import without_checksums
+from bihmf.esm_checkpoint import checkpoint_source
 from bihmf.layout import ESM_REGRESSION, ESM_SHA256, RAW_DIR
 
 
@@ -29,7 +30,7 @@ rule esm_checkpoint:
     log:
         LOGS["esm_checkpoint"],
     params:
-        source=lambda wc: without_checksums(ESM_MODELS[wc.esm]),
+        source=lambda wc: without_checksums(checkpoint_source(ESM_MODELS[wc.esm])),
         downloads="resources/downloads",
         base_dir=workflow.basedir,
     script:

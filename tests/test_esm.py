@@ -309,3 +309,18 @@ def test_local_checkpoint_pair_is_copied_and_verified(tiny_checkpoint, tmp_path)
     pair["model"]["checksum"] = "sha256:" + "0" * 64
     with pytest.raises(ChecksumError):
         provide_checkpoint({"name": "esm2_t4_test_random", "checkpoint": pair}, tmp_path / "other" / "esm2_x.pt", tmp_path / "dl2", tmp_path)
+
+
+def test_only_the_checkpoints_own_settings_can_fetch_it_again():
+    """The checkpoint rule's params: a new precision, token budget, window or shard count re-runs
+    the embed jobs, never the (multi-GB) checkpoint download; a new checkpoint does."""
+    from bihmf.benchmark import load_config
+    from bihmf.esm_checkpoint import checkpoint_source
+
+    root = pathlib.Path(__file__).parents[1]
+    esm = load_config(root / "config" / "demo.yaml")["esm"]
+    run_differently = {**esm, "precision": "float16", "token_budget": 1, "window": 100, "window_overlap": 10, "shards": 7}
+    assert checkpoint_source(run_differently) == checkpoint_source(esm)
+    other_weights = {**esm, "random_init": {**esm["random_init"], "seed": 1}}
+    assert checkpoint_source(other_weights) != checkpoint_source(esm)
+    assert "checkpoint_source(ESM_MODELS[wc.esm])" in (root / "rules" / "download.smk").read_text()
