@@ -94,3 +94,11 @@ def test_the_graph_sees_lazy_imports_and_ignores_annotation_imports(tmp_path: Pa
 
 def test_the_package_has_no_import_circle() -> None:
     assert find_circle(import_graph()) is None
+
+
+MAX_MODULE_LINES = 500  # past this a module has more than one seam to split along (issue #24)
+
+
+def test_no_module_outgrows_one_seam() -> None:
+    sizes = {module_name(path): len(path.read_text().splitlines()) for path in PACKAGE.rglob("*.py")}
+    assert {name: lines for name, lines in sizes.items() if lines > MAX_MODULE_LINES} == {}
