@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import tarfile
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import bihmf.esm_writer
 from bihmf.benchmark import load_config
 from bihmf.esm_checkpoint import write_random_checkpoint
 
@@ -90,3 +92,28 @@ def http_root(tmp_path):
     yield root, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture()
+def killed_at_embed_call(monkeypatch):
+    """``with killed_at_embed_call(n): <embed job>``: the job's forward pass dies on its n-th
+    call, as a job killed mid-shard; the block expects that death, and the real forward is back after it."""
+
+    @contextlib.contextmanager
+    def killed(n: int):
+        real, calls = bihmf.esm_writer.embed_sequences, []
+
+        def dies_on_nth_call(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == n:
+                raise RuntimeError("killed")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(bihmf.esm_writer, "embed_sequences", dies_on_nth_call)
+        try:
+            with pytest.raises(RuntimeError, match="killed"):
+                yield
+        finally:
+            monkeypatch.setattr(bihmf.esm_writer, "embed_sequences", real)
+
+    return killed

@@ -200,7 +200,7 @@ def test_shard_assignment_is_stable_and_partitions_the_chains(tiny_checkpoint, t
         _assert_float16_equal(cache.protein(record), single.protein(record))
 
 
-def test_killed_shard_job_resumes_to_identical_bytes(tiny_checkpoint, tmp_path, monkeypatch):
+def test_killed_shard_job_resumes_to_identical_bytes(tiny_checkpoint, tmp_path, killed_at_embed_call):
     rng = random.Random(3)
     records = [_record(f"p{i}", [("A", _sequence(rng, 30))]) for i in range(10)]
     small = {"row_group_bytes": 1, "part_residues": 60}  # one chain per row group, two per part
@@ -210,21 +210,11 @@ def test_killed_shard_job_resumes_to_identical_bytes(tiny_checkpoint, tmp_path, 
     write_proteins(records, proteins)
     out = tmp_path / "resumed" / shard_name(0, 1)
 
-    real, calls = bihmf.esm_writer.embed_sequences, []
-
-    def dies_on_third_part(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(bihmf.esm_writer, "embed_sequences", dies_on_third_part)
-    with pytest.raises(RuntimeError, match="killed"):
+    with killed_at_embed_call(3):
         embed_shard(tiny_checkpoint, proteins, [1, 4], 0, 1, out, SETTINGS, device=CPU, **small)
     parts = out.with_name(out.stem + ".parts")
     assert not out.exists() and len(list(parts.glob("part-*.parquet"))) == 2
     (parts / ".part-00002-0123456789abcdef.parquet.x1y2.tmp").write_bytes(b"PAR1 half a part")  # killed mid-write
-    monkeypatch.setattr(bihmf.esm_writer, "embed_sequences", real)
     # a different setting must not reuse those parts
     assert embed_shard(tiny_checkpoint, proteins, [4], 0, 1, out.with_name("other.parquet"), SETTINGS, device=CPU, **small) == 10
     assert embed_shard(tiny_checkpoint, proteins, [1, 4], 0, 1, out, SETTINGS, device=CPU, **small) == 6

@@ -11,7 +11,6 @@ import pytest
 import torch
 import yaml
 
-import bihmf.esm_writer
 from bihmf.benchmark import esm_models, validate_config
 from bihmf.config import SCHEMA_PATH, ConfigError
 from bihmf.data.schema import sequence_hash
@@ -101,22 +100,12 @@ def test_shards_of_two_precisions_are_not_one_cache(tiny_checkpoint, tmp_path) -
         write_index(tmp_path / "index.parquet", shards, chains)
 
 
-def test_parts_of_a_killed_job_are_not_reused_at_another_precision(tiny_checkpoint, tmp_path, monkeypatch) -> None:
+def test_parts_of_a_killed_job_are_not_reused_at_another_precision(tiny_checkpoint, tmp_path, killed_at_embed_call) -> None:
     chains = _chains(4, 8, 30)
     out = tmp_path / shard_name(0, 1)
     small = {"row_group_bytes": 1, "part_residues": 60}  # one chain per row group, two per part
-    real, calls = bihmf.esm_writer.embed_sequences, []
-
-    def dies_on_third_part(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(bihmf.esm_writer, "embed_sequences", dies_on_third_part)
-    with pytest.raises(RuntimeError, match="killed"):
+    with killed_at_embed_call(3):
         write_shard(tiny_checkpoint, chains, [4], 0, 1, out, _settings("float32"), device=CPU, **small)
-    monkeypatch.setattr(bihmf.esm_writer, "embed_sequences", real)
     assert write_shard(tiny_checkpoint, chains, [4], 0, 1, out, _settings("float16"), device=CPU, **small) == len(chains)
     assert file_metadata(out)["precision"] == "float16"
 
