@@ -342,13 +342,12 @@ class EmbeddingCache:
         self.layers: list[int] = list(self.info.layers)
         if layers is not None and list(layers) != self.layers:
             raise ValueError(f"{path}: built for layers {self.layers}, asked for {list(layers)}; re-run the embed stage")
-        if checkpoint_sha256 is not None and checkpoint_sha256 != self.metadata["checkpoint_sha256"]:
+        if checkpoint_sha256 is not None and checkpoint_sha256 != self.info.checkpoint_sha256:
             raise ValueError(
-                f"{path}: built from checkpoint sha256 {self.metadata['checkpoint_sha256']}, asked for {checkpoint_sha256}; re-run the embed stage"
+                f"{path}: built from checkpoint sha256 {self.info.checkpoint_sha256}, asked for {checkpoint_sha256}; re-run the embed stage"
             )
         if precision is not None:
             check_precision(path, self.metadata, precision)
-        self._n_shards = self.info.n_shards
         self._where = {
             key: (shard, group, row)
             for key, shard, group, row in zip(
@@ -390,7 +389,7 @@ class EmbeddingCache:
 
     def _shard(self, shard: int) -> pq.ParquetFile:
         if shard not in self._files:
-            path = self.path.parent / shard_name(shard, self._n_shards)
+            path = self.path.parent / shard_name(shard, self.info.n_shards)
             meta = file_metadata(path)
             stale = [key for key in SHARED_KEYS if meta.get(key) != self.metadata.get(key)]
             if stale:
