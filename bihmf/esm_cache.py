@@ -222,19 +222,25 @@ def layer_values(column: pa.ChunkedArray, embed_dim: int) -> np.ndarray:
 
 
 def _writer_options() -> dict:
-    """Uncompressed, no dictionary, statistics only on the key columns (BENCHMARKS.md,
-    "Cache writer": zstd or lz4 saved under a tenth of the bytes at two to four times the
-    encode cost). Page checksums stay (bihmf/integrity.py)."""
+    """Uncompressed, no dictionary (BENCHMARKS.md, "Cache writer": zstd or lz4 saved under a
+    tenth of the bytes at two to four times the encode cost). No column statistics and no Arrow
+    schema in the footer: nothing reads them (the index says where a chain is; the Parquet
+    types alone read back as written), and with a row group every ~270 residues at esm2_t33
+    width their footer bytes would be most of the file's overhead. Page checksums stay
+    (bihmf/integrity.py)."""
     return {
         "compression": "none",
         "use_dictionary": False,
-        "write_statistics": ["seq_hash", "length"],
+        "write_statistics": False,
+        "store_schema": False,
         **WRITE_OPTIONS,
     }
 
 
 def shard_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
-    return pq.ParquetWriter(path, schema, **_writer_options())
+    writer = pq.ParquetWriter(path, schema, **_writer_options())
+    writer.add_key_value_metadata(schema.metadata or {})  # without the Arrow schema, the only copy
+    return writer
 
 
 def write_row_group(writer: pq.ParquetWriter, table: pa.Table) -> None:

@@ -103,6 +103,33 @@ def test_format2_stores_one_value_per_residue_and_reads_back_every_bit(tmp_path)
         embedding_table(schema, ["k"], [rows[0].astype(np.float32)])
 
 
+
+def test_format2_footers_hold_the_cache_metadata_and_nothing_unread(tmp_path):
+    """At esm2_t33 width a row group holds ~270 residues, so per-row-group footer bytes are most
+    of the overhead that decides bytes per residue against extract.py (BENCHMARKS.md, section 10)."""
+    rows = _rows(2)
+    cache = EmbeddingCache(_write_format2(tmp_path / "cache", rows))
+    footer = pq.read_metadata(tmp_path / "cache" / shard_name(0, 1))
+    assert footer.num_row_groups == len(SEQUENCES)
+    chunks = [footer.row_group(g).column(c) for g in range(footer.num_row_groups) for c in range(footer.num_columns)]
+    assert [chunk.path_in_schema for chunk in chunks if chunk.is_stats_set] == []
+    assert b"ARROW:schema" not in footer.metadata
+    assert {k.decode(): v.decode() for k, v in footer.metadata.items()} == _metadata(FORMAT)
+    _assert_same_bits(cache, rows)
+
+
+def test_a_format2_cache_with_the_arrow_schema_and_key_statistics_still_reads(tmp_path):
+    """Format-2 shards written before the footer was trimmed (2026-12-08) carry both."""
+    rows = _rows(3)
+    keys = [sequence_hash(s) for s in SEQUENCES]
+    shard = tmp_path / "cache" / shard_name(0, 1)
+    schema = cache_schema(LAYERS, WIDTH, _metadata(FORMAT))
+    shard.parent.mkdir()
+    with pq.ParquetWriter(shard, schema, compression="none", use_dictionary=False, write_statistics=["seq_hash", "length"], **WRITE_OPTIONS) as writer:
+        write_row_group(writer, embedding_table(schema, keys, rows))
+    write_index(tmp_path / "cache" / "index.parquet", [shard], keys)
+    _assert_same_bits(EmbeddingCache(tmp_path / "cache" / "index.parquet"), rows)
+
 def test_a_format1_cache_still_reads_the_same_numbers(tmp_path, monkeypatch):
     rows = _rows(1)
     old = EmbeddingCache(_write_format1(tmp_path / "old", rows, monkeypatch))
