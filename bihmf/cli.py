@@ -207,9 +207,13 @@ def run_lock(args: argparse.Namespace) -> int:
     except DownloadError as exc:
         log.error("%s", exc)
         return USAGE_ERROR
-    for dataset, files in counts.items():
-        print(f"{dataset}: {files} files")
-    print(f"locked {sum(counts.values())} files of {len(counts)} datasets in {args.lock}")
+    for names in counts.values():
+        for name, files in names.items():
+            print(f"{name}: {files} files")
+    datasets, checkpoints = counts["datasets"], counts["checkpoints"]
+    also = f" and {len(checkpoints)} ESM checkpoints" if checkpoints else ""
+    total = sum(datasets.values()) + sum(checkpoints.values())
+    print(f"locked {total} files of {len(datasets)} datasets{also} in {args.lock}")
     return 0
 
 

@@ -22,9 +22,10 @@ from esm.data import Alphabet
 from esm.model.esm2 import ESM2
 from esm.pretrained import load_model_and_alphabet_local
 
-from bihmf.download import download_file, resolve_url
+from bihmf import lock
+from bihmf.download import cache_entry, download_file, resolve_url
 from bihmf.embeddings_import import source_depth
-from bihmf.io import atomic_output, record_sha256
+from bihmf.io import atomic_output, file_digest, record_sha256
 
 __all__ = [
     "RELEASED_ESM2",
@@ -152,10 +153,13 @@ def checkpoint_source(esm_cfg: dict) -> dict:
     return {key: esm_cfg[key] for key in CHECKPOINT_KEYS if key in esm_cfg}
 
 
-def provide_checkpoint(esm_cfg: dict, model_out: Path, downloads: Path, base_dir: Path) -> None:
+def provide_checkpoint(esm_cfg: dict, model_out: Path, downloads: Path, base_dir: Path, lock_file: Path | None = None) -> None:
     """Put the checkpoint pair at ``model_out``: random-init, configured URLs/paths, or a
     released model by name (in that order of precedence; random_init with checkpoint is an error).
 
+    A downloaded pair goes through the URL-keyed download cache and is recorded for
+    ``bihmf lock``; with ``lock_file`` present, it must match the lock before it is published
+    (fair-esm publishes no checksums: the lock is what keeps a later run on the same weights).
     Its sha256 is recorded beside it (``bihmf.io.record_sha256``), so the embed jobs
     read it instead of each hashing the checkpoint again."""
     if "checkpoint" in esm_cfg and "random_init" in esm_cfg:
@@ -165,9 +169,16 @@ def provide_checkpoint(esm_cfg: dict, model_out: Path, downloads: Path, base_dir
         write_random_checkpoint(model_out, shape["num_layers"], shape["embed_dim"], shape["attention_heads"], shape["seed"])
     else:
         checkpoint = esm_cfg.get("checkpoint") or released_checkpoint(esm_cfg["name"])
+        fetched, seen = {}, {}
         for key, dest in (("model", model_out), ("regression", regression_path(model_out))):
             remote = checkpoint[key]
-            cached = download_file(resolve_url(remote["url"], base_dir), downloads / Path(dest).name, remote["checksum"])
+            url = resolve_url(remote["url"], base_dir)
+            fetched[dest] = download_file(url, cache_entry(downloads, url, Path(dest).name), remote["checksum"])
+            seen[remote["url"]] = file_digest(fetched[dest], "sha256")
+        lock.record_seen(downloads, esm_cfg["name"], seen, lock.CHECKPOINTS)
+        if lock_file is not None:
+            lock.check(lock_file, esm_cfg["name"], seen, lock.CHECKPOINTS)
+        for dest, cached in fetched.items():
             with atomic_output(dest) as tmp:
                 shutil.copyfile(cached, tmp)
     record_sha256(model_out)

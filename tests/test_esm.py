@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import pathlib
 import random
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+import yaml
 
 import bihmf.esm
 import bihmf.esm_writer
@@ -300,6 +302,44 @@ def test_local_checkpoint_pair_is_copied_and_verified(tiny_checkpoint, tmp_path)
     with pytest.raises(ChecksumError):
         provide_checkpoint({"name": "esm2_t4_test_random", "checkpoint": pair}, tmp_path / "other" / "esm2_x.pt", tmp_path / "dl2", tmp_path)
 
+
+
+def test_a_checkpoint_url_gets_its_own_cache_entry_and_the_lock_holds_the_weights(tiny_checkpoint, tmp_path, capsys):
+    """Repointing esm.checkpoint at other weights under the same model name fetches the new
+    file (the cache was keyed by file name: the old weights came back); ``bihmf lock`` records
+    the pair, and weights that differ from the lock are named and never published."""
+    from bihmf.cli import main as bihmf_main
+    from bihmf.esm_checkpoint import provide_checkpoint, write_random_checkpoint
+    from bihmf.io import file_digest
+    from bihmf.lock import LockDriftError
+
+    other = tmp_path / "other" / tiny_checkpoint.name
+    write_random_checkpoint(other, num_layers=4, embed_dim=32, attention_heads=4, seed=1)
+
+    def pair(model: pathlib.Path) -> dict:
+        return {"name": "esm2_t4_test_random", "checkpoint": {
+            "model": {"url": f"file://{model}", "checksum": None},
+            "regression": {"url": f"file://{regression_path(model)}", "checksum": None}}}
+
+    downloads, lock_file = tmp_path / "dl", tmp_path / "bihmf.lock.yaml"
+    out = tmp_path / "resources" / tiny_checkpoint.name
+    provide_checkpoint(pair(tiny_checkpoint), out, downloads, tmp_path, lock_file)
+    provide_checkpoint(pair(other), out, downloads, tmp_path, lock_file)
+    assert file_digest(out, "sha256") == file_digest(other, "sha256") != file_digest(tiny_checkpoint, "sha256")
+
+    assert bihmf_main(["lock", "--downloads", str(downloads), "--lock", str(lock_file)]) == 0
+    assert "locked 2 files of 0 datasets and 1 ESM checkpoints" in capsys.readouterr().out
+    model_url = f"file://{other}"
+    assert yaml.safe_load(lock_file.read_text())["checkpoints"]["esm2_t4_test_random"][model_url] == f"sha256:{file_digest(other, 'sha256')}"
+
+    write_random_checkpoint(other, num_layers=4, embed_dim=32, attention_heads=4, seed=2)  # changed upstream
+    shutil.rmtree(downloads / "seen")
+    for cached in downloads.rglob(other.name):  # a fresh machine: nothing cached
+        cached.unlink()
+    fresh = tmp_path / "fresh" / tiny_checkpoint.name
+    with pytest.raises(LockDriftError, match=rf"1 files of ESM checkpoint esm2_t4_test_random differ from .*\n  {model_url}: locked sha256:"):
+        provide_checkpoint(pair(other), fresh, downloads, tmp_path, lock_file)
+    assert not fresh.exists()
 
 def test_only_the_checkpoints_own_settings_can_fetch_it_again():
     """The checkpoint rule's params: a new precision, token budget, window or shard count re-runs

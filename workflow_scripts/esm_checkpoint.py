@@ -8,8 +8,11 @@ from pathlib import Path
 
 from bihmf.benchmark import esm_models
 from bihmf.esm_checkpoint import provide_checkpoint
+from bihmf.lock import LOCK_FILE
 from bihmf.logs import log_to
 
 log_to(snakemake.log[0])
 esm = esm_models(snakemake.config)[snakemake.wildcards.esm]
-provide_checkpoint(esm, Path(snakemake.output.model), Path(snakemake.params.downloads), Path(snakemake.params.base_dir))
+provide_checkpoint(
+    esm, Path(snakemake.output.model), Path(snakemake.params.downloads), Path(snakemake.params.base_dir), lock_file=Path(LOCK_FILE)
+)
