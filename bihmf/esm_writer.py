@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
+from esm.model.esm2 import ESM2
 
 from bihmf.esm import embed_sequences
 from bihmf.esm_cache import (
@@ -168,6 +169,29 @@ class _ShardWriter:
                     file.discard(exc)
 
 
+def shard_metadata(checkpoint: Path, model: ESM2, layers: list[int], settings: EmbedSettings, shard: int, n_shards: int) -> dict[str, str]:
+    """What a shard records of how its numbers were made (``CacheInfo`` reads it back)."""
+    return {
+        "format": FORMAT,
+        "checkpoint": checkpoint.name,
+        "checkpoint_sha256": recorded_sha256(checkpoint),
+        "embed_dim": str(model.embed_dim),
+        "esm_depth": str(model.num_layers),
+        "layers": json.dumps(layers),
+        "dtype": "float16",
+        **settings.cache_metadata(),
+        "shard": str(shard),
+        "n_shards": str(n_shards),
+    }
+
+
+def part_path(parts_dir: Path, number: int, fingerprint: str, keys: list[str]) -> Path:
+    """A part's file, named by its chains and every setting that changes its numbers, so a rerun
+    reuses only a part that it would write the same."""
+    digest = hashlib.sha256("\n".join([fingerprint, *keys]).encode()).hexdigest()[:16]
+    return parts_dir / f"part-{number:05d}-{digest}.parquet"
+
+
 @holding(shard_lock, "out")  # one writer per shard (bihmf/runlock.py)
 def write_shard(
     checkpoint: Path,
@@ -201,25 +225,13 @@ def write_shard(
     bad = [layer for layer in layers if not 0 <= layer <= model.num_layers]
     if bad:
         raise ValueError(f"{checkpoint}: layers {bad} requested, model has {model.num_layers} layers")
-    metadata = {
-        "format": FORMAT,
-        "checkpoint": checkpoint.name,
-        "checkpoint_sha256": recorded_sha256(checkpoint),
-        "embed_dim": str(model.embed_dim),
-        "esm_depth": str(model.num_layers),
-        "layers": json.dumps(layers),
-        "dtype": "float16",
-        **settings.cache_metadata(),
-        "shard": str(shard),
-        "n_shards": str(n_shards),
-    }
+    metadata = shard_metadata(checkpoint, model, layers, settings, shard, n_shards)
     schema = cache_schema(layers, model.embed_dim, metadata)
     fingerprint = json.dumps({**metadata, "token_budget": settings.token_budget, "device": device.type}, sort_keys=True)
     keys = list(chains)
     lengths = [len(chains[key]) for key in keys]
     groups = plan_row_groups(lengths, residues_per_row_group(len(layers), model.embed_dim, row_group_bytes))
     parts = plan_parts(groups, lengths, part_residues)
-    chunk_residues = CHUNK_BATCHES * settings.token_budget
     resumable = len(parts) > 1
     parts_dir = out.with_name(out.stem + ".parts")
     embedded = 0
@@ -227,22 +239,20 @@ def write_shard(
         assembled = writer.open(out, schema)
         for number, part in enumerate(parts):
             part_keys = [keys[row] for group in part for row in group]
-            digest = hashlib.sha256("\n".join([fingerprint, *part_keys]).encode()).hexdigest()[:16]
-            path = parts_dir / f"part-{number:05d}-{digest}.parquet"
+            path = part_path(parts_dir, number, fingerprint, part_keys)
             if resumable and path.exists():
                 log.info("part %d: reusing %s", number, path.name)
                 writer.submit(partial(assembled.append_file, path))
                 continue
-            part_file = part_writer.open(path, schema) if resumable else None
             started = time.perf_counter()
-            for chunk in plan_parts(part, lengths, chunk_residues):
+            targets = [(writer, assembled)] + ([(part_writer, part_writer.open(path, schema))] if resumable else [])
+            for chunk in plan_parts(part, lengths, CHUNK_BATCHES * settings.token_budget):
                 embeddings = embed_sequences(model, alphabet, {keys[r]: chains[keys[r]] for group in chunk for r in group}, layers, settings, device=device)
                 rows = [([keys[r] for r in group], [embeddings[keys[r]] for r in group]) for group in chunk]
-                writer.submit(partial(assembled.append, rows))
-                if part_file is not None:
-                    part_writer.submit(partial(part_file.append, rows))
-            if part_file is not None:
-                part_writer.submit(part_file.commit)
+                for thread, file in targets:
+                    thread.submit(partial(file.append, rows))
+            if resumable:
+                part_writer.submit(targets[1][1].commit)
             embedded += len(part_keys)
             residues = sum(len(chains[key]) for key in part_keys)
             log.info("part %d: %d chains, %d residues, %.0f residues/s", number, len(part_keys), residues, residues / (time.perf_counter() - started))

@@ -150,7 +150,10 @@ def _sync(device: torch.device) -> None:
 
 def device_name(device: torch.device) -> str:
     """The GPU's name, or the CPU model with the threads torch computes on (its speed depends on them)."""
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads"
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    threads = torch.get_num_threads()
+    return f"{cpu_name()}, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def new_calibration(device: torch.device, steps: int, records: list[ProteinRecord], width: int | None) -> Calibration:
