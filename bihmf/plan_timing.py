@@ -12,6 +12,7 @@ combination, since a full benchmark's calibration takes minutes.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import tarfile
 import tempfile
@@ -163,6 +164,17 @@ def new_calibration(device: torch.device, steps: int, records: list[ProteinRecor
                        steps, sum(len(r.sequence) for r in records), width, {}, {}, {})
 
 
+def busy_cpu(threads: int) -> str | None:
+    """Why CPU timings would be inflated now, or None. With more torch threads than free cores,
+    every parallel region waits for a descheduled thread: a calibration made under a load of
+    12-18 on 2 cores priced some steps 15x and the embed forward 120x too high."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load + threads <= cores + 0.5:
+        return None
+    return (f"the CPU is busy (1-min load average {load:.1f} on {cores} cores) and torch computes on {threads} threads: "
+            f"these timings will be too high; calibrate on an idle machine, or with OMP_NUM_THREADS at most the free cores")
+
+
 def measure(benchmark: Benchmark, first: dict[Combination, str], device: torch.device, records: list[ProteinRecord],
             calibration: Calibration, checkpoint: Callable[[Calibration], None], workflow: Path = Path(".")) -> Calibration:
     """Time every combination of ``first`` (each with the dataset of its first runs, whose task,
@@ -172,6 +184,8 @@ def measure(benchmark: Benchmark, first: dict[Combination, str], device: torch.d
     writes it)."""
     models, caches = benchmark.esm_models, benchmark.caches
     todo = {combo: dataset for combo, dataset in first.items() if combo not in calibration.training}
+    if device.type == "cpu" and (busy := busy_cpu(torch.get_num_threads())):
+        log.warning("%s", busy)
     log.info("calibrating %d combinations on %s (%d already measured)", len(todo), calibration.device_name, len(first) - len(todo))
     for i, (combo, dataset) in enumerate(todo.items(), 1):
         started = time.perf_counter()
