@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import socket
@@ -18,6 +19,7 @@ from bihmf.io import file_digest
 from tests.upstream import Behaviour, Catalogue, UpstreamServer
 from tests.upstream.catalogue import DRIVE_CONFIRM
 from tests.upstream.datasets import url_key
+from tests.upstream.structures import Entry
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVE_ID = "1udP6_90WYkwkvL1LwqIAzf9ibegBJ8rI"
@@ -87,6 +89,17 @@ def test_rcsb_structures_hold_the_labelled_residues_and_obsolete_ids_name_their_
         assert list(zip(chains[name].resnums.tolist(), chains[name].sequence)) == list(residues)
         assert chains[name].protein_problem() is None
 
+
+
+def test_an_entry_with_long_chain_ids_is_served_only_as_mmcif(catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As RCSB: no PDB-format file (404, so the client takes its mmCIF template) for chain ids of
+    two characters, which ScanNet's label files name for ribosomes (4v5b, 4v88, ...)."""
+    monkeypatch.setitem(catalogue.entries, "9zzz", Entry("9zzz", (("AA", ((1, "M"), (2, "K"))), ("B", ((1, "G"),)))))
+    with UpstreamServer(catalogue) as up:
+        assert get(up, "files.rcsb.org/download/9ZZZ.pdb1.gz").status_code == 404
+        assert get(up, "files.rcsb.org/download/9ZZZ.pdb.gz").status_code == 404
+        cif = get(up, "files.rcsb.org/download/9ZZZ.cif.gz")
+    assert cif.status_code == 200 and " AA " in gzip.decompress(cif.content).decode()
 
 def test_behaviours_apply_per_path_for_their_first_requests(catalogue: Catalogue) -> None:
     table = "raw.githubusercontent.com/jertubiana/ScanNet/7685549c8ed2159a0f441a977dec767343256292/datasets/BCE/table.csv"

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 
 from tests.upstream.datasets import Atom3d, React, ScanNet, url_key, synthetic_ids
-from tests.upstream.structures import Entry, gzipped, mmcif_text, pdb_text
+from tests.upstream.structures import Entry, gzipped, has_pdb_format, mmcif_text, pdb_text
 
 STRUCTURE_NAME = re.compile(r"(?P<id>[0-9A-Za-z]{4})(?P<suffix>\.pdb1\.gz|-assembly1\.cif\.gz|\.cif\.gz|\.pdb\.gz)")
 HOLDINGS = "data.rcsb.org/rest/v1/holdings/removed/"
@@ -196,8 +196,8 @@ class Catalogue:
         if entry is None or pdb_id in self.drops.missing or pdb_id in self.drops.obsolete:
             return None
         if suffix in (".pdb1.gz", ".pdb.gz"):
-            if entry.copies:
-                return None  # too large for the PDB format
+            if not has_pdb_format(entry):
+                return None  # RCSB answers 404: the entry is mmCIF-only
             single = Entry(entry.pdb_id, entry.chains, entry.models if suffix == ".pdb1.gz" else 1)
             return gzipped(pdb_text(single))
         return gzipped(mmcif_text(entry if suffix == "-assembly1.cif.gz" else Entry(entry.pdb_id, entry.chains)))

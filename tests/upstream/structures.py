@@ -77,9 +77,15 @@ def _atoms(entry: Entry):  # noqa: ANN202 (generator of tuples)
                         yield model, chain, resnum, name, atom, point
 
 
+def has_pdb_format(entry: Entry) -> bool:
+    """Whether RCSB offers the entry in PDB format: not for chain ids longer than one character
+    (ribosomes such as 4v5b, and the copies of a huge assembly), which only mmCIF can hold."""
+    return all(len(chain) == 1 for chain, _ in _chain_copies(entry))
+
+
 def pdb_text(entry: Entry) -> str:
     """PDB format, one MODEL block per assembly copy (as RCSB's ``.pdb1`` files)."""
-    if any(len(chain) > 1 for chain, _ in _chain_copies(entry)):
+    if not has_pdb_format(entry):
         raise ValueError(f"{entry.pdb_id}: chain ids longer than one character need mmCIF")
     lines = [f"HEADER    SYNTHETIC ENTRY                         01-JAN-00   {entry.pdb_id.upper()}\n"]
     model_open = None
