@@ -376,12 +376,23 @@ def slurm_resources(jobs: dict[str, Any], fraction: float, base_mb: float) -> di
 # ---------------------------------------------------------------- the run
 
 
+def content_dir(args: argparse.Namespace, workdir: Path) -> Path:
+    """Where the simulator's archives are built: the run's own folder, or with ``--content-cache``
+    a folder of that cache named by everything the archives depend on (the same fraction, seed
+    and datasets give the same bytes), so a second rehearsal serves them without an hour of
+    generation."""
+    if args.content_cache is None:
+        return workdir / "upstream"
+    return args.content_cache / f"fraction{args.fraction:g}-seed{args.seed}-{args.datasets.replace(',', '+')}"
+
+
 def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     datasets = args.datasets.split(",")
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["datasets"] = {name: config["datasets"][name] for name in datasets}
     started = time.time()
-    catalogue = Catalogue(config, workdir / "upstream", fraction=args.fraction, seed=args.seed,
+    reused = sorted(path.name for path in content_dir(args, workdir).glob("*.*")) if args.content_cache else []
+    catalogue = Catalogue(config, content_dir(args, workdir), fraction=args.fraction, seed=args.seed,
                           obsolete_share=args.obsolete_share, missing_share=args.missing_share)
     for route in catalogue.archive_routes.values():
         catalogue.archive_path(route)
@@ -454,6 +465,7 @@ def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "datasets": datasets,
         "fraction": args.fraction,
         "generate_s": round(generate_s, 1),
+        "content_reused": reused,
         "repinned_files": len(repinned),
         "structure_ids": structure_total,
         "obsolete_ids": len(catalogue.drops.obsolete),
@@ -490,6 +502,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout-s", type=float, default=6 * 3600, help="the simulator stops by itself after this")
     parser.add_argument("--workdir", type=Path, help="keep the run here (default: a temporary folder, removed)")
+    parser.add_argument("--content-cache", type=Path, help="build the served archives here once and reuse them (default: in the run's folder)")
     args = parser.parse_args(argv)
     if args.quick:  # about 120 PPBS ids: one obsolete and one missing, within the 2 % allowance
         args.fraction, args.obsolete_share, args.missing_share = min(args.fraction, 0.006), 0.0085, 0.0085
@@ -554,9 +567,10 @@ def render(result: dict[str, Any]) -> str:
                           ", ".join(f"{k[7:]} {v}" for k, v in counts.items() if k.startswith("status_"))])  # fmt: skip
     runs = "; ".join(f"{run['step']}: {run['wall_s']} s, exit {run['returncode']}" for run in r["runs"])
     slurm = "; ".join(f"{stage}: runtime {v['runtime']} min, mem_mb {v['mem_mb']}" for stage, v in r["slurm"].items())
+    reused = f" (its archives {', '.join(r['content_reused'])} built by an earlier run, --content-cache)" if r.get("content_reused") else ""
     parts = [
         f"Fraction {r['fraction']} of the published counts ({r['structure_ids']} structure ids, {r['obsolete_ids']} obsolete, "
-        f"{r['missing_ids']} missing; content generated in {r['generate_s']} s; {r['repinned_files']} synthesised files repinned). "
+        f"{r['missing_ids']} missing; content generated in {r['generate_s']} s{reused}; {r['repinned_files']} synthesised files repinned). "
         f"Runs: {runs}. Structures with a template down for a whole run (503 on every attempt of one run): "
         f"{r['down_first_run']}, delivered in the end: {r['down_first_run_delivered']}, of which {len(r['fell_back']) if 'fell_back' in r else 'not counted in this run'} from a fallback template instead of the preferred one. Dry run afterwards: **{r['dry_run_jobs']} jobs**. Requests: {r['requests']} "
         f"({r['requests_per_s']}/s on average, peak {r['peak_requests_per_s']}/s); statuses {r['statuses']}; hostile answers "
