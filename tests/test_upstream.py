@@ -150,6 +150,9 @@ def test_drive_quota_slow_and_a_stable_share_of_paths(catalogue: Catalogue) -> N
     routes = [f"files.rcsb.org/download/{i:04d}.cif.gz" for i in range(400)]
     chosen = [r for r in routes if share.selects(r)]
     assert 150 < len(chosen) < 250 and chosen == [r for r in routes if share.selects(r)]
+    other = Behaviour("rate_limit", "files.rcsb.org/*", share=0.5, times=1)
+    both = [r for r in chosen if other.selects(r)]
+    assert 60 < len(both) < 140  # independent choices: a quarter of the paths, not the same half
     with pytest.raises(ValueError, match="unknown behaviour"):
         Behaviour("teapot")
 

@@ -37,7 +37,8 @@ class Behaviour:
     """Turn requests hostile: ``kind`` for paths matching ``pattern`` (fnmatch on ``host/path``).
 
     ``times``: only the first n requests of each matching path (None: every one); ``share``: only
-    this fraction of the matching paths, chosen stably by path; ``retry_after``: the 429 header;
+    this fraction of the matching paths, chosen stably by path and independently of every other
+    behaviour's choice; ``retry_after``: the 429 header;
     ``delay_s``: the delay of ``slow``; ``cut_at``: the share of the body ``drop`` sends.
     """
 
@@ -56,7 +57,10 @@ class Behaviour:
     def selects(self, route: str) -> bool:
         if not fnmatch.fnmatchcase(route, self.pattern):
             return False
-        return self.share >= 1 or int(hashlib.sha256(route.encode()).hexdigest()[:8], 16) / 2**32 < self.share
+        # the behaviour's own fields salt the hash: with the path alone, the paths of a smaller share
+        # were also in every larger one, and a path "down for one run" was down for two
+        salted = f"{self.kind}|{self.pattern}|{self.times}|{self.share}|{route}"
+        return self.share >= 1 or int(hashlib.sha256(salted.encode()).hexdigest()[:8], 16) / 2**32 < self.share
 
 
 @dataclass(frozen=True)
