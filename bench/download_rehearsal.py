@@ -46,6 +46,7 @@ import threading
 import time
 import zipfile
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -114,11 +115,18 @@ def matches(checksum: str, body: bytes) -> bool:
     return hashlib.new(algorithm, body).hexdigest() == want
 
 
-def load_mix(name: str) -> tuple[Behaviour, ...]:
-    """A named mix, or a YAML file listing Behaviour fields."""
-    if name in MIXES:
-        return MIXES[name]
-    return tuple(Behaviour(**item) for item in yaml.safe_load(Path(name).read_text()))
+def load_mix(name: str, outage_share: float | None = None) -> tuple[Behaviour, ...]:
+    """A named mix, or a YAML file listing Behaviour fields; ``outage_share`` replaces the share
+    of structures down for a whole run (the outage)."""
+    mix = MIXES[name] if name in MIXES else tuple(Behaviour(**item) for item in yaml.safe_load(Path(name).read_text()))
+    if outage_share is None:
+        return mix
+    return tuple(replace(b, share=outage_share) if b is outage_of(mix) else b for b in mix)
+
+
+def outage_of(mix: tuple[Behaviour, ...]) -> Behaviour | None:
+    """The behaviour that keeps a structure down for every attempt of one run, if the mix has one."""
+    return next((b for b in mix if b.kind == "unavailable" and b.pattern == RCSB and b.times == STRUCTURE_RETRIES), None)
 
 
 def targets_for(datasets: list[str]) -> list[str]:
@@ -404,7 +412,8 @@ def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     structure_total = sum(len(catalogue.structure_ids.get(name, [])) for name in datasets)
     argv = snakemake_args(datasets, args.cores)
     log = workdir / "snakemake.log"
-    with UpstreamServer(catalogue, load_mix(args.mix), max_seconds=args.timeout_s) as up:
+    mix = load_mix(args.mix, args.outage_share)
+    with UpstreamServer(catalogue, mix, max_seconds=args.timeout_s) as up:
         env = {**os.environ, "BIHMF_UPSTREAM_BASE": up.base_url, "PYTHONPATH": str(ROOT)}
 
         def structures_requested() -> bool:
@@ -440,7 +449,7 @@ def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "preprocess_drops": preprocess_drops(work / "results" / "data" / name / "preprocess_report.json"),
             "preprocessed": (work / "results" / "data" / name / "proteins.parquet").exists(),
         }
-    outage = next(b for b in MIXES["hostile"] if b.times == STRUCTURE_RETRIES) if args.mix == "hostile" else None
+    outage = outage_of(mix)
     down = {
         i
         for name in datasets
@@ -457,7 +466,11 @@ def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if "structures" in run_config["datasets"][name]["download"]
         for i in catalogue.structure_ids.get(name, [])
     }
-    fell_back = sorted(i for i in down if outage.selects(preferred[i]) and rows.get(i, {}).get("url") and url_key(rows[i]["url"]) != preferred[i])
+    fell_back = sorted(  # an mmCIF-only entry (RCSB has no PDB-format file of it) falls back rightly
+        i for i in down
+        if outage.selects(preferred[i]) and rows.get(i, {}).get("url") and url_key(rows[i]["url"]) != preferred[i]
+        and catalogue.structure(preferred[i].rsplit("/", 1)[1]) is not None
+    )
     statuses = Counter(r.status for r in requests)
     behaviours = Counter(r.behaviour for r in requests if r.behaviour)
     drive_ranges = sum(1 for r in requests if r.route == "drive.google.com/uc" and "Range" in r.headers)
@@ -498,14 +511,16 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--kill-at", type=float, default=0.5, help="kill -9 once this share of the structures was requested")
     parser.add_argument("--obsolete-share", type=float, default=0.003, help="of each dataset's PDB ids, obsolete with a successor")
     parser.add_argument("--missing-share", type=float, default=0.002, help="of each dataset's PDB ids, gone")
+    parser.add_argument("--outage-share", type=float, help="of the structure files, down for every attempt of one run (default: the mix's)")
     parser.add_argument("--cores", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout-s", type=float, default=6 * 3600, help="the simulator stops by itself after this")
     parser.add_argument("--workdir", type=Path, help="keep the run here (default: a temporary folder, removed)")
     parser.add_argument("--content-cache", type=Path, help="build the served archives here once and reuse them (default: in the run's folder)")
     args = parser.parse_args(argv)
-    if args.quick:  # about 120 PPBS ids: one obsolete and one missing, within the 2 % allowance
+    if args.quick:  # about 120 PPBS ids: one obsolete and one missing, within the 2 % allowance, and a few down for a run
         args.fraction, args.obsolete_share, args.missing_share = min(args.fraction, 0.006), 0.0085, 0.0085
+        args.outage_share = 0.03 if args.outage_share is None else args.outage_share
     info = machine(torch.device("cpu"))
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=False)
@@ -514,7 +529,7 @@ def main(argv: list[str]) -> None:
         with tempfile.TemporaryDirectory(prefix="download_rehearsal.") as tmp:
             results = rehearse(args, Path(tmp))
     info["load_average_1min_end"] = round(os.getloadavg()[0], 2)
-    setup = {"fraction": args.fraction, "mix": args.mix, "kill_at": args.kill_at, "cores": args.cores, "seed": args.seed}
+    setup = {"fraction": args.fraction, "mix": args.mix, "outage_share": args.outage_share, "kill_at": args.kill_at, "cores": args.cores, "seed": args.seed}
     path = save(args.out, NAME, argv, info, setup, results)
     print(render({"results": results, "setup": setup}))
     print(f"wrote {path}")
