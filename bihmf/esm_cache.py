@@ -189,22 +189,34 @@ def cache_schema(layers: Sequence[int], embed_dim: int, metadata: dict[str, str]
     return pa.schema(fields, metadata=metadata)
 
 
-def residue_values(arrays: Sequence[np.ndarray], pos: int) -> pa.ListArray:
-    """One layer column: per chain a list of residues, each one fixed-size binary value holding
-    the residue's D float16 numbers (``arrays``: float16 [L, n_layers, D], ``pos`` the layer's place)."""
-    dim = arrays[0].shape[2]
-    flat = np.concatenate([a[:, pos, :] for a in arrays])
-    if flat.dtype != VALUE_DTYPE:  # its bytes would be cut into residues of the wrong size
-        raise TypeError(f"the cache stores float16 embeddings, got {flat.dtype}")
-    residues = pa.FixedSizeBinaryArray.from_buffers(pa.binary(dim * VALUE_DTYPE.itemsize), len(flat), [None, pa.py_buffer(flat)])
-    offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), residues)
+def layer_major(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """float16 [n_layers, residues, D] of chains' [L, n_layers, D] arrays, in one copy: each
+    layer's residues contiguous, as its column's values need them. One assignment per chain
+    rather than one concatenate per layer moves the same bytes in a tenth of the numpy calls,
+    which is what let two writer threads scale (BENCHMARKS.md, "Cache writer")."""
+    if any(a.dtype != VALUE_DTYPE for a in arrays):  # its bytes would be cut into residues of the wrong size
+        raise TypeError(f"the cache stores float16 embeddings, got {sorted({str(a.dtype) for a in arrays})}")
+    out = np.empty((arrays[0].shape[1], sum(len(a) for a in arrays), arrays[0].shape[2]), VALUE_DTYPE)
+    start = 0
+    for chain in arrays:
+        out[:, start : start + len(chain)] = chain.transpose(1, 0, 2)
+        start += len(chain)
+    return out
+
+
+def residue_values(values: np.ndarray, offsets: pa.Array) -> pa.ListArray:
+    """One layer column from its float16 [residues, D] values: per chain (``offsets``) a list of
+    residues, each one fixed-size binary value holding the residue's D numbers."""
+    width = pa.binary(values.shape[1] * VALUE_DTYPE.itemsize)
+    residues = pa.FixedSizeBinaryArray.from_buffers(width, len(values), [None, pa.py_buffer(values)])
+    return pa.ListArray.from_arrays(offsets, residues)
 
 
 def embedding_table(schema: pa.Schema, keys: Sequence[str], arrays: Sequence[np.ndarray]) -> pa.Table:
     """Rows for ``keys`` from float16 arrays [L, n_layers, D] (layer order as in ``schema``)."""
+    offsets = pa.array(np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int32))
     columns = [pa.array(keys, pa.string()), pa.array([len(a) for a in arrays], pa.int32())]
-    columns += [residue_values(arrays, pos) for pos in range(len(schema) - 2)]
+    columns += [residue_values(layer, offsets) for layer in layer_major(arrays)]
     return pa.Table.from_arrays(columns, schema=schema)
 
 

@@ -99,7 +99,7 @@ def test_format2_stores_one_value_per_residue_and_reads_back_every_bit(tmp_path)
     assert (column.physical_type, column.num_values) == ("FIXED_LEN_BYTE_ARRAY", len(SEQUENCES[0]))
     _assert_same_bits(cache, rows)
     schema = cache_schema(LAYERS, WIDTH, _metadata(FORMAT))
-    with pytest.raises(TypeError, match="stores float16 embeddings, got float32"):  # never reinterpreted as twice the residues
+    with pytest.raises(TypeError, match=r"stores float16 embeddings, got \[.float32.\]"):  # never reinterpreted as twice the residues
         embedding_table(schema, ["k"], [rows[0].astype(np.float32)])
 
 
