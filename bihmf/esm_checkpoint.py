@@ -167,18 +167,19 @@ def provide_checkpoint(esm_cfg: dict, model_out: Path, downloads: Path, base_dir
     if "random_init" in esm_cfg:
         shape = esm_cfg["random_init"]
         write_random_checkpoint(model_out, shape["num_layers"], shape["embed_dim"], shape["attention_heads"], shape["seed"])
-    else:
-        checkpoint = esm_cfg.get("checkpoint") or released_checkpoint(esm_cfg["name"])
-        fetched, seen = {}, {}
-        for key, dest in (("model", model_out), ("regression", regression_path(model_out))):
-            remote = checkpoint[key]
-            url = resolve_url(remote["url"], base_dir)
-            fetched[dest] = download_file(url, cache_entry(downloads, url, Path(dest).name), remote["checksum"])
-            seen[remote["url"]] = file_digest(fetched[dest], "sha256")
-        lock.record_seen(downloads, esm_cfg["name"], seen, lock.CHECKPOINTS)
-        if lock_file is not None:
-            lock.check(lock_file, esm_cfg["name"], seen, lock.CHECKPOINTS)
-        for dest, cached in fetched.items():
-            with atomic_output(dest) as tmp:
-                shutil.copyfile(cached, tmp)
-    record_sha256(model_out)
+        record_sha256(model_out)
+        return
+    checkpoint = esm_cfg.get("checkpoint") or released_checkpoint(esm_cfg["name"])
+    cached, digests, seen = {}, {}, {}
+    for key, dest in (("model", model_out), ("regression", regression_path(model_out))):
+        remote = checkpoint[key]
+        url = resolve_url(remote["url"], base_dir)
+        cached[dest] = download_file(url, cache_entry(downloads, url, Path(dest).name), remote["checksum"])
+        digests[dest] = seen[remote["url"]] = file_digest(cached[dest], "sha256")
+    lock.record_seen(downloads, esm_cfg["name"], seen, lock.CHECKPOINTS)
+    if lock_file is not None:
+        lock.check(lock_file, esm_cfg["name"], seen, lock.CHECKPOINTS)
+    for dest, source in cached.items():
+        with atomic_output(dest) as tmp:
+            shutil.copyfile(source, tmp)
+    record_sha256(model_out, digests[model_out])  # hashed above, before the lock check

@@ -236,15 +236,17 @@ def _fingerprint(path: Path, size: int) -> str:
     return hasher.hexdigest()
 
 
-def record_sha256(path: Path) -> str:
+def record_sha256(path: Path, digest: str | None = None) -> str:
     """Hash ``path`` once and record the digest beside it, with what identifies that content.
 
     Every embed job stamps the checkpoint's sha256 into its shard; hashing a multi-GB checkpoint
     per job is seconds of fixed cost each, so the rule that provides the checkpoint records it.
     The stat is taken before hashing: a file changed while it is hashed no longer matches.
+    ``digest``: the sha256 of the bytes just written to ``path`` when the writer already has it
+    (the checkpoint job hashed the download it copied), so the file is not read a second time.
     """
     before = path.stat()
-    digest = file_digest(path, "sha256")
+    digest = digest or file_digest(path, "sha256")
     write_json_atomic(
         digest_record(path),
         {

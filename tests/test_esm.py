@@ -310,7 +310,7 @@ def test_a_checkpoint_url_gets_its_own_cache_entry_and_the_lock_holds_the_weight
     the pair, and weights that differ from the lock are named and never published."""
     from bihmf.cli import main as bihmf_main
     from bihmf.esm_checkpoint import provide_checkpoint, write_random_checkpoint
-    from bihmf.io import file_digest
+    from bihmf.io import file_digest, recorded_sha256
     from bihmf.lock import LockDriftError
 
     other = tmp_path / "other" / tiny_checkpoint.name
@@ -326,6 +326,7 @@ def test_a_checkpoint_url_gets_its_own_cache_entry_and_the_lock_holds_the_weight
     provide_checkpoint(pair(tiny_checkpoint), out, downloads, tmp_path, lock_file)
     provide_checkpoint(pair(other), out, downloads, tmp_path, lock_file)
     assert file_digest(out, "sha256") == file_digest(other, "sha256") != file_digest(tiny_checkpoint, "sha256")
+    assert recorded_sha256(out) == file_digest(out, "sha256")  # the digest taken before the copy, recorded for the embed jobs
 
     assert bihmf_main(["lock", "--downloads", str(downloads), "--lock", str(lock_file)]) == 0
     assert "locked 2 files of 0 datasets and 1 ESM checkpoints" in capsys.readouterr().out
