@@ -93,16 +93,14 @@ class Encoding:
         if self.written:
             return shard_writer(path, schema)
         leaf = ".list.element" if self.per_residue else ".list.element.list.element"
-        # format 1's footer as it was written; the per-residue candidates' as format 2 writes it
-        footer = {"write_statistics": False, "store_schema": False} if self.per_residue else {"write_statistics": ["seq_hash", "length"]}
-        writer = pq.ParquetWriter(
-            path, schema, compression=self.compression, compression_level=self.level, use_dictionary=False, **footer,
-            use_byte_stream_split=[name + leaf for name in schema.names[2:]] if self.byte_stream_split else False, **WRITE_OPTIONS,
-        )
-        if self.per_residue:
-            writer.add_key_value_metadata(schema.metadata)
-        return writer
-
+        codec = {
+            "compression": self.compression, "compression_level": self.level,
+            "use_byte_stream_split": [name + leaf for name in schema.names[2:]] if self.byte_stream_split else False,
+        }
+        if self.per_residue:  # format 2's footer and metadata, another codec
+            return shard_writer(path, schema, **codec)
+        # format 1 as it was written
+        return pq.ParquetWriter(path, schema, use_dictionary=False, write_statistics=["seq_hash", "length"], **codec, **WRITE_OPTIONS)
 
 ENCODINGS = {
     "format1": Encoding("format 1: float16 per number, byte-stream split + zstd", False, "zstd", byte_stream_split=True),

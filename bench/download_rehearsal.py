@@ -399,8 +399,9 @@ def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["datasets"] = {name: config["datasets"][name] for name in datasets}
     started = time.time()
-    reused = sorted(path.name for path in content_dir(args, workdir).glob("*.*")) if args.content_cache else []
-    catalogue = Catalogue(config, content_dir(args, workdir), fraction=args.fraction, seed=args.seed,
+    content = content_dir(args, workdir)
+    reused = sorted(path.name for path in content.glob("*.*")) if args.content_cache else []
+    catalogue = Catalogue(config, content, fraction=args.fraction, seed=args.seed,
                           obsolete_share=args.obsolete_share, missing_share=args.missing_share)
     for route in catalogue.archive_routes.values():
         catalogue.archive_path(route)

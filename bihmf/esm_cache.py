@@ -214,8 +214,9 @@ def residue_values(values: np.ndarray, offsets: pa.Array) -> pa.ListArray:
 
 def embedding_table(schema: pa.Schema, keys: Sequence[str], arrays: Sequence[np.ndarray]) -> pa.Table:
     """Rows for ``keys`` from float16 arrays [L, n_layers, D] (layer order as in ``schema``)."""
-    offsets = pa.array(np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int32))
-    columns = [pa.array(keys, pa.string()), pa.array([len(a) for a in arrays], pa.int32())]
+    lengths = np.array([len(a) for a in arrays], np.int32)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    columns = [pa.array(keys, pa.string()), pa.array(lengths, pa.int32())]
     columns += [residue_values(layer, offsets) for layer in layer_major(arrays)]
     return pa.Table.from_arrays(columns, schema=schema)
 
@@ -249,8 +250,10 @@ def _writer_options() -> dict:
     }
 
 
-def shard_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
-    writer = pq.ParquetWriter(path, schema, **_writer_options())
+def shard_writer(path: Path | pa.NativeFile, schema: pa.Schema, **options: Any) -> pq.ParquetWriter:
+    """A shard's writer; ``options`` override the cache's codec settings (bench/cache_writer.py
+    compares candidates with the same footer and metadata)."""
+    writer = pq.ParquetWriter(path, schema, **{**_writer_options(), **options})
     writer.add_key_value_metadata(schema.metadata or {})  # without the Arrow schema, the only copy
     return writer
 

@@ -245,14 +245,15 @@ def write_shard(
                 writer.submit(partial(assembled.append_file, path))
                 continue
             started = time.perf_counter()
-            targets = [(writer, assembled)] + ([(part_writer, part_writer.open(path, schema))] if resumable else [])
+            part_file = part_writer.open(path, schema) if resumable else None
+            targets = [(writer, assembled)] + ([(part_writer, part_file)] if part_file is not None else [])
             for chunk in plan_parts(part, lengths, CHUNK_BATCHES * settings.token_budget):
                 embeddings = embed_sequences(model, alphabet, {keys[r]: chains[keys[r]] for group in chunk for r in group}, layers, settings, device=device)
                 rows = [([keys[r] for r in group], [embeddings[keys[r]] for r in group]) for group in chunk]
                 for thread, file in targets:
                     thread.submit(partial(file.append, rows))
-            if resumable:
-                part_writer.submit(targets[1][1].commit)
+            if part_file is not None:
+                part_writer.submit(part_file.commit)
             embedded += len(part_keys)
             residues = sum(len(chains[key]) for key in part_keys)
             log.info("part %d: %d chains, %d residues, %.0f residues/s", number, len(part_keys), residues, residues / (time.perf_counter() - started))
