@@ -87,7 +87,8 @@ class _QuietServer(ThreadingHTTPServer):
 @dataclass
 class _State:
     seen: dict[tuple[int, str], int] = field(default_factory=dict)  # (behaviour index, route) -> requests
-    log: list[Request] = field(default_factory=list)
+    arrived: int = 0  # requests received so far: each request's place in the log
+    log: list[tuple[int, Request]] = field(default_factory=list)
 
 
 class UpstreamServer:
@@ -112,12 +113,13 @@ class UpstreamServer:
 
     @property
     def requests(self) -> list[Request]:
-        """Every request so far; waits (up to 10 s) for those being answered, so a client that has
-        its response finds its request here even if the handler has not returned yet."""
+        """Every request so far, in the order they arrived; waits (up to 10 s) for those being
+        answered, so a client that has its response finds its request here even if the handler has
+        not returned yet (handlers on separate connections finish in any order)."""
         with self._idle:
             self._idle.wait_for(lambda: self._in_flight == 0, timeout=10)
         with self._lock:
-            return list(self._state.log)
+            return [request for _place, request in sorted(self._state.log, key=lambda entry: entry[0])]
 
     def start(self) -> UpstreamServer:
         self._thread.start()
@@ -154,9 +156,15 @@ class UpstreamServer:
                         return index, behaviour
         return None
 
-    def _record(self, request: Request) -> None:
+    def _arrive(self) -> int:
+        """This request's place in arrival order, taken before it is answered."""
         with self._lock:
-            self._state.log.append(request)
+            self._state.arrived += 1
+            return self._state.arrived
+
+    def _record(self, place: int, request: Request) -> None:
+        with self._lock:
+            self._state.log.append((place, request))
             full = len(self._state.log) >= self.max_requests
         if full:
             threading.Thread(target=self.stop, daemon=True).start()
@@ -181,7 +189,7 @@ class UpstreamServer:
                         server._idle.notify_all()
 
             def _serve(self) -> None:
-                received = time.time()
+                place, received = server._arrive(), time.time()
                 parts = urlsplit(self.path)
                 route = parts.path.lstrip("/")
                 host, _, rest = route.partition("/")
@@ -189,7 +197,7 @@ class UpstreamServer:
                 hostile = server._applicable(route)
                 behaviour = hostile[1] if hostile else None
                 status, sent = self._answer(behaviour, server.catalogue.answer(host, "/" + rest, parts.query), headers)
-                server._record(Request(received, route, parts.query, headers, status, behaviour.kind if behaviour else "", sent))
+                server._record(place, Request(received, route, parts.query, headers, status, behaviour.kind if behaviour else "", sent))
 
             def _answer(self, behaviour: Behaviour | None, answer: Answer, headers: dict[str, str]) -> tuple[int, int]:
                 kind = behaviour.kind if behaviour else ""
