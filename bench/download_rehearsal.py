@@ -532,7 +532,7 @@ def main(argv: list[str]) -> None:
     info["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     setup = {"fraction": args.fraction, "mix": args.mix, "outage_share": args.outage_share, "kill_at": args.kill_at, "cores": args.cores, "seed": args.seed}
     path = save(args.out, NAME, argv, info, setup, results)
-    print(render({"results": results, "setup": setup}))
+    print(render({"results": results, "setup": setup, "machine": info}))
     print(f"wrote {path}")
     failures = problems(results)
     if failures:
