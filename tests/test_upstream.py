@@ -122,6 +122,26 @@ def test_behaviours_apply_per_path_for_their_first_requests(catalogue: Catalogue
         assert [r.behaviour for r in up.requests] == ["rate_limit", "unavailable", "", "maintenance", "empty", ""]
 
 
+class _LateToRecordFirstRequest(UpstreamServer):
+    """Its first request's handler records only after the next request was answered: what the
+    thread scheduler may do to two requests on separate connections."""
+
+    def _record(self, *args: object) -> None:
+        if not self._state.log and not getattr(self, "_delayed", False):
+            self._delayed = True
+            time.sleep(0.3)
+        super()._record(*args)
+
+
+def test_the_request_log_is_in_arrival_order_when_handlers_record_out_of_order(catalogue: Catalogue) -> None:
+    table = "raw.githubusercontent.com/jertubiana/ScanNet/7685549c8ed2159a0f441a977dec767343256292/datasets/BCE/labels_fold1.txt"
+    with _LateToRecordFirstRequest(catalogue) as up:
+        first = get(up, table, headers={"Range": "bytes=1-"})
+        second = get(up, table, headers={"Range": "bytes=2-"})
+        assert (first.status_code, second.status_code) == (206, 206)
+        assert [r.headers.get("Range") for r in up.requests] == ["bytes=1-", "bytes=2-"]
+
+
 def test_ranges_are_honoured_unless_told_and_a_drop_cuts_the_body(catalogue: Catalogue) -> None:
     fold = "raw.githubusercontent.com/jertubiana/ScanNet/7685549c8ed2159a0f441a977dec767343256292/datasets/BCE/labels_fold1.txt"
     whole = catalogue.text("https://" + fold)
