@@ -170,16 +170,16 @@ def provide_checkpoint(esm_cfg: dict, model_out: Path, downloads: Path, base_dir
         record_sha256(model_out)
         return
     checkpoint = esm_cfg.get("checkpoint") or released_checkpoint(esm_cfg["name"])
-    cached, digests, seen = {}, {}, {}
+    cached, seen = {}, {}
     for key, dest in (("model", model_out), ("regression", regression_path(model_out))):
         remote = checkpoint[key]
         url = resolve_url(remote["url"], base_dir)
         cached[dest] = download_file(url, cache_entry(downloads, url, Path(dest).name), remote["checksum"])
-        digests[dest] = seen[remote["url"]] = file_digest(cached[dest], "sha256")
+        seen[remote["url"]] = file_digest(cached[dest], "sha256")
     lock.record_seen(downloads, esm_cfg["name"], seen, lock.CHECKPOINTS)
     if lock_file is not None:
         lock.check(lock_file, esm_cfg["name"], seen, lock.CHECKPOINTS)
     for dest, source in cached.items():
         with atomic_output(dest) as tmp:
             shutil.copyfile(source, tmp)
-    record_sha256(model_out, digests[model_out])  # hashed above, before the lock check
+    record_sha256(model_out, seen[checkpoint["model"]["url"]])  # hashed above, before the lock check

@@ -166,7 +166,6 @@ def _csv_rows(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-
 def test_a_busy_cpu_is_named_before_it_inflates_the_calibration(monkeypatch):
     monkeypatch.setattr(plan_timing.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(plan_timing.os, "getloadavg", lambda: (14.0, 12.0, 10.0))
@@ -174,6 +173,7 @@ def test_a_busy_cpu_is_named_before_it_inflates_the_calibration(monkeypatch):
     monkeypatch.setattr(plan_timing.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
     assert plan_timing.busy_cpu(1) is None
     assert "OMP_NUM_THREADS" in plan_timing.busy_cpu(2)
+
 
 def test_cli_plan_on_the_demo_config(demo_root, records, tmp_path, monkeypatch, capsys):
     """The whole demo config: every fusion of its encoder, ppbs_demo counted from its table."""

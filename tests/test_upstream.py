@@ -90,7 +90,6 @@ def test_rcsb_structures_hold_the_labelled_residues_and_obsolete_ids_name_their_
         assert chains[name].protein_problem() is None
 
 
-
 def test_an_entry_with_long_chain_ids_is_served_only_as_mmcif(catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch) -> None:
     """As RCSB: no PDB-format file (404, so the client takes its mmCIF template) for chain ids of
     two characters, which ScanNet's label files name for ribosomes (4v5b, 4v88, ...)."""
@@ -100,6 +99,7 @@ def test_an_entry_with_long_chain_ids_is_served_only_as_mmcif(catalogue: Catalog
         assert get(up, "files.rcsb.org/download/9ZZZ.pdb.gz").status_code == 404
         cif = get(up, "files.rcsb.org/download/9ZZZ.cif.gz")
     assert cif.status_code == 200 and " AA " in gzip.decompress(cif.content).decode()
+
 
 def test_behaviours_apply_per_path_for_their_first_requests(catalogue: Catalogue) -> None:
     table = "raw.githubusercontent.com/jertubiana/ScanNet/7685549c8ed2159a0f441a977dec767343256292/datasets/BCE/table.csv"
